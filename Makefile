@@ -1,0 +1,36 @@
+# bpfring developer entry points.  Every target installs what it needs first
+# (idempotent, fast when already there).  Run as root on Debian 12.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+APT_PKGS := clang llvm libbpf-dev bpftool
+
+.PHONY: deps venv demo test lint bench clean
+
+deps:
+	@bash scripts/setup-system.sh $(APT_PKGS)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: deps venv
+	$(VENV)/bin/bpfring demo --count 5 --trigger
+
+test: deps venv
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(PY) -m ruff check src tests benchmarks
+
+bench: deps venv
+	$(VENV)/bin/bpfring bench
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,0 +1,157 @@
+"""The bpfring exception tree.
+
+Every error bpfring raises derives from :class:`BPFError`, which is an
+:class:`OSError`: where the kernel gave an errno, ``exc.errno`` carries it, so
+code that already handles ``OSError`` keeps working.  Several classes also
+derive from the builtin exception a Python programmer would expect
+(``PermissionError``, ``TypeError``, ``ValueError``), so either style of
+``except`` clause catches them.
+
+Each error may carry a ``hint``: one sentence telling the user what to do.
+The CLI prints ``message (hint: ...)`` on one line.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+
+__all__ = [
+    "AttachError",
+    "BPFError",
+    "BPFPermissionError",
+    "BTFError",
+    "BuildError",
+    "KernelTooOld",
+    "LoadError",
+    "MapTypeError",
+    "NotMountedError",
+    "RecordTooLarge",
+    "RingCorrupted",
+    "RingFull",
+    "SampleError",
+    "ToolNotFound",
+    "TypeNotFound",
+]
+
+
+class BPFError(OSError):
+    """Root of every bpfring error.
+
+    ``errno`` is set when the failure came from a system call; ``hint`` is a
+    short suggestion for the user, or ``None``.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None, hint: str | None = None):
+        if errno is not None:
+            super().__init__(errno, message)
+        else:
+            super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = self.message
+        if self.errno is not None:
+            text = f"{text} [{_errno.errorcode.get(self.errno, self.errno)}]"
+        if self.hint:
+            text = f"{text} (hint: {self.hint})"
+        return text
+
+    def __reduce__(self):  # keep pickling (multiprocessing) working
+        return (_rebuild, (type(self), self.message, self.errno, self.hint))
+
+
+def _rebuild(cls: type[BPFError], message: str, err: int | None, hint: str | None) -> BPFError:
+    return cls(message, errno=err, hint=hint)
+
+
+class BPFPermissionError(BPFError, PermissionError):
+    """The kernel refused for lack of privileges (EPERM/EACCES)."""
+
+
+class KernelTooOld(BPFError):
+    """The running kernel lacks a feature (map type, helper, program type)."""
+
+
+class NotMountedError(BPFError):
+    """A pseudo file system bpfring needs (tracefs, bpffs) is not mounted."""
+
+
+class BuildError(BPFError):
+    """Compiling BPF C failed; ``diagnostics`` holds the compiler's output."""
+
+    def __init__(self, message: str, *, diagnostics: str = "", **kw) -> None:
+        super().__init__(message, **kw)
+        self.diagnostics = diagnostics
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return f"{base}\n{self.diagnostics}" if self.diagnostics else base
+
+
+class ToolNotFound(BuildError, FileNotFoundError):
+    """A required program (clang, bpftool) is missing; the hint names its package."""
+
+
+class LoadError(BPFError):
+    """libbpf or the verifier refused the object; ``log`` holds the verifier log."""
+
+    def __init__(self, message: str, *, log: str = "", **kw) -> None:
+        super().__init__(message, **kw)
+        self.log = log
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return f"{base}\n--- verifier/libbpf log ---\n{self.log}" if self.log else base
+
+
+class AttachError(BPFError):
+    """Attaching a program (tracepoint, kprobe, ...) failed."""
+
+
+class MapTypeError(BPFError, TypeError):
+    """A map is not of the type the operation needs (e.g. not a ring buffer)."""
+
+
+class RingFull(BPFError):
+    """No room in a ring buffer for the requested record (ENOSPC)."""
+
+    def __init__(self, message: str = "ring buffer is full", **kw) -> None:
+        kw.setdefault("errno", _errno.ENOSPC)
+        super().__init__(message, **kw)
+
+
+class RecordTooLarge(BPFError, ValueError):
+    """A record can never fit in the ring, whatever the consumer does (E2BIG)."""
+
+    def __init__(self, message: str, **kw) -> None:
+        kw.setdefault("errno", _errno.E2BIG)
+        super().__init__(message, **kw)
+
+
+class SampleError(BPFError, RuntimeError):
+    """A reserved sample was misused: submitted or discarded twice, or used after."""
+
+    def __init__(self, message: str, **kw) -> None:
+        kw.setdefault("errno", _errno.EINVAL)
+        super().__init__(message, **kw)
+
+
+class RingCorrupted(BPFError):
+    """The shared ring memory holds content the protocol forbids (bad length,
+    misaligned position): another producer or consumer misbehaved."""
+
+    def __init__(self, message: str, **kw) -> None:
+        kw.setdefault("errno", _errno.EINVAL)
+        super().__init__(message, **kw)
+
+
+class BTFError(BPFError):
+    """BTF data is missing or malformed."""
+
+
+class TypeNotFound(BTFError, KeyError):
+    """A named type is not in the BTF; the message says why and how to keep it."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return BPFError.__str__(self)
