@@ -1,0 +1,161 @@
+"""ctypes binding to the system ``libbpf.so.1`` (1.1 or newer).
+
+Used only to open, load and attach BPF objects: relocation, CO-RE, map
+creation and the verifier dance are libbpf's job.  Ring buffers and map I/O do
+not go through libbpf (see :mod:`bpfring.ringbuf` and :mod:`bpfring._sys`).
+
+libbpf's own messages are routed to ``logging.getLogger("bpfring")``; while an
+object loads, they are also captured so that a :class:`~bpfring.LoadError`
+can carry the verifier log.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import threading
+from ctypes import (
+    CFUNCTYPE,
+    POINTER,
+    Structure,
+    c_bool,
+    c_char_p,
+    c_int,
+    c_size_t,
+    c_uint,
+    c_uint32,
+    c_void_p,
+)
+
+from .errors import BPFError
+
+log = logging.getLogger("bpfring")
+libbpf_log = logging.getLogger("bpfring.libbpf")
+
+
+def _load_lib() -> ctypes.CDLL:
+    for name in ("libbpf.so.1", ctypes.util.find_library("bpf")):
+        if not name:
+            continue
+        try:
+            return ctypes.CDLL(name, use_errno=True)
+        except OSError:
+            continue
+    raise BPFError("libbpf.so.1 not found", hint="apt-get install libbpf1 (or libbpf-dev)")
+
+
+lib = _load_lib()
+libc = ctypes.CDLL(None, use_errno=True)
+libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
+libc.vsnprintf.restype = c_int
+
+
+class OpenOpts(Structure):
+    """``struct bpf_object_open_opts`` as of libbpf 1.1 (``sz`` makes it forward
+    compatible: newer libbpf versions accept the shorter struct)."""
+
+    _fields_ = [
+        ("sz", c_size_t),
+        ("object_name", c_char_p),
+        ("relaxed_maps", c_bool),
+        ("pin_root_path", c_char_p),
+        ("_stub", c_uint32),
+        ("kconfig", c_char_p),
+        ("btf_custom_path", c_char_p),
+        ("kernel_log_buf", c_void_p),
+        ("kernel_log_size", c_size_t),
+        ("kernel_log_level", c_uint32),
+    ]
+
+
+def _fn(name: str, restype, *argtypes) -> None:
+    f = getattr(lib, name)
+    f.restype = restype
+    f.argtypes = list(argtypes)
+
+
+obj_p = c_void_p
+_fn("bpf_object__open_mem", obj_p, c_void_p, c_size_t, POINTER(OpenOpts))
+_fn("bpf_object__open_file", obj_p, c_char_p, POINTER(OpenOpts))
+_fn("bpf_object__load", c_int, obj_p)
+_fn("bpf_object__close", None, obj_p)
+_fn("bpf_object__name", c_char_p, obj_p)
+_fn("bpf_object__btf", c_void_p, obj_p)
+_fn("btf__raw_data", c_void_p, c_void_p, POINTER(c_uint32))
+_fn("bpf_object__next_map", c_void_p, obj_p, c_void_p)
+_fn("bpf_map__name", c_char_p, c_void_p)
+_fn("bpf_map__fd", c_int, c_void_p)
+_fn("bpf_map__type", c_int, c_void_p)
+_fn("bpf_map__max_entries", c_uint32, c_void_p)
+_fn("bpf_map__set_max_entries", c_int, c_void_p, c_uint32)
+_fn("bpf_map__key_size", c_uint32, c_void_p)
+_fn("bpf_map__value_size", c_uint32, c_void_p)
+_fn("bpf_map__is_internal", c_bool, c_void_p)
+_fn("bpf_map__initial_value", c_void_p, c_void_p, POINTER(c_size_t))
+_fn("bpf_map__set_pin_path", c_int, c_void_p, c_char_p)
+_fn("bpf_object__next_program", c_void_p, obj_p, c_void_p)
+_fn("bpf_program__name", c_char_p, c_void_p)
+_fn("bpf_program__section_name", c_char_p, c_void_p)
+_fn("bpf_program__fd", c_int, c_void_p)
+_fn("bpf_program__type", c_int, c_void_p)
+_fn("bpf_program__autoload", c_bool, c_void_p)
+_fn("bpf_program__set_autoload", c_int, c_void_p, c_bool)
+_fn("bpf_program__attach", c_void_p, c_void_p)
+_fn("bpf_link__destroy", c_int, c_void_p)
+_fn("bpf_link__fd", c_int, c_void_p)
+
+PRINT_FN = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
+_fn("libbpf_set_print", c_void_p, PRINT_FN)
+
+_LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
+_capture = threading.local()
+
+
+@PRINT_FN
+def _print(level: int, fmt: bytes, va_list: int) -> int:
+    # libbpf hands us printf-style arguments as a va_list; on the SysV x86-64
+    # and AArch64 ABIs a va_list parameter is passed as a pointer, so libc's
+    # vsnprintf can format it for us.
+    pylevel = _LEVELS.get(level, logging.DEBUG)
+    sink = getattr(_capture, "lines", None)
+    if sink is None and not libbpf_log.isEnabledFor(pylevel):
+        return 0
+    buf = ctypes.create_string_buffer(4096)
+    n = libc.vsnprintf(buf, len(buf), fmt, va_list)
+    if n >= len(buf):  # long verifier log lines: format again into a bigger buffer
+        # va_list cannot be reused after vsnprintf; keep the truncated text.
+        pass
+    text = buf.value.decode(errors="replace").rstrip("\n")
+    if sink is not None and level <= 1:
+        sink.append(text)
+    if libbpf_log.isEnabledFor(pylevel):
+        libbpf_log.log(pylevel, "%s", text)
+    return 0
+
+
+lib.libbpf_set_print(_print)
+
+
+class capture_log:
+    """Context manager collecting libbpf's warning/info lines on this thread."""
+
+    def __enter__(self) -> list[str]:
+        self.lines: list[str] = []
+        _capture.lines = self.lines
+        return self.lines
+
+    def __exit__(self, *exc: object) -> None:
+        _capture.lines = None
+
+
+def errno_of(ret: int) -> int:
+    """libbpf returns ``-errno``; errno is also set for NULL-returning calls."""
+    return -ret if ret < 0 else ctypes.get_errno()
+
+
+def cstr(b: bytes | None) -> str:
+    return b.decode() if b else ""
+
+
+__all__ = ["OpenOpts", "c_uint", "capture_log", "cstr", "errno_of", "lib", "libbpf_log"]

@@ -1,0 +1,389 @@
+"""BPF objects: open, load and attach compiled BPF C with libbpf, then reach
+their maps, programs, global variables and ring buffers from Python."""
+
+from __future__ import annotations
+
+import ctypes
+import errno as _errno
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from . import _libbpf, _sys
+from ._fs import ensure_tracefs
+from ._libbpf import capture_log, cstr, lib
+from .errors import AttachError, BPFError, BPFPermissionError, LoadError, MapTypeError
+from .link import Link
+from .maps import Map
+from .ringbuf import RingBuffer, UserRingBuffer
+
+__all__ = ["BPFObject", "Program", "load"]
+
+log = logging.getLogger("bpfring")
+
+_PROG_TYPE_SYSCALL = 31
+# Section prefixes whose attachment needs tracefs (tracepoint ids are read from it).
+_TRACEFS_SECTIONS = ("tracepoint/", "tp/")
+
+
+class Program:
+    """One BPF program of a loaded :class:`BPFObject`."""
+
+    def __init__(self, obj: BPFObject, ptr: int) -> None:
+        self._obj = obj
+        self._ptr = ptr
+        self.name = cstr(lib.bpf_program__name(ptr))
+        self.section = cstr(lib.bpf_program__section_name(ptr))
+
+    @property
+    def fd(self) -> int:
+        self._obj._check_open()
+        return lib.bpf_program__fd(self._ptr)
+
+    @property
+    def type(self) -> int:
+        return lib.bpf_program__type(self._ptr)
+
+    @property
+    def autoload(self) -> bool:
+        return bool(lib.bpf_program__autoload(self._ptr))
+
+    def attach(self) -> Link:
+        """Attach by the program's ``SEC()`` (tracepoint, kprobe, raw_tp, ...).
+
+        The link lives until :meth:`Link.close` or until the object is closed.
+        """
+        self._obj._check_open()
+        if self.section.startswith(_TRACEFS_SECTIONS):
+            ensure_tracefs()
+        with capture_log() as lines:
+            ptr = lib.bpf_program__attach(self._ptr)
+        if not ptr:
+            err = ctypes.get_errno() or _errno.EINVAL
+            what = f"attaching program {self.name!r} (SEC(\"{self.section}\"))"
+            detail = "; ".join(lines[-3:])
+            if err in (_errno.EPERM, _errno.EACCES):
+                raise BPFPermissionError(f"{what}: {os.strerror(err)}", errno=err,
+                                         hint="attaching needs CAP_BPF and CAP_PERFMON (root)")
+            hint = None
+            if err == _errno.ENOENT and self.section.startswith(_TRACEFS_SECTIONS):
+                hint = "check the tracepoint name under /sys/kernel/tracing/events"
+            elif err == _errno.EOPNOTSUPP:
+                hint = "this section type cannot be auto-attached; use run() for SEC(\"syscall\")"
+            raise AttachError(f"{what}: {os.strerror(err)}" + (f" ({detail})" if detail else ""),
+                              errno=err, hint=hint)
+        link = Link(ptr, self.name)
+        self._obj._links.append(link)
+        return link
+
+    def run(self, data: bytes = b"", ctx: bytes | None = None) -> int:
+        """Run the program once with BPF_PROG_TEST_RUN and return its return value.
+
+        For ``SEC("syscall")`` programs ``ctx`` is the context struct as bytes;
+        other program types that support test runs take packet ``data``.
+        """
+        return _sys.prog_test_run(self.fd, data, ctx)
+
+    def __repr__(self) -> str:
+        return f"<Program {self.name} SEC({self.section!r})>"
+
+
+class _Globals:
+    """Attribute access to an object's global variables (``.bss``, ``.data``,
+    ``.rodata`` and custom ``.data.*`` sections), typed from BTF.
+
+    Before load, assignments change the initial image libbpf will load; after
+    load, ``.bss``/``.data`` read and write the live kernel memory through
+    libbpf's mmap, while ``.rodata`` is frozen and read-only.
+    """
+
+    def __init__(self, obj: BPFObject) -> None:
+        object.__setattr__(self, "_obj", obj)
+        object.__setattr__(self, "_vars", None)
+
+    def _index(self) -> dict[str, tuple[Map, Any]]:
+        idx = self._vars
+        if idx is None:
+            idx = {}
+            obj = self._obj
+            btf = obj.btf
+            for m in obj.maps.values():
+                if not m.internal:
+                    continue
+                sec = m.section
+                if btf is None or sec is None:
+                    continue
+                try:
+                    variables = btf.datasec(sec)
+                except KeyError:
+                    continue
+                for var in variables:
+                    idx[var.name] = (m, var)
+            object.__setattr__(self, "_vars", idx)
+        return idx
+
+    def _region(self, m: Map) -> memoryview:
+        size = ctypes.c_size_t()
+        ptr = lib.bpf_map__initial_value(m._ptr, ctypes.byref(size))
+        if not ptr:
+            raise BPFError(f"global section {m.section} is not accessible")
+        return memoryview((ctypes.c_char * size.value).from_address(ptr)).cast("B")
+
+    def _lookup(self, name: str) -> tuple[Map, Any]:
+        try:
+            return self._index()[name]
+        except KeyError:
+            raise AttributeError(f"BPF object has no global variable {name!r}") from None
+
+    def __getattr__(self, name: str) -> Any:
+        m, var = self._lookup(name)
+        return var.type.decode(self._region(m), var.offset)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        m, var = self._lookup(name)
+        if self._obj.loaded and m.section.startswith(".rodata"):
+            raise AttributeError(
+                f"{name} is in .rodata, which is read-only after load "
+                "(set it with load(..., globals={...}))"
+            )
+        data = var.type.encode(value)
+        self._region(m)[var.offset:var.offset + len(data)] = data
+
+    def __dir__(self) -> list[str]:
+        return sorted(self._index())
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._index()
+
+    def _asdict(self) -> dict[str, Any]:
+        return {n: getattr(self, n) for n in self._index()}
+
+    def __repr__(self) -> str:
+        return f"<globals {', '.join(sorted(self._index()))}>"
+
+
+class BPFObject:
+    """A BPF object file opened and loaded through libbpf.
+
+    Use :func:`load` to make one.  Closing the object (or leaving its ``with``
+    block) detaches its links, closes its ring buffers and unloads it.
+    """
+
+    def __init__(self, ptr: int, name: str) -> None:
+        self._ptr: int | None = ptr
+        self.name = name
+        self.loaded = False
+        self._links: list[Link] = []
+        self._rings: list[RingBuffer | UserRingBuffer] = []
+        self.maps: dict[str, Map] = {}
+        self.programs: dict[str, Program] = {}
+        m = lib.bpf_object__next_map(ptr, None)
+        while m:
+            mp = Map._from_libbpf(self, m)
+            self.maps[mp.name] = mp
+            m = lib.bpf_object__next_map(ptr, m)
+        p = lib.bpf_object__next_program(ptr, None)
+        while p:
+            prog = Program(self, p)
+            self.programs[prog.name] = prog
+            p = lib.bpf_object__next_program(ptr, p)
+        self._btf = None
+        self.globals = _Globals(self)
+
+    # lifecycle ---------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._ptr is None:
+            raise ValueError("BPF object is closed")
+
+    def _load(self) -> None:
+        with capture_log() as lines:
+            ret = lib.bpf_object__load(self._ptr)
+        if ret < 0:
+            err = -ret
+            text = "\n".join(lines)
+            what = f"loading BPF object {self.name!r}"
+            if err in (_errno.EPERM, _errno.EACCES) and "BEGIN PROG LOAD LOG" not in text:
+                raise BPFPermissionError(f"{what}: {os.strerror(err)}", errno=err,
+                                         hint=_sys._PRIV_HINT)
+            raise LoadError(f"{what} failed: {os.strerror(err)}", errno=err, log=text,
+                            hint="read the verifier log below; the last lines say what it "
+                                 "rejected")
+        self.loaded = True
+        for m in self.maps.values():
+            m._loaded()
+
+    def close(self) -> None:
+        """Detach links, close rings and maps, unload programs (idempotent)."""
+        if self._ptr is None:
+            return
+        for r in self._rings:
+            r.close()
+        for link in reversed(self._links):
+            link.close()
+        self._rings.clear()
+        self._links.clear()
+        lib.bpf_object__close(self._ptr)
+        self._ptr = None
+
+    def __enter__(self) -> BPFObject:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_ptr", None) is not None:
+            try:
+                self.close()
+            except Exception:  # interpreter shutdown
+                pass
+
+    # contents ----------------------------------------------------------------------
+
+    @property
+    def btf(self):
+        """The object's BTF (:class:`bpfring.btf.BTF`), or None if it has none."""
+        if self._btf is None and self._ptr is not None:
+            from .btf import BTF
+
+            bp = lib.bpf_object__btf(self._ptr)
+            if bp:
+                size = ctypes.c_uint32()
+                raw = lib.btf__raw_data(bp, ctypes.byref(size))
+                self._btf = BTF.from_bytes(ctypes.string_at(raw, size.value))
+        return self._btf
+
+    @property
+    def types(self) -> Mapping[str, Any]:
+        """Record types of the object's BTF by name (see :mod:`bpfring.btf`)."""
+        btf = self.btf
+        if btf is None:
+            raise BPFError(f"BPF object {self.name!r} has no BTF", hint="compile with -g")
+        return btf.types
+
+    def attach(self) -> list[Link]:
+        """Attach every loaded program that has an auto-attachable ``SEC()``.
+
+        ``SEC("syscall")`` programs and others without an attach point are
+        skipped (run them with :meth:`Program.run`).  Returns the new links.
+        """
+        links = []
+        for prog in self.programs.values():
+            if not prog.autoload or prog.type == _PROG_TYPE_SYSCALL:
+                continue
+            try:
+                links.append(prog.attach())
+            except AttachError as e:
+                if e.errno in (_errno.EOPNOTSUPP, 524, _errno.ESRCH):
+                    log.debug("not auto-attaching %s: %s", prog.name, e)
+                    continue
+                raise
+        return links
+
+    @property
+    def links(self) -> list[Link]:
+        return list(self._links)
+
+    def _ring_map(self, name: str, want: int) -> Map:
+        self._check_open()
+        try:
+            m = self.maps[name]
+        except KeyError:
+            rings = [n for n, mp in self.maps.items() if mp.type in (27, 31)]
+            raise KeyError(f"no map named {name!r}; ring maps here: {rings}") from None
+        if m.type != want:
+            raise MapTypeError(
+                f"map {name!r} is a {_sys.MAP_TYPE_NAMES.get(m.type, m.type)} map, not a "
+                f"{_sys.MAP_TYPE_NAMES[want]} map")
+        return m
+
+    def ring_buffer(self, name: str, **kw: Any) -> RingBuffer:
+        """A :class:`RingBuffer` consumer for the object's RINGBUF map ``name``."""
+        m = self._ring_map(name, _sys.MAP_TYPE_RINGBUF)
+        rb = RingBuffer(m.fd, **kw)
+        self._rings.append(rb)
+        return rb
+
+    def user_ring_buffer(self, name: str, **kw: Any) -> UserRingBuffer:
+        """A :class:`UserRingBuffer` producer for the object's USER_RINGBUF map ``name``."""
+        m = self._ring_map(name, _sys.MAP_TYPE_USER_RINGBUF)
+        urb = UserRingBuffer(m.fd, **kw)
+        self._rings.append(urb)
+        return urb
+
+    def __repr__(self) -> str:
+        state = "loaded" if self.loaded else ("closed" if self._ptr is None else "opened")
+        return f"<BPFObject {self.name} {state} maps={list(self.maps)} " \
+               f"programs={list(self.programs)}>"
+
+
+def _looks_like_source(text: str) -> bool:
+    return "\n" in text or "SEC(" in text or "#include" in text
+
+
+def open_object(src: str | os.PathLike[str] | bytes, *, name: str | None = None,
+                include_dirs=(), defines=None) -> BPFObject:
+    """Open (not load) a BPF object from a .bpf.c path, .o path, C text or ELF bytes."""
+    opts = _libbpf.OpenOpts()
+    opts.sz = ctypes.sizeof(opts)
+    if isinstance(src, bytes | bytearray | memoryview):
+        data = bytes(src)
+        if not data.startswith(b"\x7fELF"):
+            raise BPFError("object bytes are not an ELF file",
+                           hint="pass a compiled .bpf.o image, or a path to a .bpf.c file")
+        oname = name or "bpf_obj"
+        opts.object_name = oname.encode()
+        buf = ctypes.create_string_buffer(data, len(data))
+        ptr = lib.bpf_object__open_mem(buf, len(data), ctypes.byref(opts))
+        what = "object bytes"
+    else:
+        from . import build as _build
+
+        text = os.fspath(src)
+        if not os.path.exists(text) and _looks_like_source(text):
+            path = _build.build_source(text, name=name or "prog", include_dirs=include_dirs,
+                                       defines=defines)
+        else:
+            path = Path(text)
+            if not path.exists():
+                raise FileNotFoundError(_errno.ENOENT, "no such BPF source or object", text)
+            if path.suffix == ".c":
+                path = _build.build(path, include_dirs=include_dirs, defines=defines)
+        if name:
+            oname = name
+        elif os.path.exists(text):
+            oname = Path(text).name.split(".")[0]
+        else:
+            oname = "prog"
+        opts.object_name = oname.encode()
+        with capture_log():
+            ptr = lib.bpf_object__open_file(os.fsencode(path), ctypes.byref(opts))
+        what = str(path)
+    if not ptr:
+        err = ctypes.get_errno() or _errno.EINVAL
+        raise LoadError(f"libbpf cannot open {what}: {os.strerror(err)}", errno=err)
+    return BPFObject(ptr, oname)
+
+
+def load(src: str | os.PathLike[str] | bytes, *, globals: Mapping[str, Any] | None = None,
+         name: str | None = None, include_dirs=(), defines=None) -> BPFObject:
+    """Open and load a BPF object.
+
+    ``src`` is a ``.bpf.c`` file (compiled with :func:`bpfring.build` first), a
+    compiled ``.bpf.o`` file, C source text, or the bytes of an object file.
+    ``globals`` sets ``.rodata``/``.data``/``.bss`` variables by name before
+    the programs are verified (so ``const volatile`` knobs take effect).
+    """
+    obj = open_object(src, name=name, include_dirs=include_dirs, defines=defines)
+    try:
+        for k, v in (globals or {}).items():
+            setattr(obj.globals, k, v)
+        obj._load()
+    except BaseException:
+        obj.close()
+        raise
+    return obj
+

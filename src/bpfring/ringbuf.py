@@ -1,0 +1,604 @@
+"""Ring buffers between Python and BPF programs, implemented natively over mmap.
+
+* :class:`RingBuffer` consumes a ``BPF_MAP_TYPE_RINGBUF`` (kernel -> user).
+* :class:`UserRingBuffer` produces into a ``BPF_MAP_TYPE_USER_RINGBUF``
+  (user -> kernel), drained by ``bpf_user_ringbuf_drain()``.
+
+The protocol itself lives in :mod:`bpfring._ringcore`; this module maps the
+ring's pages, loads and stores the shared positions, and waits with epoll.
+
+Memory ordering
+---------------
+The kernel pairs its position and header accesses with acquire/release
+semantics (``smp_load_acquire``/``smp_store_release`` and ``xchg`` in
+kernel/bpf/ringbuf.c).  We read and write positions through a ``'Q'`` view and
+headers through an ``'I'`` view of the mapping; CPython performs each item
+access as one fixed-size ``memcpy`` of an aligned address, which compiles to a
+single aligned load or store.  On x86-64 (TSO) every aligned load already has
+acquire and every aligned store release semantics, and the interpreter issues
+our accesses in program order (each is an opaque C call, so no compiler
+reordering across them).  That is exactly the ordering the protocol needs:
+payload and header stores become visible before the producer-position store,
+and the consumer-position store comes after the payload reads.  Weakly
+ordered CPUs (arm64, riscv, ppc) need real barriers, which pure Python cannot
+issue, so this module refuses to run there with a clear error instead of
+risking torn or reordered records.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import logging
+import mmap
+import os
+import platform
+import select
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from . import _sys
+from ._ringcore import (
+    BUSY_BIT,
+    HDR_SIZE,
+    LEN_MASK,
+    POS_MASK,
+    Consumer,
+    Producer,
+    check_ring_size,
+    record_span,
+)
+from .errors import BPFError, MapTypeError, RingFull, SampleError
+
+__all__ = ["RingBuffer", "Sample", "UserRingBuffer"]
+
+log = logging.getLogger("bpfring")
+
+PAGE_SIZE = mmap.PAGESIZE
+_TSO_MACHINES = frozenset({"x86_64", "amd64", "i686", "i386"})
+
+
+def _check_arch() -> None:
+    machine = platform.machine()
+    if machine.lower() not in _TSO_MACHINES:
+        raise BPFError(
+            f"ring buffer access needs acquire/release barriers on {machine}, "
+            "which bpfring does not implement yet",
+            hint="use an x86-64 host",
+        )
+
+
+def _dup(fd: int) -> int:
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+
+
+def _deadline(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if timeout < 0:
+        raise ValueError("timeout must be >= 0 or None")
+    return time.monotonic() + timeout
+
+
+def _remaining(deadline: float | None) -> float | None:
+    """Seconds left until ``deadline`` (None: forever), never negative."""
+    if deadline is None:
+        return None
+    return max(0.0, deadline - time.monotonic())
+
+
+class _MappedRing:
+    """What both ring kinds share: a private fd, map info, the two mappings and
+    an epoll instance watching the map fd."""
+
+    _map_type: int = -1
+    _kind: str = ""
+
+    def __init__(self, fd: int, *, _owned: bool = False) -> None:
+        _check_arch()
+        self._closed = True
+        self._fd = fd if _owned else _dup(fd)
+        try:
+            info = _sys.map_info(self._fd)
+            if info.type != self._map_type:
+                raise MapTypeError(
+                    f"map {info.name or info.id!r} (id {info.id}) is a {info.type_name} map, "
+                    f"not a {_sys.MAP_TYPE_NAMES[self._map_type]} map",
+                    hint=f"use {'UserRingBuffer' if info.type == 31 else 'RingBuffer'} "
+                    "for this map" if info.type in (27, 31) else None,
+                )
+            self.info = info
+            self._size = info.max_entries
+            self._map()
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._closed = False
+
+    def _mmap(self, length: int, prot: int, offset: int) -> mmap.mmap:
+        try:
+            return mmap.mmap(self._fd, length, flags=mmap.MAP_SHARED, prot=prot, offset=offset)
+        except OSError as e:
+            if e.errno == _errno.EINVAL and prot & mmap.PROT_WRITE == 0 and offset == 0:
+                hint = "open the map read-write: fds opened with BPF_F_RDONLY cannot be mmapped"
+            elif e.errno == _errno.EPERM:
+                hint = "the map is frozen (BPF_MAP_FREEZE) or the fd lacks write access"
+            else:
+                hint = "open the map read-write (no BPF_F_RDONLY/BPF_F_WRONLY)"
+            raise BPFError(f"cannot mmap {self._kind} ring buffer: {e.strerror}",
+                           errno=e.errno, hint=hint) from None
+
+    def _map(self) -> None:
+        raise NotImplementedError
+
+    # Context manager and fd plumbing -------------------------------------------------
+
+    def fileno(self) -> int:
+        """The map fd (a private duplicate, valid until :meth:`close`)."""
+        self._check_open()
+        return self._fd
+
+    @property
+    def size(self) -> int:
+        """Size of the data area in bytes."""
+        return self._size
+
+    @property
+    def map_id(self) -> int:
+        return self.info.id
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"{type(self).__name__} is closed")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _unmap(self, views: list[memoryview], maps: list[mmap.mmap]) -> None:
+        for v in views:
+            v.release()
+        for m in maps:
+            try:
+                m.close()
+            except BufferError:
+                # A caller still holds a view into the ring; the mapping is
+                # released by the garbage collector once that view is gone.
+                log.warning("ring buffer mapping still referenced; unmapping deferred")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"fd={self._fd}"
+        return f"<{type(self).__name__} id={self.info.id} name={self.info.name!r} " \
+               f"size={self._size} {state}>"
+
+    # Constructors shared by both kinds ---------------------------------------------
+
+    @classmethod
+    def create(cls, size: int, *, name: str = ""):
+        """Create a new standalone ring map of ``size`` bytes (a power of two
+        and a multiple of the page size)."""
+        check_ring_size(size, PAGE_SIZE)
+        fd = _sys.map_create(cls._map_type, 0, 0, size, name=name)
+        return cls(fd, _owned=True)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]):
+        """Open a ring map pinned on a bpffs at ``path``."""
+        fd = _sys.obj_get(os.fspath(path))
+        return cls(fd, _owned=True)
+
+    @classmethod
+    def from_id(cls, map_id: int):
+        """Open a ring map by its kernel map id."""
+        fd = _sys.map_get_fd_by_id(map_id)
+        return cls(fd, _owned=True)
+
+    def pin(self, path: str | os.PathLike[str]) -> None:
+        """Pin the map on a bpffs at ``path`` so other processes can open it."""
+        self._check_open()
+        _sys.obj_pin(self._fd, os.fspath(path))
+
+
+class RingBuffer(_MappedRing):
+    """Consumer of a ``BPF_MAP_TYPE_RINGBUF`` (records produced by BPF programs).
+
+    ``RingBuffer(fd)`` duplicates ``fd``; the caller keeps ownership of its own.
+    One consumer per ring: a second consumer (in this or another process)
+    steals records.  Methods are thread-safe (a lock serialises consumption).
+
+    Delivery is at-least-once for callbacks: a record whose callback raises is
+    not consumed and comes again on the next call.  :meth:`read` and iteration
+    return copies, and a record counts as consumed once it is copied.
+    """
+
+    _map_type = _sys.MAP_TYPE_RINGBUF
+    _kind = "kernel"
+
+    def __init__(self, fd: int, *, batch_publish: bool = False, _owned: bool = False) -> None:
+        self.batch_publish = batch_publish
+        super().__init__(fd, _owned=_owned)
+        self._lock = threading.Lock()
+
+    def _map(self) -> None:
+        size = self._size
+        # Consumer page: RW, exactly one page at offset 0 (ringbuf_map_mmap_kern
+        # refuses any other writable mapping).  Producer page + doubled data: RO.
+        self._cons_mm = self._mmap(PAGE_SIZE, mmap.PROT_READ | mmap.PROT_WRITE, 0)
+        try:
+            self._data_mm = self._mmap(PAGE_SIZE + 2 * size, mmap.PROT_READ, PAGE_SIZE)
+        except BaseException:
+            self._cons_mm.close()
+            raise
+        self._cons_view = memoryview(self._cons_mm).cast("Q")
+        prod_page = memoryview(self._data_mm)
+        self._prod_view = prod_page[:PAGE_SIZE].cast("Q")
+        self._data = prod_page[PAGE_SIZE:]
+        self._core = Consumer(self._data, size)
+        self._epoll = select.epoll()
+        self._epoll.register(self._fd, select.EPOLLIN)
+
+    # Positions ---------------------------------------------------------------------
+
+    @property
+    def consumer_pos(self) -> int:
+        return self._cons_view[0]
+
+    @property
+    def producer_pos(self) -> int:
+        return self._prod_view[0]
+
+    @property
+    def pending_pos(self) -> int:
+        """Kernel bookkeeping (6.10+): first record not yet known committed."""
+        return self._prod_view[1]
+
+    @property
+    def available(self) -> int:
+        """Bytes waiting to be consumed (headers, discarded and busy records included)."""
+        self._check_open()
+        return (self._prod_view[0] - self._cons_view[0]) & POS_MASK
+
+    def _publish(self, pos: int) -> None:
+        self._cons_view[0] = pos
+
+    # Consuming ---------------------------------------------------------------------
+
+    def consume(self, callback: Callable[[memoryview], Any], limit: int | None = None) -> int:
+        """Deliver waiting records to ``callback`` without waiting; return how many.
+
+        ``callback(view)`` gets a read-only memoryview of the payload that is
+        valid only during the call (copy it with ``bytes(view)`` to keep it).
+        ``limit`` bounds the records delivered (0 delivers none).
+        """
+        return self._consume(callback, limit)[0]
+
+    def _consume(self, callback: Callable[[memoryview], Any], limit: int | None
+                 ) -> tuple[int, bool]:
+        self._check_open()
+        with self._lock:
+            # Load-acquire consumer_pos once (only we write it), then
+            # producer_pos: pairs with the kernel's store-release of producer_pos
+            # after writing the BUSY header.
+            cons = self._cons_view[0]
+            total = 0
+            busy = False
+            publish = None if self.batch_publish else self._publish
+            while True:
+                prod = self._prod_view[0]
+                if cons == prod:
+                    break
+                left = None if limit is None else limit - total
+                res = self._core.consume(cons, prod, callback, left, publish)
+                total += res.delivered
+                if self.batch_publish and res.cons != cons:
+                    self._cons_view[0] = res.cons
+                cons = res.cons
+                busy = res.busy
+                if busy or (limit is not None and total >= limit) or res.cons != prod:
+                    break
+            return total, busy
+
+    def poll(self, callback: Callable[[memoryview], Any], timeout: float | None = None,
+             limit: int | None = None) -> int:
+        """Wait up to ``timeout`` seconds (None: forever, 0: not at all) for
+        records, then deliver them to ``callback``; return how many.
+
+        Waiting follows the kernel's wakeup rules: a producer that submits with
+        ``BPF_RB_NO_WAKEUP`` (or adaptively, while we lag behind) does not wake
+        us, so records it wrote are picked up at the next call or timeout.
+        """
+        deadline = _deadline(timeout)
+        backoff = 20e-6
+        while True:
+            n, busy = self._consume(callback, limit)
+            if n or (limit is not None and limit <= 0):
+                return n
+            left = _remaining(deadline)
+            if left == 0.0:
+                return 0
+            if busy:
+                # A BPF program on another CPU holds a reservation open.  The fd
+                # stays readable (prod != cons), so epoll would spin: back off.
+                time.sleep(backoff if left is None else min(backoff, left))
+                backoff = min(backoff * 2, 1e-3)
+                continue
+            backoff = 20e-6
+            self._epoll.poll(-1 if left is None else left)
+
+    def read(self, limit: int | None = None, timeout: float | None = 0) -> list[bytes]:
+        """Return copies of waiting records (at most ``limit``), waiting up to
+        ``timeout`` seconds for the first one (default: do not wait)."""
+        out: list[bytes] = []
+        self.poll(lambda v: out.append(bytes(v)), timeout, limit)
+        return out
+
+    def __iter__(self) -> Iterator[bytes]:
+        """Yield records one by one, blocking for each (copies)."""
+        while True:
+            rec = self.read(1, None)
+            if rec:
+                yield rec[0]
+
+    def pending(self) -> tuple[int, int, int]:
+        """(committed, discarded, busy) records waiting, without consuming them."""
+        self._check_open()
+        return self._core.pending_records(self._cons_view[0], self._prod_view[0])
+
+    def close(self) -> None:
+        """Unmap the ring and close the private fd (idempotent)."""
+        if self._closed:
+            return
+        with self._lock:
+            self._closed = True
+            self._epoll.close()
+            self._unmap([self._core.words, self._data, self._prod_view, self._cons_view],
+                        [self._data_mm, self._cons_mm])
+            os.close(self._fd)
+
+
+class Sample:
+    """A reserved, writable sample of a :class:`UserRingBuffer`.
+
+    Write the payload through :attr:`data` (a writable memoryview straight into
+    the ring), ``sample[a:b] = ...`` or :meth:`write`, then :meth:`submit` or
+    :meth:`discard` exactly once.  Used as a context manager it submits on
+    normal exit and discards when the block raises.  After submit or discard
+    the view is released: later writes raise instead of corrupting the ring.
+    """
+
+    __slots__ = ("_hdr", "_ring", "data")
+
+    def __init__(self, ring: UserRingBuffer, hdr: int, data: memoryview) -> None:
+        self._ring = ring
+        self._hdr = hdr
+        self.data = data
+
+    def __len__(self) -> int:
+        return self.data.nbytes
+
+    def __setitem__(self, key, value) -> None:
+        self.data[key] = value
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    def write(self, payload, offset: int = 0) -> None:
+        """Copy ``payload`` into the sample at ``offset``."""
+        n = memoryview(payload).nbytes
+        self.data[offset:offset + n] = memoryview(payload).cast("B")
+
+    @property
+    def done(self) -> bool:
+        return self._hdr < 0
+
+    def submit(self) -> None:
+        """Hand the sample to the kernel (clears the BUSY bit)."""
+        self._ring._commit(self, False)
+
+    def discard(self) -> None:
+        """Give the space back without the kernel ever seeing the sample."""
+        self._ring._commit(self, True)
+
+    def __enter__(self) -> Sample:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._hdr < 0:
+            return
+        self._ring._commit(self, exc_type is not None)
+
+    def __repr__(self) -> str:
+        state = "done" if self._hdr < 0 else "reserved"
+        return f"<Sample {state} size={len(self) if self._hdr >= 0 else '?'}>"
+
+
+class UserRingBuffer(_MappedRing):
+    """Producer into a ``BPF_MAP_TYPE_USER_RINGBUF`` drained by a BPF program.
+
+    Thread-safe: reservations are serialised by a lock; submits need none.
+    Several *processes* writing one ring must coordinate among themselves (the
+    kernel offers no lock); the drain itself may run concurrently with writes.
+    Samples reach the kernel in reservation order, and an unsubmitted sample
+    holds back the ones reserved after it.
+    """
+
+    _map_type = _sys.MAP_TYPE_USER_RINGBUF
+    _kind = "user"
+
+    def __init__(self, fd: int, *, _owned: bool = False) -> None:
+        super().__init__(fd, _owned=_owned)
+        self._lock = threading.Lock()
+        self._outstanding: dict[int, Sample] = {}
+
+    def _map(self) -> None:
+        size = self._size
+        # ringbuf_map_mmap_user: consumer page read-only, producer page + data RW.
+        self._cons_mm = self._mmap(PAGE_SIZE, mmap.PROT_READ, 0)
+        try:
+            self._data_mm = self._mmap(PAGE_SIZE + 2 * size,
+                                       mmap.PROT_READ | mmap.PROT_WRITE, PAGE_SIZE)
+        except BaseException:
+            self._cons_mm.close()
+            raise
+        self._cons_view = memoryview(self._cons_mm).cast("Q")
+        prod_page = memoryview(self._data_mm)
+        self._prod_view = prod_page[:PAGE_SIZE].cast("Q")
+        self._data = prod_page[PAGE_SIZE:]
+        self._core = Producer(self._data, size)
+        # Edge-triggered EPOLLOUT: the kernel reports EPOLLOUT whenever the ring
+        # is not 100% full, so a level-triggered wait for room for N bytes would
+        # spin (libbpf's reserve_blocking does).  With EPOLLET, each wait blocks
+        # until the next drain wakeup (ringbuf_map_poll_user + irq_work).
+        self._epoll = select.epoll()
+        self._epoll.register(self._fd, select.EPOLLOUT | select.EPOLLET)
+
+    @property
+    def consumer_pos(self) -> int:
+        return self._cons_view[0]
+
+    @property
+    def producer_pos(self) -> int:
+        return self._prod_view[0]
+
+    @property
+    def free(self) -> int:
+        """Bytes free for new samples (each sample also needs an 8-byte header)."""
+        self._check_open()
+        return self._core.free(self._cons_view[0], self._prod_view[0])
+
+    @property
+    def max_sample_size(self) -> int:
+        """Largest payload one sample can have in this ring."""
+        return self._core.max_payload()
+
+    def _wait_room(self, length: int, deadline: float | None, first: RingFull) -> None:
+        """Block until a sample of ``length`` may fit, or raise ``first`` at the deadline."""
+        while True:
+            left = _remaining(deadline)
+            if left == 0.0:
+                raise first
+            self._epoll.poll(-1 if left is None else left)
+            if self._core.free(self._cons_view[0], self._prod_view[0]) >= record_span(length):
+                return
+
+    def reserve(self, size: int, timeout: float | None = 0) -> Sample:
+        """Reserve a sample of ``size`` payload bytes.
+
+        ``timeout`` 0 raises :class:`RingFull` at once when there is no room; a
+        positive value (seconds) or ``None`` (forever) waits for the kernel to
+        drain without spinning.  :class:`RecordTooLarge` means it can never fit.
+        """
+        hdr, off = self._reserve(size, timeout)
+        s = Sample(self, hdr, self._data[off:off + size])
+        self._outstanding[hdr] = s
+        return s
+
+    def _reserve(self, size: int, timeout: float | None) -> tuple[int, int]:
+        self._check_open()
+        deadline = None
+        while True:
+            with self._lock:
+                prod = self._prod_view[0]
+                try:
+                    hdr, new_prod = self._core.plan(size, self._cons_view[0], prod)
+                except RingFull as e:
+                    if timeout == 0:
+                        raise
+                    full = e
+                else:
+                    off = self._core.begin(hdr, size)
+                    # Store-release of producer_pos after the BUSY header: the
+                    # drain may now see the sample, but skips it while BUSY.
+                    self._prod_view[0] = new_prod
+                    return hdr, off
+            if deadline is None:
+                deadline = _deadline(timeout) if timeout is not None else float("inf")
+            self._wait_room(size, None if deadline == float("inf") else deadline, full)
+
+    def _commit(self, sample: Sample, discard: bool) -> None:
+        hdr = sample._hdr
+        if hdr < 0:
+            raise SampleError("sample was already submitted or discarded")
+        sample._hdr = -1
+        self._outstanding.pop(hdr, None)
+        sample.data.release()
+        self._core.commit(hdr, discard)
+
+    def write(self, data, timeout: float | None = 0) -> None:
+        """Reserve, copy ``data`` (any bytes-like object) and submit in one step."""
+        payload = memoryview(data).cast("B")
+        n = payload.nbytes
+        self._check_open()
+        deadline = None
+        while True:
+            with self._lock:
+                prod = self._prod_view[0]
+                try:
+                    hdr, new_prod = self._core.plan(n, self._cons_view[0], prod)
+                except RingFull as e:
+                    if timeout == 0:
+                        raise
+                    full = e
+                else:
+                    # The payload and a final (non-BUSY) header are written before
+                    # producer_pos moves, so the drain never sees a partial sample.
+                    words = self._core.words
+                    start = hdr + HDR_SIZE
+                    if start + n <= 2 * self._size:
+                        self._data[start:start + n] = payload
+                    else:  # header in the last 8 bytes: payload starts at offset 0
+                        self._data[0:n] = payload
+                    words[(hdr >> 2) + 1] = 0
+                    words[hdr >> 2] = n
+                    self._prod_view[0] = new_prod
+                    return
+            if deadline is None:
+                deadline = _deadline(timeout) if timeout is not None else float("inf")
+            self._wait_room(n, None if deadline == float("inf") else deadline, full)
+
+    def pending_bytes(self) -> int:
+        """Bytes written but not yet drained by the kernel."""
+        self._check_open()
+        return (self._prod_view[0] - self._cons_view[0]) & POS_MASK
+
+    def wait_drained(self, timeout: float | None = None) -> bool:
+        """Wait until the kernel has drained everything written so far.
+
+        Relies on drain wakeups (a drain with ``BPF_RB_NO_WAKEUP`` is noticed
+        only at the next wakeup or by polling every 10 ms).  Returns False on timeout.
+        """
+        deadline = _deadline(timeout)
+        target = self._prod_view[0]
+        while ((target - self._cons_view[0]) & POS_MASK) and \
+                ((target - self._cons_view[0]) & POS_MASK) <= self._size:
+            left = _remaining(deadline)
+            if left == 0.0:
+                return False
+            self._epoll.poll(0.01 if left is None else min(left, 0.01))
+        return True
+
+    def close(self) -> None:
+        """Discard outstanding samples, unmap the ring and close the fd (idempotent)."""
+        if self._closed:
+            return
+        with self._lock:
+            for s in list(self._outstanding.values()):
+                self._commit(s, True)
+            self._closed = True
+            self._epoll.close()
+            self._unmap([self._core.words, self._data, self._prod_view, self._cons_view],
+                        [self._data_mm, self._cons_mm])
+            os.close(self._fd)
+
+
+# Re-exported for tests and tools that inspect headers.
+__protocol__ = (BUSY_BIT, HDR_SIZE, LEN_MASK)
