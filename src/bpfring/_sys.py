@@ -74,6 +74,30 @@ _syscall.restype = ctypes.c_long
 _syscall.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
 
 
+def possible_cpus() -> int:
+    """Number of possible CPUs: the slot count of per-CPU map values.
+
+    The kernel sizes per-CPU values by ``num_possible_cpus()``, which can
+    exceed the online count (``os.cpu_count()``).
+    """
+    global _POSSIBLE
+    if _POSSIBLE is None:
+        try:
+            with open("/sys/devices/system/cpu/possible") as f:
+                spec = f.read().strip()
+            n = 0
+            for part in spec.split(","):
+                lo, _, hi = part.partition("-")
+                n = max(n, int(hi or lo) + 1)
+            _POSSIBLE = n
+        except OSError:
+            _POSSIBLE = os.cpu_count() or 1
+    return _POSSIBLE
+
+
+_POSSIBLE: int | None = None
+
+
 def _nr_bpf() -> int:
     machine = platform.machine()
     try:

@@ -102,7 +102,7 @@ class Map:
 
     def _value_buf(self) -> bytearray:
         if self.type in _sys.PERCPU_MAP_TYPES:
-            return bytearray(((self.value_size + 7) & ~7) * os.cpu_count())  # type: ignore
+            return bytearray(((self.value_size + 7) & ~7) * _sys.possible_cpus())
         return bytearray(self.value_size)
 
     def lookup_raw(self, key: bytes) -> bytes | None:

@@ -303,6 +303,9 @@ class BPFObject:
     def ring_buffer(self, name: str, **kw: Any) -> RingBuffer:
         """A :class:`RingBuffer` consumer for the object's RINGBUF map ``name``."""
         m = self._ring_map(name, _sys.MAP_TYPE_RINGBUF)
+        lost = self.maps.get(f"{name}__lost")
+        if lost is not None and "lost_map" not in kw:
+            kw["lost_map"] = lost.fd
         rb = RingBuffer(m.fd, **kw)
         self._rings.append(rb)
         return rb

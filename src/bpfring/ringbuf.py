@@ -40,9 +40,7 @@ from typing import Any
 
 from . import _sys
 from ._ringcore import (
-    BUSY_BIT,
     HDR_SIZE,
-    LEN_MASK,
     POS_MASK,
     Consumer,
     Producer,
@@ -223,10 +221,22 @@ class RingBuffer(_MappedRing):
     _map_type = _sys.MAP_TYPE_RINGBUF
     _kind = "kernel"
 
-    def __init__(self, fd: int, *, batch_publish: bool = False, _owned: bool = False) -> None:
+    def __init__(self, fd: int, *, batch_publish: bool = False, lost_map: int | None = None,
+                 _owned: bool = False) -> None:
+        """Consume the ring map ``fd``.
+
+        ``batch_publish`` stores the consumer position once per call instead of
+        after every record: fewer cache-line transfers, and producers using
+        adaptive wakeups see us "behind" and wake us less often; the price is
+        that space frees up later, so a small ring fills sooner.
+        ``lost_map`` is the fd of the per-CPU counter array that
+        ``bpfring/ring.bpf.h`` keeps next to the ring (``<ring>__lost``);
+        objects loaded with :func:`bpfring.load` wire it up automatically.
+        """
         self.batch_publish = batch_publish
         super().__init__(fd, _owned=_owned)
         self._lock = threading.Lock()
+        self._lost_fd = _dup(lost_map) if lost_map is not None else None
 
     def _map(self) -> None:
         size = self._size
@@ -348,6 +358,22 @@ class RingBuffer(_MappedRing):
             if rec:
                 yield rec[0]
 
+    @property
+    def lost(self) -> int | None:
+        """Records BPF programs failed to reserve (ring full), summed over CPUs.
+
+        Counted by the ``bpfring_reserve``/``bpfring_output`` wrappers of
+        ``<bpfring/ring.bpf.h>``; ``None`` when the ring has no such counter.
+        """
+        if self._lost_fd is None:
+            return None
+        self._check_open()
+        ncpu = _sys.possible_cpus()
+        val = bytearray(8 * ncpu)
+        if not _sys.map_lookup(self._lost_fd, b"\0\0\0\0", val):
+            return 0
+        return sum(memoryview(val).cast("Q"))
+
     def pending(self) -> tuple[int, int, int]:
         """(committed, discarded, busy) records waiting, without consuming them."""
         self._check_open()
@@ -363,6 +389,8 @@ class RingBuffer(_MappedRing):
             self._unmap([self._core.words, self._data, self._prod_view, self._cons_view],
                         [self._data_mm, self._cons_mm])
             os.close(self._fd)
+            if self._lost_fd is not None:
+                os.close(self._lost_fd)
 
 
 class Sample:
@@ -551,12 +579,11 @@ class UserRingBuffer(_MappedRing):
                 else:
                     # The payload and a final (non-BUSY) header are written before
                     # producer_pos moves, so the drain never sees a partial sample.
+                    # Header in the last 8 bytes of the area: the payload runs
+                    # on into the second mapping of the same pages (offset 0).
                     words = self._core.words
                     start = hdr + HDR_SIZE
-                    if start + n <= 2 * self._size:
-                        self._data[start:start + n] = payload
-                    else:  # header in the last 8 bytes: payload starts at offset 0
-                        self._data[0:n] = payload
+                    self._data[start:start + n] = payload
                     words[(hdr >> 2) + 1] = 0
                     words[hdr >> 2] = n
                     self._prod_view[0] = new_prod
@@ -599,6 +626,3 @@ class UserRingBuffer(_MappedRing):
                         [self._data_mm, self._cons_mm])
             os.close(self._fd)
 
-
-# Re-exported for tests and tools that inspect headers.
-__protocol__ = (BUSY_BIT, HDR_SIZE, LEN_MASK)

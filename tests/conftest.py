@@ -1,0 +1,66 @@
+"""Shared fixtures.  Kernel tests need real BPF: where it is unavailable they
+skip, unless BPFRING_REQUIRE_KERNEL=1 (set by CI), which turns the skip into a
+failure."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+BPF_DIR = HERE / "bpf"
+REQUIRE_KERNEL = os.environ.get("BPFRING_REQUIRE_KERNEL") == "1"
+
+# A private build cache for the whole test session (tests never touch the
+# user's cache); created 0700 by mkdtemp.
+_CACHE = tempfile.mkdtemp(prefix="bpfring-test-cache-")
+os.environ.setdefault("BPFRING_CACHE_DIR", _CACHE)
+
+
+def _bpf_unavailable() -> str | None:
+    try:
+        from bpfring import _sys
+
+        fd = _sys.map_create(_sys.MAP_TYPE_USER_RINGBUF, 0, 0, 4096)
+        os.close(fd)
+    except Exception as e:  # any failure means no usable BPF
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def kernel() -> None:
+    """Require a kernel with BPF (user ring buffers); skip or fail otherwise."""
+    why = _bpf_unavailable()
+    if why:
+        if REQUIRE_KERNEL:
+            pytest.fail(f"BPF is unavailable but BPFRING_REQUIRE_KERNEL=1: {why}")
+        pytest.skip(f"BPF unavailable: {why}")
+
+
+@pytest.fixture(scope="session")
+def echo_path(kernel) -> Path:
+    """tests/bpf/echo.bpf.c compiled once per session."""
+    import bpfring
+
+    return bpfring.build(BPF_DIR / "echo.bpf.c")
+
+
+@pytest.fixture
+def echo(echo_path):
+    """A freshly loaded echo object (new maps for every test)."""
+    import bpfring
+
+    with bpfring.load(echo_path) as obj:
+        yield obj
+
+
+def produce_ctx(count: int, *, discard_every: int = 0, flags: int = 0, small: bool = False,
+                seq_base: int = 0, size: int = 256) -> bytes:
+    """The ``struct produce_args`` context of echo.bpf.c's produce program."""
+    import struct
+
+    return struct.pack("<6I", count, size, discard_every, flags, int(small), seq_base)
