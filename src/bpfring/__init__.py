@@ -5,6 +5,7 @@ through BPF ring buffers (kernel -> user ``RingBuffer``, user -> kernel
 
 from __future__ import annotations
 
+from .build import build, build_source, cache_dir
 from .errors import (
     AttachError,
     BPFError,
@@ -22,24 +23,44 @@ from .errors import (
     ToolNotFound,
     TypeNotFound,
 )
+from .link import Link
+from .mapref import MapRef
+from .maps import Map
+from .object import BPFObject, Program, load, open_object
+from .poller import Poller
+from .ringbuf import RingBuffer, Sample, UserRingBuffer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AttachError",
     "BPFError",
+    "BPFObject",
     "BPFPermissionError",
     "BTFError",
     "BuildError",
     "KernelTooOld",
+    "Link",
     "LoadError",
+    "Map",
+    "MapRef",
     "MapTypeError",
     "NotMountedError",
+    "Poller",
+    "Program",
     "RecordTooLarge",
+    "RingBuffer",
     "RingCorrupted",
     "RingFull",
+    "Sample",
     "SampleError",
     "ToolNotFound",
     "TypeNotFound",
+    "UserRingBuffer",
     "__version__",
+    "build",
+    "build_source",
+    "cache_dir",
+    "load",
+    "open_object",
 ]

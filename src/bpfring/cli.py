@@ -54,6 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="bpfring: %(levelname)s: %(message)s")
+    # libbpf's own warnings are noisy and repeated in our errors (LoadError
+    # carries the verifier log): show them only with -v.
+    if args.verbose == 0:
+        logging.getLogger("bpfring.libbpf").setLevel(logging.ERROR)
     try:
         return args.func(args)
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ import ctypes
 import errno as _errno
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -343,22 +344,23 @@ def open_object(src: str | os.PathLike[str] | bytes, *, name: str | None = None,
         ptr = lib.bpf_object__open_mem(buf, len(data), ctypes.byref(opts))
         what = "object bytes"
     else:
-        from . import build as _build
+        from .build import build, build_source
 
         text = os.fspath(src)
         if not os.path.exists(text) and _looks_like_source(text):
-            path = _build.build_source(text, name=name or "prog", include_dirs=include_dirs,
+            path = build_source(text, name=name or "prog", include_dirs=include_dirs,
                                        defines=defines)
         else:
             path = Path(text)
             if not path.exists():
                 raise FileNotFoundError(_errno.ENOENT, "no such BPF source or object", text)
             if path.suffix == ".c":
-                path = _build.build(path, include_dirs=include_dirs, defines=defines)
+                path = build(path, include_dirs=include_dirs, defines=defines)
         if name:
             oname = name
         elif os.path.exists(text):
-            oname = Path(text).name.split(".")[0]
+            # "echo.bpf.c" and the cached "echo-<hash>.bpf.o" both name "echo".
+            oname = re.sub(r"-[0-9a-f]{16,}$", "", Path(text).name.split(".")[0])
         else:
             oname = "prog"
         opts.object_name = oname.encode()

@@ -27,6 +27,7 @@ risking torn or reordered records.
 
 from __future__ import annotations
 
+import asyncio
 import errno as _errno
 import logging
 import mmap
@@ -35,7 +36,8 @@ import platform
 import select
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from . import _sys
@@ -48,6 +50,9 @@ from ._ringcore import (
     record_span,
 )
 from .errors import BPFError, MapTypeError, RingFull, SampleError
+from .mapref import MapRef
+
+MapSource = int | MapRef | str
 
 __all__ = ["RingBuffer", "Sample", "UserRingBuffer"]
 
@@ -95,10 +100,15 @@ class _MappedRing:
     _map_type: int = -1
     _kind: str = ""
 
-    def __init__(self, fd: int, *, _owned: bool = False) -> None:
+    def __init__(self, source: MapSource, *, _owned: bool = False) -> None:
         _check_arch()
         self._closed = True
-        self._fd = fd if _owned else _dup(fd)
+        if isinstance(source, str):
+            source = MapRef.parse(source)
+        if isinstance(source, MapRef):
+            self._fd = source.open(map_type=self._map_type)
+        else:
+            self._fd = source if _owned else _dup(source)
         try:
             info = _sys.map_info(self._fd)
             if info.type != self._map_type:
@@ -221,9 +231,11 @@ class RingBuffer(_MappedRing):
     _map_type = _sys.MAP_TYPE_RINGBUF
     _kind = "kernel"
 
-    def __init__(self, fd: int, *, batch_publish: bool = False, lost_map: int | None = None,
-                 _owned: bool = False) -> None:
-        """Consume the ring map ``fd``.
+    def __init__(self, source: MapSource, *, batch_publish: bool = False,
+                 lost_map: int | None = None, _owned: bool = False) -> None:
+        """Consume a ring map given as an fd (duplicated: the caller keeps
+        ownership), a :class:`MapRef` or its string (``"id 42"``,
+        ``"pinned /sys/fs/bpf/events"``, ``"name events"``).
 
         ``batch_publish`` stores the consumer position once per call instead of
         after every record: fewer cache-line transfers, and producers using
@@ -234,9 +246,12 @@ class RingBuffer(_MappedRing):
         objects loaded with :func:`bpfring.load` wire it up automatically.
         """
         self.batch_publish = batch_publish
-        super().__init__(fd, _owned=_owned)
+        super().__init__(source, _owned=_owned)
         self._lock = threading.Lock()
         self._lost_fd = _dup(lost_map) if lost_map is not None else None
+        # Records already consumed from the ring by an iterator but not yet
+        # handed out: kept here so that stopping an iteration loses nothing.
+        self._backlog: deque[bytes] = deque()
 
     def _map(self) -> None:
         size = self._size
@@ -273,7 +288,8 @@ class RingBuffer(_MappedRing):
 
     @property
     def available(self) -> int:
-        """Bytes waiting to be consumed (headers, discarded and busy records included)."""
+        """Bytes waiting in the ring (headers, discarded and busy records
+        included; records an iterator already took out are not counted)."""
         self._check_open()
         return (self._prod_view[0] - self._cons_view[0]) & POS_MASK
 
@@ -295,6 +311,8 @@ class RingBuffer(_MappedRing):
                  ) -> tuple[int, bool]:
         self._check_open()
         with self._lock:
+            if self._backlog:
+                return self._consume_backlog(callback, limit), False
             # Load-acquire consumer_pos once (only we write it), then
             # producer_pos: pairs with the kernel's store-release of producer_pos
             # after writing the BUSY header.
@@ -316,6 +334,15 @@ class RingBuffer(_MappedRing):
                 if busy or (limit is not None and total >= limit) or res.cons != prod:
                     break
             return total, busy
+
+    def _consume_backlog(self, callback: Callable[[memoryview], Any], limit: int | None) -> int:
+        n = 0
+        backlog = self._backlog
+        while backlog and (limit is None or n < limit):
+            callback(memoryview(backlog[0]))  # raises: the record stays first in line
+            backlog.popleft()
+            n += 1
+        return n
 
     def poll(self, callback: Callable[[memoryview], Any], timeout: float | None = None,
              limit: int | None = None) -> int:
@@ -351,12 +378,70 @@ class RingBuffer(_MappedRing):
         self.poll(lambda v: out.append(bytes(v)), timeout, limit)
         return out
 
+    _ITER_BATCH = 256
+
     def __iter__(self) -> Iterator[bytes]:
-        """Yield records one by one, blocking for each (copies)."""
+        """Yield records (copies), blocking for the next one.
+
+        Records are taken from the ring in batches; those not yet yielded when
+        the loop stops stay with this object and come first from the next
+        read, poll or iteration.
+        """
+        backlog = self._backlog
         while True:
-            rec = self.read(1, None)
-            if rec:
-                yield rec[0]
+            if not backlog:
+                self._fill_backlog(None)
+                continue
+            yield backlog.popleft()
+
+    def _fill_backlog(self, timeout: float | None) -> None:
+        self._check_open()
+        backlog = self._backlog
+        if backlog:
+            return
+        self.poll(lambda v: backlog.append(bytes(v)), timeout, self._ITER_BATCH)
+
+    # asyncio -------------------------------------------------------------------------
+
+    async def _wait_readable(self) -> None:
+        """Wait on the running loop until the map fd reports data (or a BUSY
+        record makes us back off); no thread, nothing consumed, so a
+        cancellation at this await loses nothing."""
+        if self.pending()[2]:
+            await asyncio.sleep(50e-6)
+            return
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        loop.add_reader(self._fd, ready)
+        try:
+            await fut
+        finally:
+            loop.remove_reader(self._fd)
+
+    async def read_async(self, limit: int | None = None) -> list[bytes]:
+        """Wait (in the running event loop) until records arrive; return copies
+        of up to ``limit`` of them."""
+        while True:
+            out = self.read(limit, 0)
+            if out or (limit is not None and limit <= 0):
+                return out
+            await self._wait_readable()
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        """``async for rec in rb``: like iteration, on the event loop."""
+        backlog = self._backlog
+        while True:
+            if not backlog:
+                self.consume(lambda v: backlog.append(bytes(v)), self._ITER_BATCH)
+                if not backlog:
+                    await self._wait_readable()
+                continue
+            yield backlog.popleft()
 
     @property
     def lost(self) -> int | None:
@@ -462,8 +547,10 @@ class UserRingBuffer(_MappedRing):
     _map_type = _sys.MAP_TYPE_USER_RINGBUF
     _kind = "user"
 
-    def __init__(self, fd: int, *, _owned: bool = False) -> None:
-        super().__init__(fd, _owned=_owned)
+    def __init__(self, source: MapSource, *, _owned: bool = False) -> None:
+        """Produce into a user ring map given as an fd (duplicated), a
+        :class:`MapRef` or its string form."""
+        super().__init__(source, _owned=_owned)
         self._lock = threading.Lock()
         self._outstanding: dict[int, Sample] = {}
 
@@ -591,6 +678,45 @@ class UserRingBuffer(_MappedRing):
             if deadline is None:
                 deadline = _deadline(timeout) if timeout is not None else float("inf")
             self._wait_room(n, None if deadline == float("inf") else deadline, full)
+
+    async def _wait_drain_async(self) -> None:
+        # Our private epoll holds the map fd with EPOLLOUT|EPOLLET, so its own
+        # fd turns readable exactly when a drain wakeup arrives.  The event
+        # loop watches that fd: no thread and no spinning while partly full.
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        efd = self._epoll.fileno()
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        loop.add_reader(efd, ready)
+        try:
+            await fut
+        finally:
+            loop.remove_reader(efd)
+        self._epoll.poll(0)  # consume the edge so the next wait blocks
+
+    async def reserve_async(self, size: int) -> Sample:
+        """Reserve a sample, awaiting kernel drains while the ring is full.
+
+        Cancellation-safe: nothing is reserved until the call returns."""
+        while True:
+            try:
+                return self.reserve(size, 0)
+            except RingFull:
+                pass
+            await self._wait_drain_async()
+
+    async def write_async(self, data) -> None:
+        """Write one sample, awaiting kernel drains while the ring is full."""
+        while True:
+            try:
+                return self.write(data, 0)
+            except RingFull:
+                pass
+            await self._wait_drain_async()
 
     def pending_bytes(self) -> int:
         """Bytes written but not yet drained by the kernel."""

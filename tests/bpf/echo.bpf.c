@@ -37,16 +37,16 @@ struct produce_args {
 
 __u64 produced = 0;
 const volatile __u32 knob = 1; /* set from Python before load */
-struct config {
+struct test_config {
 	__u32 id;
 	char label[12];
 	__u64 limit;
-} config = { .id = 7, .label = "init", .limit = 100 };
+} cfg = { .id = 7, .label = "init", .limit = 100 };
 
 SEC("syscall")
 int read_knob(void *ctx)
 {
-	return knob + config.id;
+	return knob + cfg.id;
 }
 
 static long echo_cb(struct bpf_dynptr *dynptr, void *ctx)

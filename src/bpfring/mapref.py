@@ -1,0 +1,92 @@
+"""Naming maps the way bpftool does: ``id N``, ``pinned PATH``, ``name NAME``.
+
+A :class:`MapRef` says which map; :meth:`MapRef.open` returns a new
+read-write fd for it.  Rings and the CLI accept a MapRef, its string form
+(``"id 42"``), or a plain fd.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+
+from . import _sys
+from .errors import BPFError
+
+__all__ = ["MapRef"]
+
+_KINDS = ("id", "pinned", "name")
+
+
+@dataclass(frozen=True)
+class MapRef:
+    """A reference to a kernel map: ``kind`` is ``id``, ``pinned``, ``name`` or ``fd``."""
+
+    kind: str
+    value: str | int
+
+    @classmethod
+    def parse(cls, spec: str | list[str] | tuple[str, ...]) -> MapRef:
+        """Parse ``"id 42"``, ``"pinned /sys/fs/bpf/x"`` or ``"name events"``."""
+        words = shlex.split(spec) if isinstance(spec, str) else list(spec)
+        if len(words) != 2 or words[0] not in _KINDS:
+            raise ValueError(
+                f"bad map reference {' '.join(words)!r}: expected 'id N', 'pinned PATH' "
+                "or 'name NAME'"
+            )
+        kind, val = words
+        if kind == "id":
+            try:
+                return cls("id", int(val, 0))
+            except ValueError:
+                raise ValueError(f"map id must be a number, not {val!r}") from None
+        return cls(kind, val)
+
+    @classmethod
+    def fd(cls, fd: int) -> MapRef:
+        return cls("fd", fd)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.value}"
+
+    def open(self, *, map_type: int | None = None) -> int:
+        """Return a new read-write fd for the map (the caller closes it).
+
+        For ``name`` references, ``map_type`` narrows the search; a name
+        shared by several maps of that type is an error listing their ids.
+        """
+        if self.kind == "fd":
+            import fcntl
+
+            return fcntl.fcntl(int(self.value), fcntl.F_DUPFD_CLOEXEC, 3)
+        if self.kind == "id":
+            return _sys.map_get_fd_by_id(int(self.value))
+        if self.kind == "pinned":
+            return _sys.obj_get(os.fspath(str(self.value)))
+        return self._open_by_name(str(self.value), map_type)
+
+    def _open_by_name(self, name: str, map_type: int | None) -> int:
+        matches: list[tuple[int, int]] = []
+        for mid in _sys.map_ids():
+            try:
+                fd = _sys.map_get_fd_by_id(mid)
+            except BPFError:
+                continue  # the map went away meanwhile
+            info = _sys.map_info(fd)
+            # The kernel keeps only the first 15 characters of a map name.
+            if info.name == name[:15] and (map_type is None or info.type == map_type):
+                matches.append((mid, fd))
+            else:
+                os.close(fd)
+        if not matches:
+            kind = f" {_sys.MAP_TYPE_NAMES.get(map_type, map_type)}" if map_type else ""
+            raise BPFError(f"no{kind} map named {name!r} on this host",
+                           hint="list rings with 'bpfring list' or maps with 'bpftool map'")
+        if len(matches) > 1:
+            for _, fd in matches:
+                os.close(fd)
+            ids = ", ".join(str(m) for m, _ in matches)
+            raise BPFError(f"map name {name!r} matches several maps (ids {ids})",
+                           hint="use 'id N' to pick one")
+        return matches[0][1]

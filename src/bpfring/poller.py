@@ -1,0 +1,118 @@
+"""Serving many rings from one thread through one epoll fd."""
+
+from __future__ import annotations
+
+import select
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .ringbuf import RingBuffer, UserRingBuffer
+
+__all__ = ["Poller"]
+
+
+class Poller:
+    """Waits on many rings at once and dispatches to per-ring callbacks.
+
+    * a :class:`RingBuffer` is registered with ``callback(view)``, called per
+      record as in :meth:`RingBuffer.poll`;
+    * a :class:`UserRingBuffer` is registered with ``callback(ring)``, called
+      when the kernel has drained it (room may be free again): the place to
+      write more.
+
+    :meth:`poll` serves every ready ring, at most ``batch`` records from each
+    per round, rotating the starting ring between calls, so one busy ring
+    cannot starve the others.  :meth:`fileno` is the epoll fd, to nest the
+    poller in another event loop.
+    """
+
+    def __init__(self, batch: int = 256) -> None:
+        if batch <= 0:
+            raise ValueError("batch must be positive")
+        self.batch = batch
+        self._ep = select.epoll()
+        self._rings: dict[int, tuple[RingBuffer | UserRingBuffer, Callable[[Any], Any]]] = {}
+        self._order: list[int] = []
+        self._start = 0
+
+    def add(self, ring: RingBuffer | UserRingBuffer, callback: Callable[[Any], Any]) -> None:
+        fd = ring.fileno()
+        if fd in self._rings:
+            raise ValueError("ring already registered")
+        if isinstance(ring, RingBuffer):
+            self._ep.register(fd, select.EPOLLIN)
+        elif isinstance(ring, UserRingBuffer):
+            # Edge-triggered: "not completely full" is almost always true, so
+            # only a drain wakeup is news (see UserRingBuffer._wait_room).
+            self._ep.register(fd, select.EPOLLOUT | select.EPOLLET)
+        else:
+            raise TypeError(f"cannot poll {type(ring).__name__}")
+        self._rings[fd] = (ring, callback)
+        self._order.append(fd)
+
+    def remove(self, ring: RingBuffer | UserRingBuffer) -> None:
+        fd = ring.fileno()
+        self._ep.unregister(fd)
+        del self._rings[fd]
+        self._order.remove(fd)
+
+    def fileno(self) -> int:
+        return self._ep.fileno()
+
+    def __len__(self) -> int:
+        return len(self._rings)
+
+    def _serve_kernel_rings(self) -> tuple[int, bool]:
+        """One fair pass over the kernel rings; returns (records, any busy)."""
+        order = self._order
+        if not order:
+            return 0, False
+        n = len(order)
+        start = self._start % n
+        self._start += 1
+        total, busy = 0, False
+        more = True
+        while more:
+            more = False
+            for i in range(n):
+                ring, cb = self._rings[order[(start + i) % n]]
+                if isinstance(ring, RingBuffer):
+                    got, b = ring._consume(cb, self.batch)
+                    total += got
+                    busy |= b
+                    more |= got == self.batch
+        return total, busy
+
+    def poll(self, timeout: float | None = None) -> int:
+        """Wait up to ``timeout`` seconds (None: forever, 0: no wait) for any
+        ring, serve all that are ready, and return the records delivered."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            got, busy = self._serve_kernel_rings()
+            if got:
+                return got
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if left == 0.0 and timeout is not None:
+                return 0
+            wait = left if left is not None else -1
+            if busy:
+                wait = 1e-4 if wait < 0 else min(wait, 1e-4)
+            events = self._ep.poll(wait)
+            for fd, ev in events:
+                entry = self._rings.get(fd)
+                if entry is not None and ev & select.EPOLLOUT:
+                    entry[1](entry[0])
+            if timeout == 0:
+                return self._serve_kernel_rings()[0]
+
+    def close(self) -> None:
+        self._ep.close()
+        self._rings.clear()
+        self._order.clear()
+
+    def __enter__(self) -> Poller:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
