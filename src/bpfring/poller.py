@@ -19,7 +19,8 @@ class Poller:
       record as in :meth:`RingBuffer.poll`;
     * a :class:`UserRingBuffer` is registered with ``callback(ring)``, called
       when the kernel has drained it (room may be free again): the place to
-      write more.
+      write more.  It may also be called once right after registration, so
+      check :attr:`UserRingBuffer.free` rather than assume.
 
     :meth:`poll` serves every ready ring, at most ``batch`` records from each
     per round, rotating the starting ring between calls, so one busy ring
