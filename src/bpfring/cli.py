@@ -25,6 +25,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bpfring",
@@ -46,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trigger period in seconds (default 0.1)")
     d.add_argument("--json", action="store_true", help="one JSON object per event")
     d.set_defaults(func=_cmd_demo)
+
+    b = sub.add_parser("bench", help="run the benchmark suites (rings, bridge)",
+                       description="Benchmarks, side by side with their baselines; "
+                       "'bpfring bench SUITE --help' lists a suite's options.",
+                       add_help=False)
+    b.add_argument("bench_args", nargs=argparse.REMAINDER,
+                   help="SUITE [options]: rings (default) or bridge")
+    b.set_defaults(func=_cmd_bench)
     return p
 
 
