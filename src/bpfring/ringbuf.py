@@ -38,18 +38,22 @@ import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from . import _sys
 from ._ringcore import (
+    BUSY_BIT,
+    DISCARD_BIT,
     HDR_SIZE,
+    LEN_MASK,
     POS_MASK,
     Consumer,
     Producer,
     check_ring_size,
     record_span,
 )
-from .errors import BPFError, MapTypeError, RingFull, SampleError
+from .errors import BPFError, MapTypeError, RecordTooLarge, RingFull, SampleError
 from .mapref import MapRef
 
 MapSource = int | MapRef | str
@@ -378,6 +382,154 @@ class RingBuffer(_MappedRing):
         self.poll(lambda v: out.append(bytes(v)), timeout, limit)
         return out
 
+    # Batch paths (numpy) -------------------------------------------------------------
+
+    def _np_data(self):
+        arr = self.__dict__.get("_npd")
+        if arr is None:
+            import numpy as np
+
+            arr = np.frombuffer(self._data, dtype=np.uint8)
+            self.__dict__["_npd"] = arr
+        return arr
+
+    def _regular_run(self, cons: int, prod: int, itemsize: int, limit: int | None
+                     ) -> tuple[int, int, int]:
+        """Find the longest run of committed records of exactly ``itemsize``
+        bytes starting at ``cons``, skipping leading discarded records.
+
+        Returns (position of the run, records in it, stop reason) where the
+        stop reason is 0: end of data or limit, 1: BUSY record, 2: a record of
+        another size.  All headers of a run are checked in one vectorised
+        pass; irregular records are walked one by one like the scalar path.
+        """
+        import numpy as np
+
+        data = self._np_data()
+        mask = self._size - 1
+        span = (itemsize + 15) & ~7
+        words = self._core.words
+        while True:
+            if cons == prod:
+                return cons, 0, 0
+            word = words[(cons & mask) >> 2]
+            if word & DISCARD_BIT and not word & BUSY_BIT:
+                cons = (cons + (((word & LEN_MASK) + 15) & ~7)) & POS_MASK
+                continue  # leading discarded record: skip like the scalar path
+            break
+        n = ((prod - cons) & POS_MASK) // span
+        if limit is not None:
+            n = min(n, limit)
+        if n == 0:
+            word = words[(cons & mask) >> 2]
+            return cons, 0, 1 if word & BUSY_BIT else 2
+        off = cons & mask
+        # The data pages are mapped twice in a row, so the run is contiguous
+        # in our 2*size view even when it wraps.
+        hdrs = np.ndarray((n,), dtype=np.uint32, buffer=data, offset=off, strides=(span,))
+        bad = np.flatnonzero(hdrs != itemsize)
+        if len(bad):
+            k = int(bad[0])
+            word = int(hdrs[k])
+            return cons, k, 1 if word & BUSY_BIT else (0 if word & DISCARD_BIT else 2)
+        return cons, n, 0
+
+    @staticmethod
+    def _as_dtype(dtype):
+        import numpy as np
+
+        dt = getattr(dtype, "dtype", dtype)
+        dt = np.dtype(dt)
+        if dt.itemsize == 0:
+            raise ValueError("dtype has no size")
+        return dt
+
+    def read_array(self, dtype, limit: int | None = None, timeout: float | None = 0):
+        """Consume fixed-size records into a new structured numpy array.
+
+        ``dtype`` is a numpy dtype (or a record type with ``.dtype``) whose
+        itemsize equals the records' payload size.  Headers of a whole run are
+        checked at once and payloads copied with one strided copy; discarded
+        records are skipped and the batch stops at a BUSY record, exactly as
+        record-by-record consumption would.  A record of another size ends the
+        batch and stays in the ring (read it with :meth:`read`); if it is the
+        very first record, ``ValueError`` says so.  Waits up to ``timeout``
+        seconds for the first record like :meth:`poll`.
+        """
+        import numpy as np
+
+        dt = self._as_dtype(dtype)
+        deadline = _deadline(timeout)
+        chunks: list[np.ndarray] = []
+        got = 0
+        while True:
+            self._check_open()
+            with self._lock:
+                if self._backlog:
+                    raise ValueError("records taken out by an iterator are pending; "
+                                     "finish them with read() first")
+                cons = self._cons_view[0]
+                while limit is None or got < limit:
+                    prod = self._prod_view[0]
+                    start, n, why = self._regular_run(
+                        cons, prod, dt.itemsize, None if limit is None else limit - got)
+                    if n:
+                        span = (dt.itemsize + 15) & ~7
+                        view = np.ndarray((n,), dtype=dt, buffer=self._np_data(),
+                                          offset=(start & (self._size - 1)) + HDR_SIZE,
+                                          strides=(span,))
+                        chunks.append(view.copy())
+                        got += n
+                        cons = (start + n * span) & POS_MASK
+                    elif start != cons:
+                        cons = start
+                    self._cons_view[0] = cons
+                    if why == 2 and not got:
+                        word = self._core.words[(cons & (self._size - 1)) >> 2]
+                        raise ValueError(
+                            f"next record has {word & LEN_MASK} bytes, not the "
+                            f"{dt.itemsize} of the dtype; consume it with read()")
+                    if n == 0 or why:
+                        busy = why == 1
+                        break
+            if got or (limit is not None and limit <= 0):
+                break
+            left = _remaining(deadline)
+            if left == 0.0:
+                break
+            if busy:
+                time.sleep(min(50e-6, left) if left is not None else 50e-6)
+            else:
+                self._epoll.poll(-1 if left is None else left)
+        if not chunks:
+            return np.empty(0, dtype=dt)
+        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+
+    @contextmanager
+    def view_array(self, dtype, limit: int | None = None):
+        """Zero-copy: ``with rb.view_array(dtype) as arr:`` gives a read-only
+        strided view straight into the ring over the waiting run of records.
+
+        The records are consumed when the block exits normally (the consumer
+        position moves past them; on an exception they stay).  The view must
+        not be used after the block: the kernel reuses that memory.  Does not
+        wait; ``arr`` may be empty.  Consumption is locked meanwhile.
+        """
+        import numpy as np
+
+        dt = self._as_dtype(dtype)
+        self._check_open()
+        with self._lock:
+            cons = self._cons_view[0]
+            start, n, _ = self._regular_run(cons, self._prod_view[0], dt.itemsize, limit)
+            if start != cons:
+                self._cons_view[0] = start  # leading discarded records
+            span = (dt.itemsize + 15) & ~7
+            arr = np.ndarray((n,), dtype=dt, buffer=self._np_data(),
+                             offset=(start & (self._size - 1)) + HDR_SIZE, strides=(span,))
+            yield arr
+            self._cons_view[0] = (start + n * span) & POS_MASK
+
     _ITER_BATCH = 256
 
     def __iter__(self) -> Iterator[bytes]:
@@ -471,6 +623,7 @@ class RingBuffer(_MappedRing):
         with self._lock:
             self._closed = True
             self._epoll.close()
+            self.__dict__.pop("_npd", None)
             self._unmap([self._core.words, self._data, self._prod_view, self._cons_view],
                         [self._data_mm, self._cons_mm])
             os.close(self._fd)
@@ -679,6 +832,108 @@ class UserRingBuffer(_MappedRing):
                 deadline = _deadline(timeout) if timeout is not None else float("inf")
             self._wait_room(n, None if deadline == float("inf") else deadline, full)
 
+    def write_many(self, buffers, timeout: float | None = 0) -> int:
+        """Write several samples of any sizes and publish them with a single
+        producer-position store; return how many were written.
+
+        Stops at the first sample that does not fit (after waiting up to
+        ``timeout`` for room); samples are never split.
+        """
+        self._check_open()
+        it = iter(buffers)
+        written = 0
+        pending = None
+        deadline = None
+        while True:
+            with self._lock:
+                cons = self._cons_view[0]
+                prod = start_prod = self._prod_view[0]
+                data, words, plan = self._data, self._core.words, self._core.plan
+                full = None
+                while True:
+                    if pending is None:
+                        pending = next(it, None)
+                        if pending is None:
+                            break
+                        pending = memoryview(pending).cast("B")
+                    n = pending.nbytes
+                    try:
+                        hdr, new_prod = plan(n, cons, prod)
+                    except RingFull as e:
+                        full = e
+                        break
+                    data[hdr + HDR_SIZE:hdr + HDR_SIZE + n] = pending
+                    words[(hdr >> 2) + 1] = 0
+                    words[hdr >> 2] = n
+                    prod = new_prod
+                    written += 1
+                    pending = None
+                if prod != start_prod:
+                    self._prod_view[0] = prod  # one store-release publishes the batch
+            if full is None or timeout == 0:
+                return written
+            if deadline is None:
+                deadline = _deadline(timeout) if timeout is not None else float("inf")
+            try:
+                self._wait_room(pending.nbytes, None if deadline == float("inf") else deadline,
+                                full)
+            except RingFull:
+                return written
+
+    def write_array(self, arr, timeout: float | None = 0) -> int:
+        """Write the rows of a 1-D numpy array as fixed-size samples in one
+        vectorised pass (headers, then one strided payload copy) and publish
+        them with a single producer-position store.
+
+        Returns how many rows were written: as many as fit (never a partial
+        sample); with a ``timeout`` it keeps waiting for drains until all are
+        written or the time is up.
+        """
+        import numpy as np
+
+        arr = np.asarray(arr)
+        if arr.ndim != 1:
+            raise ValueError("write_array takes a 1-D array (one sample per row)")
+        itemsize = arr.dtype.itemsize
+        span = (itemsize + 15) & ~7
+        if span > self._size or itemsize > self._core.max_payload():
+            raise RecordTooLarge(f"samples of {itemsize} bytes can never fit in a "
+                                 f"{self._size}-byte ring")
+        self._check_open()
+        npd = self.__dict__.get("_npd")
+        if npd is None:
+            npd = self.__dict__["_npd"] = np.frombuffer(self._data, dtype=np.uint8)
+        total = len(arr)
+        done = 0
+        deadline = None
+        while True:
+            with self._lock:
+                cons = self._cons_view[0]
+                prod = self._prod_view[0]
+                n = min(total - done, self._core.free(cons, prod) // span)
+                if n:
+                    off = prod & (self._size - 1)
+                    # Contiguous thanks to the double mapping, even across the wrap.
+                    hdrs = np.ndarray((n,), dtype=np.uint64, buffer=npd, offset=off,
+                                      strides=(span,))
+                    hdrs[:] = itemsize  # len word = size (not BUSY), pg_off = 0
+                    body = np.ndarray((n,), dtype=arr.dtype, buffer=npd, offset=off + HDR_SIZE,
+                                      strides=(span,))
+                    body[:] = arr[done:done + n]
+                    # Everything is written before producer_pos moves: one
+                    # store-release publishes the whole batch to the drain.
+                    self._prod_view[0] = (prod + n * span) & POS_MASK
+                    done += n
+            if done == total or timeout == 0:
+                return done
+            if deadline is None:
+                deadline = _deadline(timeout) if timeout is not None else float("inf")
+            try:
+                self._wait_room(itemsize, None if deadline == float("inf") else deadline,
+                                RingFull())
+            except RingFull:
+                return done
+
     async def _wait_drain_async(self) -> None:
         # Our private epoll holds the map fd with EPOLLOUT|EPOLLET, so its own
         # fd turns readable exactly when a drain wakeup arrives.  The event
@@ -748,6 +1003,7 @@ class UserRingBuffer(_MappedRing):
                 self._commit(s, True)
             self._closed = True
             self._epoll.close()
+            self.__dict__.pop("_npd", None)
             self._unmap([self._core.words, self._data, self._prod_view, self._cons_view],
                         [self._data_mm, self._cons_mm])
             os.close(self._fd)
