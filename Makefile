@@ -5,6 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 APT_PKGS := clang llvm libbpf-dev bpftool
+LINT_DIRS := $(wildcard src tests examples benchmarks)
 
 .PHONY: deps venv demo test lint bench clean
 
@@ -23,11 +24,11 @@ demo: deps venv
 	$(VENV)/bin/bpfring demo --count 5 --trigger
 
 test: deps venv
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check $(LINT_DIRS)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
-	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff check $(LINT_DIRS)
 
 bench: deps venv
 	$(VENV)/bin/bpfring bench
