@@ -29,6 +29,7 @@ OBJ_GET = 7
 PROG_TEST_RUN = 10
 PROG_GET_NEXT_ID = 11
 MAP_GET_NEXT_ID = 12
+PROG_GET_FD_BY_ID = 13
 MAP_GET_FD_BY_ID = 14
 OBJ_GET_INFO_BY_FD = 15
 BTF_GET_FD_BY_ID = 19
@@ -233,6 +234,42 @@ def map_ids() -> list[int]:
         ids.append(nxt)
         cur = nxt
     return ids
+
+
+def prog_ids() -> list[int]:
+    """All program ids on the host, in increasing order."""
+    ids, cur = [], 0
+    while (nxt := _next_id(PROG_GET_NEXT_ID, cur, "listing programs")) is not None:
+        ids.append(nxt)
+        cur = nxt
+    return ids
+
+
+def prog_get_fd_by_id(prog_id: int) -> int:
+    a = _attr()
+    struct.pack_into("<I", a, 0, prog_id)
+    return bpf(PROG_GET_FD_BY_ID, a, f"opening program id {prog_id}")
+
+
+def prog_info(fd: int) -> tuple[list[int], int]:
+    """(ids of the maps a program uses, id of its BTF object or 0), from
+    ``struct bpf_prog_info`` (``nr_map_ids``/``map_ids`` at 52/56,
+    ``btf_id`` at 128)."""
+    info = bytearray(136)
+    cinfo = (ctypes.c_char * len(info)).from_buffer(info)
+    a = _attr()
+    struct.pack_into("<IIQ", a, 0, fd, len(info), ctypes.addressof(cinfo))
+    bpf(OBJ_GET_INFO_BY_FD, a, "reading program info")
+    n = struct.unpack_from("<I", info, 52)[0]
+    btf_id = struct.unpack_from("<I", info, 128)[0]
+    if n == 0:
+        return [], btf_id
+    ids = (ctypes.c_uint32 * n)()
+    info[:] = bytes(len(info))
+    struct.pack_into("<IQ", info, 52, n, ctypes.addressof(ids))
+    struct.pack_into("<IIQ", a, 0, fd, len(info), ctypes.addressof(cinfo))
+    bpf(OBJ_GET_INFO_BY_FD, a, "reading program map ids")
+    return list(ids), btf_id
 
 
 def map_lookup(fd: int, key: bytes | bytearray, value: bytearray, flags: int = 0) -> bool:

@@ -1,5 +1,9 @@
 """The ``bpfring`` command line.
 
+Commands: ``demo``, ``list``, ``info MAP``, ``tail MAP``, ``write MAP``,
+``bench``.  ``MAP`` is named the bpftool way: ``id N``, ``pinned PATH`` or
+``name NAME``.  Tables for people, JSON lines with ``--json``.
+
 Exit codes: 0 success (and Ctrl-C on streaming commands), 1 a bpfring or
 system error (one line on stderr, with a hint), 2 bad usage.
 """
@@ -7,6 +11,7 @@ system error (one line on stderr, with a hint), 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -23,6 +28,173 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     demo.run(count=args.count, trigger=args.trigger, as_json=args.json,
              interval=args.interval)
     return 0
+
+
+def _mapref(words: list[str]):
+    from .mapref import MapRef
+
+    try:
+        return MapRef.parse(words)
+    except ValueError as e:
+        raise _Usage(str(e)) from None
+
+
+class _Usage(Exception):
+    """Bad command-line usage: exit status 2."""
+
+
+def _record_type(args: argparse.Namespace, map_id: int):
+    """The BTF record type named by --type, from --btf FILE or the map's own object."""
+    if not args.type:
+        return None
+    from . import btf as _btf
+    from .inspect import map_btf
+
+    if args.btf:
+        types = _btf.load(args.btf)
+        where = args.btf
+    else:
+        raw = map_btf(map_id)
+        if raw is None:
+            raise BPFError(f"map id {map_id} has no BTF to find type {args.type!r} in",
+                           hint="pass the object file with --btf FILE")
+        types = _btf.BTF.from_bytes(raw)
+        where = f"the BTF of map id {map_id}'s object"
+    try:
+        return types.record(args.type)
+    except KeyError as e:
+        raise BPFError(f"{e} (searched {where})") from None
+
+
+def _json_default(obj: object) -> object:
+    import enum
+
+    if isinstance(obj, bytes | bytearray | memoryview):
+        return bytes(obj).hex()
+    if isinstance(obj, enum.Enum):
+        return obj.name
+    asdict = getattr(obj, "_asdict", None)
+    if asdict is not None:
+        return asdict()
+    return str(obj)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .inspect import list_rings
+
+    rings = list_rings()
+    if args.json:
+        for r in rings:
+            print(json.dumps(r.asdict()))
+        return 0
+    print(f"{'ID':>6} {'NAME':<16} {'TYPE':<13} {'SIZE':>10} {'PENDING':>10} {'FILL':>6} "
+          f"{'LOST':>6}  PINNED")
+    for r in rings:
+        lost = "-" if r.lost is None else str(r.lost)
+        print(f"{r.id:>6} {r.name or '-':<16} {r.type:<13} {r.size:>10} {r.pending:>10} "
+              f"{r.fill:>6.1%} {lost:>6}  {' '.join(r.pinned) or '-'}")
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .inspect import ring_info
+
+    r = ring_info(_mapref(args.map))
+    if args.json:
+        print(json.dumps(r.asdict()))
+        return 0
+    rows = [("id", r.id), ("name", r.name or "-"), ("type", r.type), ("size", r.size),
+            ("consumer_pos", r.consumer_pos), ("producer_pos", r.producer_pos),
+            ("pending bytes", r.pending), ("fill", f"{r.fill:.1%}"),
+            ("lost", "unknown (no bpfring lost counter)" if r.lost is None else r.lost),
+            ("pinned", " ".join(r.pinned) or "-")]
+    for k, v in rows:
+        print(f"{k + ':':<15} {v}")
+    return 0
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    import time
+
+    from .ringbuf import RingBuffer
+
+    rb = RingBuffer(_mapref(args.map))
+    with rb:
+        rtype = _record_type(args, rb.map_id)
+        print(f"bpfring: warning: tail consumes the records of map id {rb.map_id}; any other "
+              "consumer of this ring will miss them", file=sys.stderr)
+        seen = 0
+        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+
+        def show(view: memoryview) -> None:
+            nonlocal seen
+            ts = time.strftime("%H:%M:%S")
+            fits = rtype is not None and view.nbytes >= rtype.size
+            rec = rtype.decode(view) if fits else None
+            if args.json:
+                if rec is not None:
+                    out = {"time": ts, **rec._asdict()}
+                else:
+                    out = {"time": ts, "size": view.nbytes, "data": bytes(view).hex()}
+                print(json.dumps(out, default=_json_default), flush=True)
+            elif rec is not None:
+                print(f"{ts} {rec!r}", flush=True)
+            else:
+                print(f"{ts} {view.nbytes:>5}B {bytes(view).hex()}", flush=True)
+            seen += 1
+
+        while args.count is None or seen < args.count:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if left == 0.0:
+                break
+            rb.poll(show, timeout=left, limit=None if args.count is None else args.count - seen)
+    return 0
+
+
+def _cmd_write(args: argparse.Namespace) -> int:
+    from .ringbuf import UserRingBuffer
+
+    urb = UserRingBuffer(_mapref(args.map))
+    with urb:
+        rtype = _record_type(args, urb.map_id)
+
+        def encode_json(text: str) -> bytes:
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise _Usage(f"bad JSON {text!r}: {e}") from None
+            if rtype is not None:
+                if not isinstance(value, dict):
+                    raise _Usage(f"--type {args.type} needs a JSON object, got {text!r}")
+                return rtype.encode(value)
+            if isinstance(value, str):
+                return _hex(value)
+            raise _Usage("without --type, give the sample as a JSON string of hex digits")
+
+        samples: list[bytes] = []
+        if args.json is not None:
+            samples.append(encode_json(args.json))
+        if args.hex is not None:
+            samples.append(_hex(args.hex))
+        if args.stdin:
+            for line in sys.stdin:
+                line = line.strip()
+                if line:
+                    samples.append(encode_json(line) if (rtype or line[0] in "\"{")
+                                   else _hex(line))
+        if not samples:
+            raise _Usage("nothing to write: give --json LINE, --hex HEX or - (stdin)")
+        for data in samples:
+            urb.write(data, timeout=args.timeout)
+        print(f"wrote {len(samples)} sample(s) to map id {urb.map_id}", file=sys.stderr)
+    return 0
+
+
+def _hex(text: str) -> bytes:
+    try:
+        return bytes.fromhex(text.replace(" ", "").removeprefix("0x"))
+    except ValueError:
+        raise _Usage(f"not hex: {text!r}") from None
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -53,6 +225,48 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="one JSON object per event")
     d.set_defaults(func=_cmd_demo)
 
+    map_help = "the map, named like bpftool: id N | pinned PATH | name NAME"
+    ls = sub.add_parser("list", help="list the ring buffer maps on this host",
+                        description="List ring buffer maps (both types): id, name, type, "
+                        "size, bytes pending, fill level, lost count when known, pins.")
+    ls.add_argument("--json", action="store_true", help="one JSON object per ring")
+    ls.set_defaults(func=_cmd_list)
+
+    inf = sub.add_parser("info", help="show one ring's size, positions and fill",
+                         description="Show a ring's size, positions, bytes waiting and "
+                         "lost count (when the ring uses bpfring's lost counter).")
+    inf.add_argument("map", nargs=2, metavar=("KIND", "REF"), help=map_help)
+    inf.add_argument("--json", action="store_true", help="JSON output")
+    inf.set_defaults(func=_cmd_info)
+
+    t = sub.add_parser("tail", help="print the records of a kernel ring buffer",
+                       description="Consume and print records of a BPF_MAP_TYPE_RINGBUF map, "
+                       "decoded from BTF with --type, as hex otherwise.  Note: this consumes "
+                       "the records; another consumer of the same ring will miss them.")
+    t.add_argument("map", nargs=2, metavar=("KIND", "REF"), help=map_help)
+    t.add_argument("--type", metavar="NAME", help="decode records as this BTF type")
+    t.add_argument("--btf", metavar="FILE", help="take types from this object file "
+                   "(default: the BTF of the program that uses the map)")
+    t.add_argument("--json", action="store_true", help="one JSON object per record")
+    t.add_argument("--count", type=int, metavar="N", help="exit after N records")
+    t.add_argument("--timeout", type=float, metavar="SEC", help="exit after SEC seconds")
+    t.set_defaults(func=_cmd_tail)
+
+    w = sub.add_parser("write", help="write samples to a user ring buffer",
+                       description="Write samples to a BPF_MAP_TYPE_USER_RINGBUF map.  "
+                       "With --type, samples are JSON objects encoded with that BTF type; "
+                       "without, hex (or JSON strings of hex).  '-' reads one sample per "
+                       "line from stdin.")
+    w.add_argument("map", nargs=2, metavar=("KIND", "REF"), help=map_help)
+    w.add_argument("stdin", nargs="?", choices=["-"], help="read samples from stdin")
+    w.add_argument("--type", metavar="NAME", help="encode samples as this BTF type")
+    w.add_argument("--btf", metavar="FILE", help="take types from this object file")
+    w.add_argument("--json", metavar="LINE", help="one sample as a JSON object (with --type)")
+    w.add_argument("--hex", metavar="HEX", help="one sample as hex bytes")
+    w.add_argument("--timeout", type=float, default=0, metavar="SEC",
+                   help="wait up to SEC seconds for room when the ring is full (default 0)")
+    w.set_defaults(func=_cmd_write)
+
     b = sub.add_parser("bench", help="run the benchmark suites (rings, bridge)",
                        description="Benchmarks, side by side with their baselines; "
                        "'bpfring bench SUITE --help' lists a suite's options.",
@@ -76,6 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 0
+    except _Usage as e:
+        print(f"bpfring: error: {e} (hint: bpfring {args.command} --help)", file=sys.stderr)
+        return 2
     except BrokenPipeError:
         return 0
     except BPFError as e:

@@ -7,6 +7,7 @@ read-write fd for it.  Rings and the CLI accept a MapRef, its string form
 
 from __future__ import annotations
 
+import errno
 import os
 import shlex
 from dataclasses import dataclass
@@ -60,10 +61,16 @@ class MapRef:
             import fcntl
 
             return fcntl.fcntl(int(self.value), fcntl.F_DUPFD_CLOEXEC, 3)
-        if self.kind == "id":
-            return _sys.map_get_fd_by_id(int(self.value))
-        if self.kind == "pinned":
-            return _sys.obj_get(os.fspath(str(self.value)))
+        try:
+            if self.kind == "id":
+                return _sys.map_get_fd_by_id(int(self.value))
+            if self.kind == "pinned":
+                return _sys.obj_get(os.fspath(str(self.value)))
+        except BPFError as e:
+            if e.errno == errno.ENOENT and e.hint is None:
+                e.hint = ("no such map id; 'bpfring list' shows the rings" if self.kind == "id"
+                          else "nothing pinned there (is bpffs mounted at /sys/fs/bpf?)")
+            raise
         return self._open_by_name(str(self.value), map_type)
 
     def _open_by_name(self, name: str, map_type: int | None) -> int:
