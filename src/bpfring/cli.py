@@ -30,11 +30,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mapref(words: list[str]):
+def _mapref(args: argparse.Namespace):
     from .mapref import MapRef
 
     try:
-        return MapRef.parse(words)
+        return MapRef.parse([args.kind, args.ref])
     except ValueError as e:
         raise _Usage(str(e)) from None
 
@@ -99,7 +99,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     from .inspect import ring_info
 
-    r = ring_info(_mapref(args.map))
+    r = ring_info(_mapref(args))
     if args.json:
         print(json.dumps(r.asdict()))
         return 0
@@ -118,7 +118,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 
     from .ringbuf import RingBuffer
 
-    rb = RingBuffer(_mapref(args.map))
+    rb = RingBuffer(_mapref(args))
     with rb:
         rtype = _record_type(args, rb.map_id)
         print(f"bpfring: warning: tail consumes the records of map id {rb.map_id}; any other "
@@ -154,7 +154,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
 def _cmd_write(args: argparse.Namespace) -> int:
     from .ringbuf import UserRingBuffer
 
-    urb = UserRingBuffer(_mapref(args.map))
+    urb = UserRingBuffer(_mapref(args))
     with urb:
         rtype = _record_type(args, urb.map_id)
 
@@ -225,7 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="one JSON object per event")
     d.set_defaults(func=_cmd_demo)
 
-    map_help = "the map, named like bpftool: id N | pinned PATH | name NAME"
+    def add_map(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("kind", choices=["id", "pinned", "name"],
+                        help="how the map is named, as in bpftool")
+        sp.add_argument("ref", metavar="REF", help="the map id, pin path or map name")
+
     ls = sub.add_parser("list", help="list the ring buffer maps on this host",
                         description="List ring buffer maps (both types): id, name, type, "
                         "size, bytes pending, fill level, lost count when known, pins.")
@@ -235,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     inf = sub.add_parser("info", help="show one ring's size, positions and fill",
                          description="Show a ring's size, positions, bytes waiting and "
                          "lost count (when the ring uses bpfring's lost counter).")
-    inf.add_argument("map", nargs=2, metavar=("KIND", "REF"), help=map_help)
+    add_map(inf)
     inf.add_argument("--json", action="store_true", help="JSON output")
     inf.set_defaults(func=_cmd_info)
 
@@ -243,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Consume and print records of a BPF_MAP_TYPE_RINGBUF map, "
                        "decoded from BTF with --type, as hex otherwise.  Note: this consumes "
                        "the records; another consumer of the same ring will miss them.")
-    t.add_argument("map", nargs=2, metavar=("KIND", "REF"), help=map_help)
+    add_map(t)
     t.add_argument("--type", metavar="NAME", help="decode records as this BTF type")
     t.add_argument("--btf", metavar="FILE", help="take types from this object file "
                    "(default: the BTF of the program that uses the map)")
@@ -257,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "With --type, samples are JSON objects encoded with that BTF type; "
                        "without, hex (or JSON strings of hex).  '-' reads one sample per "
                        "line from stdin.")
-    w.add_argument("map", nargs=2, metavar=("KIND", "REF"), help=map_help)
+    add_map(w)
     w.add_argument("stdin", nargs="?", choices=["-"], help="read samples from stdin")
     w.add_argument("--type", metavar="NAME", help="encode samples as this BTF type")
     w.add_argument("--btf", metavar="FILE", help="take types from this object file")
