@@ -722,6 +722,9 @@ class UserRingBuffer(_MappedRing):
         self._prod_view = prod_page[:PAGE_SIZE].cast("Q")
         self._data = prod_page[PAGE_SIZE:]
         self._core = Producer(self._data, size)
+        self._words = self._core.words
+        self._mask = size - 1
+        self._max_payload = self._core.max_payload()
         # Edge-triggered EPOLLOUT: the kernel reports EPOLLOUT whenever the ring
         # is not 100% full, so a level-triggered wait for room for N bytes would
         # spin (libbpf's reserve_blocking does).  With EPOLLET, each wait blocks
@@ -758,6 +761,25 @@ class UserRingBuffer(_MappedRing):
             if self._core.free(self._cons_view[0], self._prod_view[0]) >= record_span(length):
                 return
 
+    def _attempt(self, length: int, timeout: float | None, attempt: Callable[[], Any]) -> Any:
+        """Run ``attempt()`` under the producer lock; while it raises
+        :class:`RingFull`, wait for drains (up to ``timeout``; 0: never wait,
+        None: forever) and try again."""
+        self._check_open()
+        deadline: float | None = None
+        waited = False
+        while True:
+            with self._lock:
+                try:
+                    return attempt()
+                except RingFull as e:
+                    if timeout == 0:
+                        raise
+                    full = e
+            if not waited:
+                deadline, waited = _deadline(timeout), True
+            self._wait_room(length, deadline, full)
+
     def reserve(self, size: int, timeout: float | None = 0) -> Sample:
         """Reserve a sample of ``size`` payload bytes.
 
@@ -765,32 +787,18 @@ class UserRingBuffer(_MappedRing):
         positive value (seconds) or ``None`` (forever) waits for the kernel to
         drain without spinning.  :class:`RecordTooLarge` means it can never fit.
         """
-        hdr, off = self._reserve(size, timeout)
+        hdr, off = self._attempt(size, timeout, lambda: self._reserve_locked(size))
         s = Sample(self, hdr, self._data[off:off + size])
         self._outstanding[hdr] = s
         return s
 
-    def _reserve(self, size: int, timeout: float | None) -> tuple[int, int]:
-        self._check_open()
-        deadline = None
-        while True:
-            with self._lock:
-                prod = self._prod_view[0]
-                try:
-                    hdr, new_prod = self._core.plan(size, self._cons_view[0], prod)
-                except RingFull as e:
-                    if timeout == 0:
-                        raise
-                    full = e
-                else:
-                    off = self._core.begin(hdr, size)
-                    # Store-release of producer_pos after the BUSY header: the
-                    # drain may now see the sample, but skips it while BUSY.
-                    self._prod_view[0] = new_prod
-                    return hdr, off
-            if deadline is None:
-                deadline = _deadline(timeout) if timeout is not None else float("inf")
-            self._wait_room(size, None if deadline == float("inf") else deadline, full)
+    def _reserve_locked(self, size: int) -> tuple[int, int]:
+        hdr, new_prod = self._core.plan(size, self._cons_view[0], self._prod_view[0])
+        off = self._core.begin(hdr, size)
+        # Store-release of producer_pos after the BUSY header: the drain may
+        # now see the sample, but skips it while BUSY.
+        self._prod_view[0] = new_prod
+        return hdr, off
 
     def _commit(self, sample: Sample, discard: bool) -> None:
         hdr = sample._hdr
@@ -803,34 +811,57 @@ class UserRingBuffer(_MappedRing):
 
     def write(self, data, timeout: float | None = 0) -> None:
         """Reserve, copy ``data`` (any bytes-like object) and submit in one step."""
-        payload = memoryview(data).cast("B")
+        payload = data if type(data) is bytes else memoryview(data).cast("B")
+        n = len(payload)
+        if self._closed:
+            self._check_open()
+        # Fast path, inlined (this is the per-message cost): room is checked
+        # against a fresh consumer_pos, everything is written, then one store
+        # of producer_pos publishes the sample.  Anything unusual (full ring,
+        # oversize sample) goes through the fully checked path below.
+        with self._lock:
+            prod = self._prod_view[0]
+            span = (n + 15) & ~7
+            if n <= self._max_payload and \
+                    span <= self._size - ((prod - self._cons_view[0]) & POS_MASK):
+                hdr = prod & self._mask
+                self._data[hdr + HDR_SIZE:hdr + HDR_SIZE + n] = payload
+                self._words[(hdr >> 2) + 1] = 0
+                self._words[hdr >> 2] = n
+                self._prod_view[0] = (prod + span) & POS_MASK
+                return
+        self._attempt(n, timeout, lambda: self._write_locked(memoryview(payload)))
+
+    def _write_locked(self, payload: memoryview) -> None:
         n = payload.nbytes
+        hdr, new_prod = self._core.plan(n, self._cons_view[0], self._prod_view[0])
+        # The payload and a final (non-BUSY) header are written before
+        # producer_pos moves, so the drain never sees a partial sample.  A
+        # header in the last 8 bytes of the area puts the payload at offset 0,
+        # which is where the second mapping of the same pages continues.
+        start = hdr + HDR_SIZE
+        self._data[start:start + n] = payload
+        words = self._core.words
+        words[(hdr >> 2) + 1] = 0
+        words[hdr >> 2] = n
+        self._prod_view[0] = new_prod
+
+    def _fill(self, length: int, timeout: float | None, step: Callable[[], bool]) -> None:
+        """Call ``step()`` under the lock until it reports everything written
+        (True); between calls wait for drains, up to ``timeout`` (0: once)."""
         self._check_open()
-        deadline = None
+        deadline: float | None = None
+        waited = False
         while True:
             with self._lock:
-                prod = self._prod_view[0]
-                try:
-                    hdr, new_prod = self._core.plan(n, self._cons_view[0], prod)
-                except RingFull as e:
-                    if timeout == 0:
-                        raise
-                    full = e
-                else:
-                    # The payload and a final (non-BUSY) header are written before
-                    # producer_pos moves, so the drain never sees a partial sample.
-                    # Header in the last 8 bytes of the area: the payload runs
-                    # on into the second mapping of the same pages (offset 0).
-                    words = self._core.words
-                    start = hdr + HDR_SIZE
-                    self._data[start:start + n] = payload
-                    words[(hdr >> 2) + 1] = 0
-                    words[hdr >> 2] = n
-                    self._prod_view[0] = new_prod
+                if step() or timeout == 0:
                     return
-            if deadline is None:
-                deadline = _deadline(timeout) if timeout is not None else float("inf")
-            self._wait_room(n, None if deadline == float("inf") else deadline, full)
+            if not waited:
+                deadline, waited = _deadline(timeout), True
+            try:
+                self._wait_room(length, deadline, RingFull())
+            except RingFull:
+                return
 
     def write_many(self, buffers, timeout: float | None = 0) -> int:
         """Write several samples of any sizes and publish them with a single
@@ -839,46 +870,39 @@ class UserRingBuffer(_MappedRing):
         Stops at the first sample that does not fit (after waiting up to
         ``timeout`` for room); samples are never split.
         """
-        self._check_open()
         it = iter(buffers)
-        written = 0
-        pending = None
-        deadline = None
-        while True:
-            with self._lock:
-                cons = self._cons_view[0]
-                prod = start_prod = self._prod_view[0]
-                data, words, plan = self._data, self._core.words, self._core.plan
-                full = None
-                while True:
+        state = {"written": 0, "next": None}
+
+        def step() -> bool:
+            cons = self._cons_view[0]
+            prod = start = self._prod_view[0]
+            data, words, plan = self._data, self._core.words, self._core.plan
+            done = False
+            while True:
+                pending = state["next"]
+                if pending is None:
+                    pending = next(it, None)
                     if pending is None:
-                        pending = next(it, None)
-                        if pending is None:
-                            break
-                        pending = memoryview(pending).cast("B")
-                    n = pending.nbytes
-                    try:
-                        hdr, new_prod = plan(n, cons, prod)
-                    except RingFull as e:
-                        full = e
+                        done = True
                         break
-                    data[hdr + HDR_SIZE:hdr + HDR_SIZE + n] = pending
-                    words[(hdr >> 2) + 1] = 0
-                    words[hdr >> 2] = n
-                    prod = new_prod
-                    written += 1
-                    pending = None
-                if prod != start_prod:
-                    self._prod_view[0] = prod  # one store-release publishes the batch
-            if full is None or timeout == 0:
-                return written
-            if deadline is None:
-                deadline = _deadline(timeout) if timeout is not None else float("inf")
-            try:
-                self._wait_room(pending.nbytes, None if deadline == float("inf") else deadline,
-                                full)
-            except RingFull:
-                return written
+                    pending = state["next"] = memoryview(pending).cast("B")
+                n = pending.nbytes
+                try:
+                    hdr, new_prod = plan(n, cons, prod)
+                except RingFull:
+                    break
+                data[hdr + HDR_SIZE:hdr + HDR_SIZE + n] = pending
+                words[(hdr >> 2) + 1] = 0
+                words[hdr >> 2] = n
+                prod = new_prod
+                state["written"] += 1
+                state["next"] = None
+            if prod != start:
+                self._prod_view[0] = prod  # one store-release publishes the batch
+            return done
+
+        self._fill(0, timeout, step)
+        return state["written"]
 
     def write_array(self, arr, timeout: float | None = 0) -> int:
         """Write the rows of a 1-D numpy array as fixed-size samples in one
@@ -905,34 +929,28 @@ class UserRingBuffer(_MappedRing):
             npd = self.__dict__["_npd"] = np.frombuffer(self._data, dtype=np.uint8)
         total = len(arr)
         done = 0
-        deadline = None
-        while True:
-            with self._lock:
-                cons = self._cons_view[0]
-                prod = self._prod_view[0]
-                n = min(total - done, self._core.free(cons, prod) // span)
-                if n:
-                    off = prod & (self._size - 1)
-                    # Contiguous thanks to the double mapping, even across the wrap.
-                    hdrs = np.ndarray((n,), dtype=np.uint64, buffer=npd, offset=off,
-                                      strides=(span,))
-                    hdrs[:] = itemsize  # len word = size (not BUSY), pg_off = 0
-                    body = np.ndarray((n,), dtype=arr.dtype, buffer=npd, offset=off + HDR_SIZE,
-                                      strides=(span,))
-                    body[:] = arr[done:done + n]
-                    # Everything is written before producer_pos moves: one
-                    # store-release publishes the whole batch to the drain.
-                    self._prod_view[0] = (prod + n * span) & POS_MASK
-                    done += n
-            if done == total or timeout == 0:
-                return done
-            if deadline is None:
-                deadline = _deadline(timeout) if timeout is not None else float("inf")
-            try:
-                self._wait_room(itemsize, None if deadline == float("inf") else deadline,
-                                RingFull())
-            except RingFull:
-                return done
+
+        def step() -> bool:
+            nonlocal done
+            prod = self._prod_view[0]
+            n = min(total - done, self._core.free(self._cons_view[0], prod) // span)
+            if n:
+                off = prod & (self._size - 1)
+                # Contiguous thanks to the double mapping, even across the wrap.
+                hdrs = np.ndarray((n,), dtype=np.uint64, buffer=npd, offset=off,
+                                  strides=(span,))
+                hdrs[:] = itemsize  # len word = size (not BUSY), pg_off = 0
+                body = np.ndarray((n,), dtype=arr.dtype, buffer=npd, offset=off + HDR_SIZE,
+                                  strides=(span,))
+                body[:] = arr[done:done + n]
+                # Everything is written before producer_pos moves: one
+                # store-release publishes the whole batch to the drain.
+                self._prod_view[0] = (prod + n * span) & POS_MASK
+                done += n
+            return done == total
+
+        self._fill(itemsize, timeout, step)
+        return done
 
     async def _wait_drain_async(self) -> None:
         # Our private epoll holds the map fd with EPOLLOUT|EPOLLET, so its own
