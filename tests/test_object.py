@@ -100,8 +100,10 @@ def test_demo_end_to_end(kernel):
         ts, event, comm, pid = row.split()
         assert len(ts) == 8 and ts.count(":") == 2
         assert event == "SIGN"
-        assert comm == "python3" or comm.startswith("python")
-        assert int(pid) == int(pid) > 0
+        # The comm and pid of whichever process called kill(): our own trigger,
+        # or any other process on the host (the program is not filtered).
+        assert comm
+        assert int(pid) > 0
 
 
 def test_demo_json(kernel):

@@ -126,11 +126,34 @@ class _Globals:
         return idx
 
     def _region(self, m: Map) -> memoryview:
-        size = ctypes.c_size_t()
-        ptr = lib.bpf_map__initial_value(m._ptr, ctypes.byref(size))
-        if not ptr:
-            raise BPFError(f"global section {m.section} is not accessible")
-        return memoryview((ctypes.c_char * size.value).from_address(ptr)).cast("B")
+        """The bytes of a global section: libbpf's initial image before load,
+        the kernel map itself (mmapped) after load.
+
+        libbpf 1.1 re-points its image at the kernel map only in the skeleton
+        path (``bpf_object__load_skeleton``), so after a plain
+        ``bpf_object__load`` we map the internal array map ourselves (libbpf
+        creates it with BPF_F_MMAPABLE); ``.rodata`` is frozen, hence read-only.
+        """
+        obj = self._obj
+        obj._check_open()
+        if not obj.loaded:
+            size = ctypes.c_size_t()
+            ptr = lib.bpf_map__initial_value(m._ptr, ctypes.byref(size))
+            if not ptr:
+                raise BPFError(f"global section {m.section} is not accessible")
+            return memoryview((ctypes.c_char * size.value).from_address(ptr)).cast("B")
+        view = obj._global_maps.get(m.name)
+        if view is None:
+            import mmap
+
+            length = (m.value_size + mmap.PAGESIZE - 1) & ~(mmap.PAGESIZE - 1)
+            ro = (m.section or "").startswith(".rodata")
+            prot = mmap.PROT_READ | (0 if ro else mmap.PROT_WRITE)
+            mm = mmap.mmap(m.fd, length, flags=mmap.MAP_SHARED, prot=prot)
+            view = memoryview(mm)[:m.value_size]
+            obj._global_maps[m.name] = view
+            obj._global_mms.append(mm)
+        return view
 
     def _lookup(self, name: str) -> tuple[Map, Any]:
         try:
@@ -140,7 +163,7 @@ class _Globals:
 
     def __getattr__(self, name: str) -> Any:
         m, var = self._lookup(name)
-        return var.type.decode(self._region(m), var.offset)
+        return var.codec.decode(self._region(m), var.offset)
 
     def __setattr__(self, name: str, value: Any) -> None:
         m, var = self._lookup(name)
@@ -149,8 +172,14 @@ class _Globals:
                 f"{name} is in .rodata, which is read-only after load "
                 "(set it with load(..., globals={...}))"
             )
-        data = var.type.encode(value)
-        self._region(m)[var.offset:var.offset + len(data)] = data
+        region = self._region(m)
+        if isinstance(value, dict):
+            # A dict updates the fields it names; the others keep their values.
+            current = var.codec.decode(region, var.offset)
+            if hasattr(current, "_asdict"):
+                value = _merge(current._asdict(), value)
+        data = var.codec.encode(value)
+        region[var.offset:var.offset + len(data)] = data
 
     def __dir__(self) -> list[str]:
         return sorted(self._index())
@@ -163,6 +192,17 @@ class _Globals:
 
     def __repr__(self) -> str:
         return f"<globals {', '.join(sorted(self._index()))}>"
+
+
+def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``new``, recursing into nested dicts."""
+    out = dict(base)
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
 
 
 class BPFObject:
@@ -191,6 +231,8 @@ class BPFObject:
             self.programs[prog.name] = prog
             p = lib.bpf_object__next_program(ptr, p)
         self._btf = None
+        self._global_maps: dict[str, memoryview] = {}
+        self._global_mms: list[Any] = []
         self.globals = _Globals(self)
 
     # lifecycle ---------------------------------------------------------------------
@@ -226,6 +268,15 @@ class BPFObject:
             link.close()
         self._rings.clear()
         self._links.clear()
+        for view in self._global_maps.values():
+            view.release()
+        for mm in self._global_mms:
+            try:
+                mm.close()
+            except BufferError:
+                log.warning("a view of a global section is still referenced")
+        self._global_maps.clear()
+        self._global_mms.clear()
         lib.bpf_object__close(self._ptr)
         self._ptr = None
 
@@ -301,8 +352,17 @@ class BPFObject:
                 f"{_sys.MAP_TYPE_NAMES[want]} map")
         return m
 
+    def _record(self, kw: dict[str, Any]) -> None:
+        rec = kw.get("record")
+        if isinstance(rec, str):
+            kw["record"] = self.types[rec]
+
     def ring_buffer(self, name: str, **kw: Any) -> RingBuffer:
-        """A :class:`RingBuffer` consumer for the object's RINGBUF map ``name``."""
+        """A :class:`RingBuffer` consumer for the object's RINGBUF map ``name``.
+
+        ``record="event"`` decodes records as that type of the object's BTF.
+        """
+        self._record(kw)
         m = self._ring_map(name, _sys.MAP_TYPE_RINGBUF)
         lost = self.maps.get(f"{name}__lost")
         if lost is not None and "lost_map" not in kw:
@@ -312,7 +372,11 @@ class BPFObject:
         return rb
 
     def user_ring_buffer(self, name: str, **kw: Any) -> UserRingBuffer:
-        """A :class:`UserRingBuffer` producer for the object's USER_RINGBUF map ``name``."""
+        """A :class:`UserRingBuffer` producer for the object's USER_RINGBUF map ``name``.
+
+        ``record="sample"`` lets :meth:`UserRingBuffer.write` encode that BTF type.
+        """
+        self._record(kw)
         m = self._ring_map(name, _sys.MAP_TYPE_USER_RINGBUF)
         urb = UserRingBuffer(m.fd, **kw)
         self._rings.append(urb)

@@ -236,7 +236,8 @@ class RingBuffer(_MappedRing):
     _kind = "kernel"
 
     def __init__(self, source: MapSource, *, batch_publish: bool = False,
-                 lost_map: int | None = None, _owned: bool = False) -> None:
+                 lost_map: int | None = None, record: Any = None,
+                 _owned: bool = False) -> None:
         """Consume a ring map given as an fd (duplicated: the caller keeps
         ownership), a :class:`MapRef` or its string (``"id 42"``,
         ``"pinned /sys/fs/bpf/events"``, ``"name events"``).
@@ -248,6 +249,9 @@ class RingBuffer(_MappedRing):
         ``lost_map`` is the fd of the per-CPU counter array that
         ``bpfring/ring.bpf.h`` keeps next to the ring (``<ring>__lost``);
         objects loaded with :func:`bpfring.load` wire it up automatically.
+        ``record`` (a BTF record type, see :mod:`bpfring.btf`) makes
+        :meth:`read`, iteration and :meth:`read_async` return decoded
+        records instead of bytes; callbacks still get raw views.
         """
         self.batch_publish = batch_publish
         super().__init__(source, _owned=_owned)
@@ -256,6 +260,8 @@ class RingBuffer(_MappedRing):
         # Records already consumed from the ring by an iterator but not yet
         # handed out: kept here so that stopping an iteration loses nothing.
         self._backlog: deque[bytes] = deque()
+        self.record = record
+        self._decode: Callable[[Any], Any] = record.decode if record is not None else bytes
 
     def _map(self) -> None:
         size = self._size
@@ -375,11 +381,15 @@ class RingBuffer(_MappedRing):
             backoff = 20e-6
             self._epoll.poll(-1 if left is None else left)
 
-    def read(self, limit: int | None = None, timeout: float | None = 0) -> list[bytes]:
+    def read(self, limit: int | None = None, timeout: float | None = 0) -> list[Any]:
         """Return copies of waiting records (at most ``limit``), waiting up to
-        ``timeout`` seconds for the first one (default: do not wait)."""
-        out: list[bytes] = []
-        self.poll(lambda v: out.append(bytes(v)), timeout, limit)
+        ``timeout`` seconds for the first one (default: do not wait).
+
+        Records are ``bytes``, or decoded records when the ring has a ``record`` type.
+        """
+        out: list[Any] = []
+        decode = self._decode
+        self.poll(lambda v: out.append(decode(v)), timeout, limit)
         return out
 
     # Batch paths (numpy) -------------------------------------------------------------
@@ -540,11 +550,13 @@ class RingBuffer(_MappedRing):
         read, poll or iteration.
         """
         backlog = self._backlog
+        decode = self._decode
         while True:
             if not backlog:
                 self._fill_backlog(None)
                 continue
-            yield backlog.popleft()
+            rec = backlog.popleft()
+            yield rec if decode is bytes else decode(rec)
 
     def _fill_backlog(self, timeout: float | None) -> None:
         self._check_open()
@@ -575,7 +587,7 @@ class RingBuffer(_MappedRing):
         finally:
             loop.remove_reader(self._fd)
 
-    async def read_async(self, limit: int | None = None) -> list[bytes]:
+    async def read_async(self, limit: int | None = None) -> list[Any]:
         """Wait (in the running event loop) until records arrive; return copies
         of up to ``limit`` of them."""
         while True:
@@ -587,13 +599,15 @@ class RingBuffer(_MappedRing):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         """``async for rec in rb``: like iteration, on the event loop."""
         backlog = self._backlog
+        decode = self._decode
         while True:
             if not backlog:
                 self.consume(lambda v: backlog.append(bytes(v)), self._ITER_BATCH)
                 if not backlog:
                     await self._wait_readable()
                 continue
-            yield backlog.popleft()
+            rec = backlog.popleft()
+            yield rec if decode is bytes else decode(rec)
 
     @property
     def lost(self) -> int | None:
@@ -700,9 +714,12 @@ class UserRingBuffer(_MappedRing):
     _map_type = _sys.MAP_TYPE_USER_RINGBUF
     _kind = "user"
 
-    def __init__(self, source: MapSource, *, _owned: bool = False) -> None:
+    def __init__(self, source: MapSource, *, record: Any = None, _owned: bool = False) -> None:
         """Produce into a user ring map given as an fd (duplicated), a
-        :class:`MapRef` or its string form."""
+        :class:`MapRef` or its string form.  With a ``record`` type (see
+        :mod:`bpfring.btf`), :meth:`write` also takes a record, a dict or
+        keyword fields: ``urb.write(i=1, comm="hi")``."""
+        self.record = record
         super().__init__(source, _owned=_owned)
         self._lock = threading.Lock()
         self._outstanding: dict[int, Sample] = {}
@@ -809,8 +826,16 @@ class UserRingBuffer(_MappedRing):
         sample.data.release()
         self._core.commit(hdr, discard)
 
-    def write(self, data, timeout: float | None = 0) -> None:
-        """Reserve, copy ``data`` (any bytes-like object) and submit in one step."""
+    def write(self, data: Any = None, timeout: float | None = 0, **fields: Any) -> None:
+        """Reserve, copy ``data`` and submit in one step.
+
+        ``data`` is any bytes-like object; on a ring with a ``record`` type it
+        may also be a record or a dict, or be omitted in favour of keyword
+        fields (unset fields are zero).
+        """
+        if self.record is not None and (fields or data is None or
+                                        not isinstance(data, bytes | bytearray | memoryview)):
+            data = self.record.encode(data, **fields)
         payload = data if type(data) is bytes else memoryview(data).cast("B")
         n = len(payload)
         if self._closed:
