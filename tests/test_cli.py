@@ -119,7 +119,7 @@ def test_cli_errors_are_one_line(echo):
     assert "can never fit" in err
     err = _one_line_error(cli("write", "id", str(urb.map_id), "--type", "no_such_type",
                               "--json", "{}"))
-    assert "no_such_type" in err
+    assert "no_such_type" in err and "typed global" in err
     proc = cli("info", "bogus", "1")
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
 

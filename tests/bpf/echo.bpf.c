@@ -119,6 +119,8 @@ static long produce_one(__u32 i, struct produce_args *args)
 }
 
 /* Emit args->count fixed-size records (seq numbers from seq_base). */
+struct rec256 _rec256_keep = {}; /* keep the record type in BTF for decoding */
+
 SEC("syscall")
 int produce(struct produce_args *args)
 {
