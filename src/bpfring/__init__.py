@@ -5,6 +5,7 @@ through BPF ring buffers (kernel -> user ``RingBuffer``, user -> kernel
 
 from __future__ import annotations
 
+from . import btf
 from .build import build, build_source, cache_dir
 from .errors import (
     AttachError,
@@ -58,6 +59,7 @@ __all__ = [
     "TypeNotFound",
     "UserRingBuffer",
     "__version__",
+    "btf",
     "build",
     "build_source",
     "cache_dir",
