@@ -139,3 +139,23 @@ def test_demo_without_privileges_is_one_line(kernel):
     assert "Operation not permitted" in err[0] or "permission" in err[0].lower()
     assert "hint: run as root, or grant CAP_BPF" in err[0]
     assert "Traceback" not in proc.stderr
+
+
+def test_demo_ctrl_c_exits_cleanly(kernel):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "bpfring", "demo", "--trigger"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # Wait for the header: the program is loaded and attached.
+        first = proc.stdout.readline()
+        assert first.startswith("Draining")
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "TIME" in out
