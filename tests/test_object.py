@@ -149,8 +149,8 @@ def test_demo_ctrl_c_exits_cleanly(kernel):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # Wait for the header: the program is loaded and attached.
-        first = proc.stdout.readline()
-        assert first.startswith("Draining")
+        assert proc.stdout.readline().startswith("Draining")
+        assert proc.stdout.readline().split() == ["TIME", "EVENT", "COMM", "PID"]
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=30)
@@ -158,4 +158,4 @@ def test_demo_ctrl_c_exits_cleanly(kernel):
         proc.kill()
     assert proc.returncode == 0, err
     assert "Traceback" not in err
-    assert "TIME" in out
+    assert "SIGN" in out
