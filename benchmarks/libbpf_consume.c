@@ -1,0 +1,1 @@
+../src/bpfring/bench/libbpf_consume.c

@@ -1,0 +1,1 @@
+../src/bpfring/bench/libbpf_produce.c

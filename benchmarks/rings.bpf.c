@@ -1,0 +1,1 @@
+../src/bpfring/bench/rings.bpf.c

@@ -1,0 +1,121 @@
+"""Smoke tests of ``bpfring bench rings``.
+
+The benchmark runs in a subprocess with ``--quick --json``; the test checks
+the report's structure and that every case that ran reports a positive rate.
+Nothing here asserts on timings: those belong to the benchmark's own output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bpfring.bench import rings
+
+
+def _has_matplotlib() -> bool:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_bench_rings_quick_json(kernel, tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "bpfring", "bench", "rings", "--quick", "--json", "-q"]
+    plot = tmp_path / "rings.png"
+    if _has_matplotlib():
+        cmd += ["--plot", str(plot)]
+    # BPFRING_CACHE_DIR (set by conftest) keeps the builds in the session's cache.
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr[-4000:]
+    report = json.loads(out.stdout)
+
+    assert report["suite"] == "rings"
+    cfg = report["config"]
+    assert cfg["record_size"] == 40
+    assert cfg["records"] > 0 and cfg["rounds"] > 0
+    for key in ("date", "cpu", "cpus", "kernel", "python", "numpy"):
+        assert report["machine"][key], key
+
+    got = {(r["case"], r["mode"]) for r in report["results"]}
+    want = {(c.name, m) for c in rings.CASES for m in c.modes}
+    assert got == want
+    for r in report["results"]:
+        what = f"{r['case']} ({r['mode']})"
+        assert r["status"] in ("ok", "skipped"), f"{what}: {r['status']}: {r['reason']}"
+        if r["status"] == "skipped":
+            assert r["reason"], what
+            assert r["median_rate"] is None
+            continue
+        assert len(r["rounds"]) == cfg["rounds"], what
+        for rnd in r["rounds"]:
+            assert rnd["records"] == cfg["records"], what
+            assert rnd["seconds"] > 0 and rnd["rate"] > 0, what
+        assert r["median_rate"] > 0 and r["median_gbps"] > 0, what
+        assert r["min_rate"] <= r["median_rate"] <= r["max_rate"], what
+        if r["mode"] == "live" and r["direction"] == "k2u":
+            assert r["lost"] >= 0, what
+        if r["case"] == rings.REFERENCE[r["direction"]]:
+            assert r["ratio_to_reference"] == pytest.approx(1.0)
+
+    assert {m["api"] for m in report["memory"]} == set(rings.RSS_APIS)
+    for m in report["memory"]:
+        assert m["status"] in ("ok", "skipped"), f"rss {m['api']}: {m['reason']}"
+        if m["status"] == "ok":
+            assert m["records"] > 0 and m["rate"] > 0
+            assert m["rss_first"] > 0 and isinstance(m["growth"], int)
+
+    assert report["targets"]
+    for t in report["targets"]:
+        assert t["met"] in (True, False, None), t
+        assert t["met"] is not None or t.get("why"), t
+
+    if _has_matplotlib():
+        assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_rings_table_from_report() -> None:
+    """The human table renders from a report (no kernel needed)."""
+    res = rings.Result("read_array", rings.K2U, "prefilled", "bpfring: read_array")
+    res.rounds = [rings._round(1000, 1_000_000), rings._round(1000, 2_000_000)]
+    ref = rings.Result("libbpf-c", rings.K2U, "prefilled", "libbpf C")
+    ref.rounds = [rings._round(1000, 1_000_000)]
+    skipped = rings.Result("bcc", rings.K2U, "prefilled", "BCC", status="skipped",
+                           reason="no bcc here")
+    results = {(r.case, r.mode): r for r in (ref, res, skipped)}
+    ratios = rings._ratios(results)
+    assert ratios[("read_array", "prefilled")] == pytest.approx(0.75)
+    report = {
+        "config": {"records": 1000, "rounds": 2, "warmup": 0, "record_size": 40},
+        "machine": {"date": "d", "cpu": "c", "cpus": 2, "kernel": "k", "python": "p",
+                    "numpy": "n"},
+        "results": [results[k].to_json(ratios[k]) for k in results],
+        "memory": [],
+        "targets": rings.evaluate_targets(results, []),
+    }
+    text = rings.render_table(report)
+    assert "bpfring: read_array" in text and "0.75x" in text
+    assert "SKIPPED" in text and "no bcc here" in text
+    read_array_target = next(t for t in report["targets"] if t["case"] == "read_array")
+    assert read_array_target["met"] is False and "short" in read_array_target["gap"]
+
+
+def test_bench_rings_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        rings.main(["--only", "nosuchcase"])
+    assert e.value.code == 2
+    assert "unknown case" in capsys.readouterr().err
+
+
+def test_bench_rings_plot_needs_matplotlib(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import fails
+    assert rings.main(["--plot", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "matplotlib" in err and "bpfring[plot]" in err
