@@ -109,7 +109,7 @@ def test_consumer_matches_model(ops):
     kp = KernelProducer(buf, SIZE)
     core = Consumer(memoryview(buf), SIZE)
     cons = 0
-    published = []
+    published = memoryview(bytearray(8)).cast("Q")
     # model: records in reservation order: [payload, state] state busy/done/discard
     model: list[list] = []
     open_recs: list[tuple[int, int]] = []  # (record index, header offset)
@@ -134,8 +134,9 @@ def test_consumer_matches_model(ops):
             model[idx][1] = "discard" if op[2] else "done"
         elif op[0] == "consume":
             limit = op[1]
+            before = published[0]
             res = core.consume(cons, kp.prod, lambda v: delivered.append(bytes(v)), limit,
-                               published.append)
+                               published)
             # model: walk from the first unconsumed record
             n = 0
             while model and model[0][1] != "busy" and (limit is None or n < limit):
@@ -147,9 +148,9 @@ def test_consumer_matches_model(ops):
             assert res.delivered == n
             stopped_at_busy = bool(model) and model[0][1] == "busy"
             assert res.busy == (stopped_at_busy and (limit is None or n < limit))
+            moved = res.cons != cons
             cons = res.cons
-            if published:
-                assert published[-1] == cons
+            assert published[0] == (cons if moved else before)
     assert delivered == expected
     assert cons <= kp.prod
 
@@ -162,14 +163,15 @@ def test_consumer_reports_corruption_and_keeps_record_on_error():
         core.consume(0, 16, lambda v: None, None, None)
     struct.pack_into("<I", buf, 0, 4)
     struct.pack_into("<I", buf, 16, 4)
-    pubs: list[int] = []
+    pubs = memoryview(bytearray(8)).cast("Q")
+    pubs[0] = 99
 
     def boom(v):
         raise OSError("x")
 
     with pytest.raises(OSError):
-        core.consume(0, 32, boom, None, pubs.append)
-    assert pubs == [0]  # the failing record stays unconsumed
+        core.consume(0, 32, boom, None, pubs)
+    assert pubs[0] == 0  # the failing record stays unconsumed
 
 
 # ---------------------------------------------------------------------- producer

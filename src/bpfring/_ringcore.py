@@ -33,6 +33,7 @@ HDR_SIZE = 8
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 LEN_MASK = DISCARD_BIT - 1
+_FLAGS = BUSY_BIT | DISCARD_BIT
 POS_MASK = (1 << 64) - 1
 #: Largest payload ``bpf_user_ringbuf_drain`` hands to a callback
 #: (``bpf_dynptr_check_size``: DYNPTR_MAX_SIZE = 16 MiB - 1); larger -> -E2BIG.
@@ -133,15 +134,17 @@ class Consumer:
         prod: int,
         callback: Callable[[memoryview], object],
         limit: int | None,
-        publish: Callable[[int], None] | None,
+        publish: memoryview | None,
         release_views: bool = True,
     ) -> ConsumeResult:
         """Deliver records between ``cons`` and ``prod`` to ``callback``.
 
         Stops after ``limit`` delivered records (``None``: no limit; 0 delivers
         nothing), at the first BUSY record, or at ``prod``.  Discarded records
-        are skipped and do not count.  ``publish(pos)`` is called after each
-        record (``None``: never; the caller publishes ``result.cons``).
+        are skipped and do not count.  After each record the new consumer
+        position is stored into ``publish[0]`` (a ``'Q'`` view: the shared
+        consumer page, or any buffer in tests); ``None``: never, the caller
+        publishes ``result.cons``.
 
         If ``callback`` raises, the record that raised is *not* consumed: the
         position before it is published and the exception propagates, so the
@@ -152,51 +155,58 @@ class Consumer:
             return res
         words, data, mask, size = self.words, self.data, self.mask, self.size
         doubled = len(data) == 2 * size
-        avail_max = size - HDR_SIZE
+        if (prod - cons) & POS_MASK > size:
+            raise RingCorrupted(f"positions cons={cons} prod={prod} are more than a ring apart")
+        # Positions are 64-bit counters; the loop works on plain ints and only
+        # wraps the result: 2**64 bytes would take decades at memory speed.
+        if prod < cons:
+            prod += 1 << 64
+        pub = publish if publish is not None else memoryview(bytearray(8)).cast("Q")
+        stop_at = -1 if limit is None else limit
         n = 0
-        while cons != prod:
-            pending = (prod - cons) & POS_MASK
+        while cons < prod:
             off = cons & mask
             word = words[off >> 2]
-            if word & BUSY_BIT:
-                res.busy = True
-                break
             length = word & LEN_MASK
             span = (length + 15) & ~7
-            if span > pending or length > avail_max:
+            if word & _FLAGS:
+                if word & BUSY_BIT:
+                    res.busy = True
+                    break
+                # DISCARD: skipped, not counted; the consumer still moves past it.
+                res.discarded += 1
+                cons += span
+                pub[0] = cons & POS_MASK
+                continue
+            if cons + span > prod:
                 raise RingCorrupted(
                     f"record at position {cons} claims {length} bytes but only "
-                    f"{pending - HDR_SIZE} are published"
+                    f"{prod - cons - HDR_SIZE} are published"
                 )
-            if word & DISCARD_BIT:
-                res.discarded += 1
+            start = off + HDR_SIZE
+            if doubled or start + length <= size:
+                view = data[start:start + length]
             else:
-                start = off + HDR_SIZE
-                if doubled or start + length <= size:
-                    view = data[start:start + length]
-                else:
-                    view = read_payload(data, size, start & mask, length)
-                try:
-                    callback(view)
-                except BaseException:
-                    if publish is not None:
-                        publish(cons)
-                    res.cons = cons
-                    raise
-                finally:
-                    if release_views:
-                        try:
-                            view.release()
-                        except BufferError:
-                            pass  # the callback kept a sub-view; it stays valid
-                n += 1
-            cons = (cons + span) & POS_MASK
-            if publish is not None:
-                publish(cons)
-            if limit is not None and n >= limit:
+                view = read_payload(data, size, start & mask, length)
+            try:
+                callback(view)
+            except BaseException:
+                pub[0] = cons & POS_MASK
+                res.cons = cons & POS_MASK
+                raise
+            finally:
+                if release_views:
+                    try:
+                        view.release()
+                    except BufferError:
+                        pass  # the callback kept a sub-view; it stays valid
+            cons += span
+            pub[0] = cons & POS_MASK
+            n += 1
+            if n == stop_at:
                 break
         res.delivered = n
-        res.cons = cons
+        res.cons = cons & POS_MASK
         return res
 
     def pending_records(self, cons: int, prod: int) -> tuple[int, int, int]:

@@ -303,9 +303,6 @@ class RingBuffer(_MappedRing):
         self._check_open()
         return (self._prod_view[0] - self._cons_view[0]) & POS_MASK
 
-    def _publish(self, pos: int) -> None:
-        self._cons_view[0] = pos
-
     # Consuming ---------------------------------------------------------------------
 
     def consume(self, callback: Callable[[memoryview], Any], limit: int | None = None) -> int:
@@ -329,7 +326,7 @@ class RingBuffer(_MappedRing):
             cons = self._cons_view[0]
             total = 0
             busy = False
-            publish = None if self.batch_publish else self._publish
+            publish = None if self.batch_publish else self._cons_view
             while True:
                 prod = self._prod_view[0]
                 if cons == prod:
@@ -436,7 +433,12 @@ class RingBuffer(_MappedRing):
         off = cons & mask
         # The data pages are mapped twice in a row, so the run is contiguous
         # in our 2*size view even when it wraps.
-        hdrs = np.ndarray((n,), dtype=np.uint32, buffer=data, offset=off, strides=(span,))
+        # One snapshot of the headers: the run and the reason it ends must be
+        # judged on the same values (a BUSY header read twice may have been
+        # committed in between, and would then look like a record of the
+        # right size that was rejected).
+        hdrs = np.ndarray((n,), dtype=np.uint32, buffer=data, offset=off,
+                          strides=(span,)).copy()
         bad = np.flatnonzero(hdrs != itemsize)
         if len(bad):
             k = int(bad[0])
@@ -485,10 +487,13 @@ class RingBuffer(_MappedRing):
                         cons, prod, dt.itemsize, None if limit is None else limit - got)
                     if n:
                         span = (dt.itemsize + 15) & ~7
-                        view = np.ndarray((n,), dtype=dt, buffer=self._np_data(),
-                                          offset=(start & (self._size - 1)) + HDR_SIZE,
-                                          strides=(span,))
-                        chunks.append(view.copy())
+                        # Copy as an (n, itemsize) byte matrix: numpy's strided
+                        # byte copy is about twice as fast as a structured one.
+                        src = np.ndarray((n, dt.itemsize), dtype=np.uint8,
+                                         buffer=self._np_data(),
+                                         offset=(start & (self._size - 1)) + HDR_SIZE,
+                                         strides=(span, 1))
+                        chunks.append(src.copy().view(dt).reshape(n))
                         got += n
                         cons = (start + n * span) & POS_MASK
                     elif start != cons:
@@ -953,6 +958,7 @@ class UserRingBuffer(_MappedRing):
         if npd is None:
             npd = self.__dict__["_npd"] = np.frombuffer(self._data, dtype=np.uint8)
         total = len(arr)
+        raw = np.ascontiguousarray(arr).view(np.uint8).reshape(total, itemsize)
         done = 0
 
         def step() -> bool:
@@ -965,9 +971,9 @@ class UserRingBuffer(_MappedRing):
                 hdrs = np.ndarray((n,), dtype=np.uint64, buffer=npd, offset=off,
                                   strides=(span,))
                 hdrs[:] = itemsize  # len word = size (not BUSY), pg_off = 0
-                body = np.ndarray((n,), dtype=arr.dtype, buffer=npd, offset=off + HDR_SIZE,
-                                  strides=(span,))
-                body[:] = arr[done:done + n]
+                body = np.ndarray((n, itemsize), dtype=np.uint8, buffer=npd,
+                                  offset=off + HDR_SIZE, strides=(span, 1))
+                body[:] = raw[done:done + n]  # byte copy: ~3x faster than structured
                 # Everything is written before producer_pos moves: one
                 # store-release publishes the whole batch to the drain.
                 self._prod_view[0] = (prod + n * span) & POS_MASK
