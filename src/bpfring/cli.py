@@ -282,6 +282,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        # Everything after "bench" belongs to the suite's own parser
+        # (argparse's REMAINDER would not pass on a leading "--option").
+        from .bench import main as bench_main
+
+        try:
+            return bench_main(argv[1:])
+        except KeyboardInterrupt:
+            return 130
+        except BPFError as e:
+            print(f"bpfring: error: {e.message}" + (f" (hint: {e.hint})" if e.hint else ""),
+                  file=sys.stderr)
+            return 1
     parser = build_parser()
     args = parser.parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
