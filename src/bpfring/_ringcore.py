@@ -173,7 +173,13 @@ class Consumer:
                 if word & BUSY_BIT:
                     res.busy = True
                     break
-                # DISCARD: skipped, not counted; the consumer still moves past it.
+                # DISCARD: skipped, not counted; the consumer still moves past it
+                # (never past producer_pos: that would publish a bogus position).
+                if cons + span > prod:
+                    raise RingCorrupted(
+                        f"discarded record at position {cons} claims {length} bytes "
+                        f"but only {prod - cons - HDR_SIZE} are published"
+                    )
                 res.discarded += 1
                 cons += span
                 pub[0] = cons & POS_MASK
@@ -214,15 +220,23 @@ class Consumer:
         without consuming anything; the walk stops at the first BUSY record."""
         committed = discarded = 0
         words, mask = self.words, self.mask
-        while cons != prod:
+        left = (prod - cons) & POS_MASK
+        if left > self.size:
+            raise RingCorrupted(f"positions cons={cons} prod={prod} are more than a ring apart")
+        while left:
             word = words[(cons & mask) >> 2]
             if word & BUSY_BIT:
                 return committed, discarded, 1
+            span = (word & LEN_MASK) + 15 & ~7
+            if span > left:
+                raise RingCorrupted(f"record at position {cons} claims {word & LEN_MASK} "
+                                    f"bytes, past producer position {prod}")
             if word & DISCARD_BIT:
                 discarded += 1
             else:
                 committed += 1
-            cons = (cons + ((word & LEN_MASK) + 15 & ~7)) & POS_MASK
+            cons = (cons + span) & POS_MASK
+            left -= span
         return committed, discarded, 0
 
 
@@ -275,6 +289,8 @@ class Producer:
                 f"{self.size}-byte ring is {self.max_payload()} bytes",
                 hint="create a larger ring or split the data",
             )
+        if prod & 7:
+            raise RingCorrupted(f"producer position {prod} is not 8-byte aligned")
         used = (prod - cons) & POS_MASK
         if used > self.size:
             raise RingCorrupted(

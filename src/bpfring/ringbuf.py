@@ -53,7 +53,7 @@ from ._ringcore import (
     check_ring_size,
     record_span,
 )
-from .errors import BPFError, MapTypeError, RecordTooLarge, RingFull, SampleError
+from .errors import BPFError, MapTypeError, RecordTooLarge, RingCorrupted, RingFull, SampleError
 from .mapref import MapRef
 
 MapSource = int | MapRef | str
@@ -416,12 +416,18 @@ class RingBuffer(_MappedRing):
         mask = self._size - 1
         span = (itemsize + 15) & ~7
         words = self._core.words
+        if (prod - cons) & POS_MASK > self._size:
+            raise RingCorrupted(f"positions cons={cons} prod={prod} are more than a ring apart")
         while True:
             if cons == prod:
                 return cons, 0, 0
             word = words[(cons & mask) >> 2]
             if word & DISCARD_BIT and not word & BUSY_BIT:
-                cons = (cons + (((word & LEN_MASK) + 15) & ~7)) & POS_MASK
+                skip = ((word & LEN_MASK) + 15) & ~7
+                if skip > (prod - cons) & POS_MASK:
+                    raise RingCorrupted(f"discarded record at position {cons} claims "
+                                        f"{word & LEN_MASK} bytes, past producer position {prod}")
+                cons = (cons + skip) & POS_MASK
                 continue  # leading discarded record: skip like the scalar path
             break
         n = ((prod - cons) & POS_MASK) // span
@@ -852,7 +858,7 @@ class UserRingBuffer(_MappedRing):
         with self._lock:
             prod = self._prod_view[0]
             span = (n + 15) & ~7
-            if n <= self._max_payload and \
+            if n <= self._max_payload and not prod & 7 and \
                     span <= self._size - ((prod - self._cons_view[0]) & POS_MASK):
                 hdr = prod & self._mask
                 self._data[hdr + HDR_SIZE:hdr + HDR_SIZE + n] = payload
@@ -964,6 +970,8 @@ class UserRingBuffer(_MappedRing):
         def step() -> bool:
             nonlocal done
             prod = self._prod_view[0]
+            if prod & 7:
+                raise RingCorrupted(f"producer position {prod} is not 8-byte aligned")
             n = min(total - done, self._core.free(self._cons_view[0], prod) // span)
             if n:
                 off = prod & (self._size - 1)
