@@ -12,7 +12,7 @@ LINT_DIRS := $(wildcard src tests examples benchmarks)
 deps:
 	@bash scripts/setup-system.sh $(APT_PKGS)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/bpfring/_speedups.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

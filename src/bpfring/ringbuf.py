@@ -21,16 +21,45 @@ reordering across them).  That is exactly the ordering the protocol needs:
 payload and header stores become visible before the producer-position store,
 and the consumer-position store comes after the payload reads.  Weakly
 ordered CPUs (arm64, riscv, ppc) need real barriers, which pure Python cannot
-issue, so this module refuses to run there with a clear error instead of
-risking torn or reordered records.
+issue.
+
+The C accelerator
+-----------------
+``bpfring._speedups`` (built from ``_speedups.c`` at install time when a C
+compiler is present; optional) runs the per-record paths in C: the callback
+loop of :meth:`RingBuffer.consume`/:meth:`~RingBuffer.poll`, the copies of
+:meth:`RingBuffer.read` and iteration, and :meth:`UserRingBuffer.write` /
+:meth:`~UserRingBuffer.write_many`.  It accesses positions and headers with
+real ``__atomic`` acquire loads, release stores and a compare-exchange for
+the user-ring header commit, each paired with the kernel's
+``smp_load_acquire``/``smp_store_release``/``xchg``.  While it is active the
+remaining Python paths (reserve/submit, ``read_array``, ``view_array``,
+``write_array``, the position properties) also load and store positions
+through it and put an acquire fence between a vectorised header check and
+the payload copy, so every shared access of this module is ordered on any
+CPU.  Hence:
+
+* with the accelerator active, rings may be opened on any architecture;
+* without it (not built, or ``BPFRING_PURE_PYTHON=1`` in the environment,
+  which selects the pure-Python reference paths), this module refuses to run
+  on anything but x86 with a clear error instead of risking torn or
+  reordered records.
+
+:data:`ACCELERATED` tells which paths are active (read it as
+``bpfring.ringbuf.ACCELERATED``: :func:`_set_accelerated` switches at run
+time, for tests and benchmarks).  Code that touches a ring's memory directly
+instead of going through these classes (e.g. the map bridge) has to do its
+own ordering.
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno as _errno
+import importlib
 import logging
 import mmap
+import operator
 import os
 import platform
 import select
@@ -58,22 +87,82 @@ from .mapref import MapRef
 
 MapSource = int | MapRef | str
 
-__all__ = ["RingBuffer", "Sample", "UserRingBuffer"]
+__all__ = ["ACCELERATED", "RingBuffer", "Sample", "UserRingBuffer"]
 
 log = logging.getLogger("bpfring")
 
 PAGE_SIZE = mmap.PAGESIZE
 _TSO_MACHINES = frozenset({"x86_64", "amd64", "i686", "i386"})
+#: The ``API`` number of the _speedups.c this module was written against.
+_SPEEDUPS_API = 1
+
+#: True while the C accelerator (``bpfring._speedups``) runs the hot paths;
+#: False on the pure-Python reference paths (extension not built, or
+#: ``BPFRING_PURE_PYTHON=1``).
+ACCELERATED: bool = False
+#: The extension module while it is active, else None (read at every call).
+_sp: Any = None
+# Position accesses outside the C hot paths: ``(view, index)`` and
+# ``(view, index, value)`` on a ``'Q'`` view.  Pure Python: plain item access
+# (acquire/release only on x86-TSO); accelerated: real acquire/release.
+_load_pos: Callable[[memoryview, int], int] = operator.getitem
+_store_pos: Callable[[memoryview, int, int], None] = operator.setitem
+
+
+def _is_tso() -> bool:
+    return platform.machine().lower() in _TSO_MACHINES
+
+
+def _set_accelerated(enabled: bool) -> bool:
+    """Switch between the C paths (``True``) and the pure-Python reference
+    paths (``False``) for every ring of the process; return the previous state.
+
+    Meant for tests and benchmarks; takes effect at the next call of any ring
+    method.  Raises ``ImportError`` when the extension is not built (or was
+    built from another version of ``_speedups.c``), and :class:`BPFError`
+    when asked for pure Python on a CPU that needs barriers.
+    """
+    global ACCELERATED, _sp, _load_pos, _store_pos
+    prev = ACCELERATED
+    if enabled:
+        sp = importlib.import_module(f"{__package__}._speedups")
+        if getattr(sp, "API", None) != _SPEEDUPS_API:
+            raise ImportError(f"{sp.__file__} was built from another version of "
+                              "_speedups.c; rebuild it (pip install -e .)")
+        _sp, _load_pos, _store_pos = sp, sp.load_acquire_u64, sp.store_release_u64
+    else:
+        if not _is_tso():
+            raise BPFError(f"the pure-Python ring paths cannot run on {platform.machine()}",
+                           hint="keep the C accelerator enabled")
+        _sp, _load_pos, _store_pos = None, operator.getitem, operator.setitem
+    ACCELERATED = enabled
+    return prev
+
+
+if os.environ.get("BPFRING_PURE_PYTHON", "") != "1":
+    try:
+        _set_accelerated(True)
+    except ModuleNotFoundError as e:  # not built (no compiler at install time): pure Python
+        if e.name != f"{__package__}._speedups":
+            raise
+    except ImportError as e:  # built but unusable (stale build, failed to load)
+        log.warning("bpfring's C accelerator is not used: %s", e)
 
 
 def _check_arch() -> None:
+    if _sp is not None or _is_tso():
+        return
     machine = platform.machine()
-    if machine.lower() not in _TSO_MACHINES:
-        raise BPFError(
-            f"ring buffer access needs acquire/release barriers on {machine}, "
-            "which bpfring does not implement yet",
-            hint="use an x86-64 host",
-        )
+    if os.environ.get("BPFRING_PURE_PYTHON", "") == "1":
+        hint = "unset BPFRING_PURE_PYTHON: the C accelerator provides the barriers"
+    else:
+        hint = ("install bpfring with a C compiler and the Python headers present, so that "
+                "its C accelerator (bpfring._speedups) is built, or use an x86-64 host")
+    raise BPFError(
+        f"ring buffer access needs acquire/release barriers on {machine}, which only "
+        "bpfring's C accelerator provides, and it is not available",
+        hint=hint,
+    )
 
 
 def _dup(fd: int) -> int:
@@ -285,23 +374,23 @@ class RingBuffer(_MappedRing):
 
     @property
     def consumer_pos(self) -> int:
-        return self._cons_view[0]
+        return _load_pos(self._cons_view, 0)
 
     @property
     def producer_pos(self) -> int:
-        return self._prod_view[0]
+        return _load_pos(self._prod_view, 0)
 
     @property
     def pending_pos(self) -> int:
         """Kernel bookkeeping (6.10+): first record not yet known committed."""
-        return self._prod_view[1]
+        return _load_pos(self._prod_view, 1)
 
     @property
     def available(self) -> int:
         """Bytes waiting in the ring (headers, discarded and busy records
         included; records an iterator already took out are not counted)."""
         self._check_open()
-        return (self._prod_view[0] - self._cons_view[0]) & POS_MASK
+        return (_load_pos(self._prod_view, 0) - _load_pos(self._cons_view, 0)) & POS_MASK
 
     # Consuming ---------------------------------------------------------------------
 
@@ -320,6 +409,15 @@ class RingBuffer(_MappedRing):
         with self._lock:
             if self._backlog:
                 return self._consume_backlog(callback, limit), False
+            sp = _sp
+            if sp is not None:
+                # The same loop in C (see _speedups.consume), with acquire
+                # loads of producer_pos and headers, release stores of
+                # consumer_pos.
+                n, _, busy, _ = sp.consume(
+                    self._data, self._cons_view, self._prod_view, self._size, callback,
+                    None if limit is None else max(limit, 0), not self.batch_publish, True)
+                return n, busy
             # Load-acquire consumer_pos once (only we write it), then
             # producer_pos: pairs with the kernel's store-release of producer_pos
             # after writing the BUSY header.
@@ -360,15 +458,21 @@ class RingBuffer(_MappedRing):
         ``BPF_RB_NO_WAKEUP`` (or adaptively, while we lag behind) does not wake
         us, so records it wrote are picked up at the next call or timeout.
         """
+        return self._polled(lambda: self._consume(callback, limit), timeout, limit)
+
+    def _polled(self, attempt: Callable[[], tuple[Any, bool]], timeout: float | None,
+                limit: int | None) -> Any:
+        """Call ``attempt()`` -> (result, busy) until the result is non-empty
+        (a count or a list), waiting in between as :meth:`poll` describes."""
         deadline = _deadline(timeout)
         backoff = 20e-6
         while True:
-            n, busy = self._consume(callback, limit)
-            if n or (limit is not None and limit <= 0):
-                return n
+            got, busy = attempt()
+            if got or (limit is not None and limit <= 0):
+                return got
             left = _remaining(deadline)
             if left == 0.0:
-                return 0
+                return got
             if busy:
                 # A BPF program on another CPU holds a reservation open.  The fd
                 # stays readable (prod != cons), so epoll would spin: back off.
@@ -384,9 +488,42 @@ class RingBuffer(_MappedRing):
 
         Records are ``bytes``, or decoded records when the ring has a ``record`` type.
         """
+        sp = _sp
+        if sp is not None:
+            recs = self._polled(lambda: self._take(sp, limit), timeout, limit)
+            return recs if self._decode is bytes else self._decode_all(recs)
         out: list[Any] = []
         decode = self._decode
         self.poll(lambda v: out.append(decode(v)), timeout, limit)
+        return out
+
+    def _take(self, sp: Any, limit: int | None) -> tuple[list[bytes], bool]:
+        """C path of :meth:`read`: copies of up to ``limit`` waiting records
+        (the iterator's backlog first, like :meth:`consume`) and whether a
+        BUSY record stopped the walk; does not wait.  The C side stores
+        consumer_pos once, when the copies are made."""
+        self._check_open()
+        with self._lock:
+            backlog = self._backlog
+            if backlog:
+                k = len(backlog) if limit is None else max(0, min(limit, len(backlog)))
+                return [backlog.popleft() for _ in range(k)], False
+            return sp.read(self._data, self._cons_view, self._prod_view, self._size,
+                           None if limit is None else max(limit, 0))
+
+    def _decode_all(self, recs: list[bytes]) -> list[Any]:
+        """Decode copies taken out of the ring; if decoding raises, the record
+        that failed and the ones after it go back in line (first to come out
+        of the next read, poll or iteration) and the error propagates."""
+        decode = self._decode
+        out: list[Any] = []
+        try:
+            for rec in recs:
+                out.append(decode(rec))
+        except BaseException:
+            with self._lock:
+                self._backlog.extendleft(reversed(recs[len(out):]))
+            raise
         return out
 
     # Batch paths (numpy) -------------------------------------------------------------
@@ -486,12 +623,16 @@ class RingBuffer(_MappedRing):
                 if self._backlog:
                     raise ValueError("records taken out by an iterator are pending; "
                                      "finish them with read() first")
-                cons = self._cons_view[0]
+                cons = _load_pos(self._cons_view, 0)
                 while limit is None or got < limit:
-                    prod = self._prod_view[0]
+                    prod = _load_pos(self._prod_view, 0)
                     start, n, why = self._regular_run(
                         cons, prod, dt.itemsize, None if limit is None else limit - got)
                     if n:
+                        if _sp is not None:
+                            # The headers were checked in one vectorised pass:
+                            # order those loads before the payload copy.
+                            _sp.acquire_fence()
                         span = (dt.itemsize + 15) & ~7
                         # Copy as an (n, itemsize) byte matrix: numpy's strided
                         # byte copy is about twice as fast as a structured one.
@@ -504,7 +645,7 @@ class RingBuffer(_MappedRing):
                         cons = (start + n * span) & POS_MASK
                     elif start != cons:
                         cons = start
-                    self._cons_view[0] = cons
+                    _store_pos(self._cons_view, 0, cons)
                     if why == 2 and not got:
                         word = self._core.words[(cons & (self._size - 1)) >> 2]
                         raise ValueError(
@@ -541,15 +682,18 @@ class RingBuffer(_MappedRing):
         dt = self._as_dtype(dtype)
         self._check_open()
         with self._lock:
-            cons = self._cons_view[0]
-            start, n, _ = self._regular_run(cons, self._prod_view[0], dt.itemsize, limit)
+            cons = _load_pos(self._cons_view, 0)
+            start, n, _ = self._regular_run(cons, _load_pos(self._prod_view, 0), dt.itemsize,
+                                            limit)
             if start != cons:
-                self._cons_view[0] = start  # leading discarded records
+                _store_pos(self._cons_view, 0, start)  # leading discarded records
+            if n and _sp is not None:
+                _sp.acquire_fence()  # header checks before the caller reads payloads
             span = (dt.itemsize + 15) & ~7
             arr = np.ndarray((n,), dtype=dt, buffer=self._np_data(),
                              offset=(start & (self._size - 1)) + HDR_SIZE, strides=(span,))
             yield arr
-            self._cons_view[0] = (start + n * span) & POS_MASK
+            _store_pos(self._cons_view, 0, (start + n * span) & POS_MASK)
 
     _ITER_BATCH = 256
 
@@ -573,6 +717,11 @@ class RingBuffer(_MappedRing):
         self._check_open()
         backlog = self._backlog
         if backlog:
+            return
+        sp = _sp
+        if sp is not None:
+            backlog.extend(self._polled(lambda: self._take(sp, self._ITER_BATCH), timeout,
+                                        self._ITER_BATCH))
             return
         self.poll(lambda v: backlog.append(bytes(v)), timeout, self._ITER_BATCH)
 
@@ -613,7 +762,11 @@ class RingBuffer(_MappedRing):
         decode = self._decode
         while True:
             if not backlog:
-                self.consume(lambda v: backlog.append(bytes(v)), self._ITER_BATCH)
+                sp = _sp
+                if sp is not None:
+                    backlog.extend(self._take(sp, self._ITER_BATCH)[0])
+                else:
+                    self.consume(lambda v: backlog.append(bytes(v)), self._ITER_BATCH)
                 if not backlog:
                     await self._wait_readable()
                 continue
@@ -639,7 +792,8 @@ class RingBuffer(_MappedRing):
     def pending(self) -> tuple[int, int, int]:
         """(committed, discarded, busy) records waiting, without consuming them."""
         self._check_open()
-        return self._core.pending_records(self._cons_view[0], self._prod_view[0])
+        return self._core.pending_records(_load_pos(self._cons_view, 0),
+                                          _load_pos(self._prod_view, 0))
 
     def close(self) -> None:
         """Unmap the ring and close the private fd (idempotent)."""
@@ -762,17 +916,17 @@ class UserRingBuffer(_MappedRing):
 
     @property
     def consumer_pos(self) -> int:
-        return self._cons_view[0]
+        return _load_pos(self._cons_view, 0)
 
     @property
     def producer_pos(self) -> int:
-        return self._prod_view[0]
+        return _load_pos(self._prod_view, 0)
 
     @property
     def free(self) -> int:
         """Bytes free for new samples (each sample also needs an 8-byte header)."""
         self._check_open()
-        return self._core.free(self._cons_view[0], self._prod_view[0])
+        return self._core.free(_load_pos(self._cons_view, 0), _load_pos(self._prod_view, 0))
 
     @property
     def max_sample_size(self) -> int:
@@ -786,7 +940,8 @@ class UserRingBuffer(_MappedRing):
             if left == 0.0:
                 raise first
             self._epoll.poll(-1 if left is None else left)
-            if self._core.free(self._cons_view[0], self._prod_view[0]) >= record_span(length):
+            if self._core.free(_load_pos(self._cons_view, 0),
+                               _load_pos(self._prod_view, 0)) >= record_span(length):
                 return
 
     def _attempt(self, length: int, timeout: float | None, attempt: Callable[[], Any]) -> Any:
@@ -821,11 +976,14 @@ class UserRingBuffer(_MappedRing):
         return s
 
     def _reserve_locked(self, size: int) -> tuple[int, int]:
-        hdr, new_prod = self._core.plan(size, self._cons_view[0], self._prod_view[0])
+        # Load-acquire consumer_pos: pairs with the drain's store-release after
+        # it read the space we are about to reuse.
+        hdr, new_prod = self._core.plan(size, _load_pos(self._cons_view, 0),
+                                        self._prod_view[0])
         off = self._core.begin(hdr, size)
         # Store-release of producer_pos after the BUSY header: the drain may
         # now see the sample, but skips it while BUSY.
-        self._prod_view[0] = new_prod
+        _store_pos(self._prod_view, 0, new_prod)
         return hdr, off
 
     def _commit(self, sample: Sample, discard: bool) -> None:
@@ -835,7 +993,15 @@ class UserRingBuffer(_MappedRing):
         sample._hdr = -1
         self._outstanding.pop(hdr, None)
         sample.data.release()
-        self._core.commit(hdr, discard)
+        sp = _sp
+        if sp is None:
+            self._core.commit(hdr, discard)
+            return
+        # Atomic compare-exchange (acq_rel) clearing BUSY: the payload written
+        # through sample.data is visible before the drain's load-acquire of
+        # the header sees it committed.
+        if not sp.commit_header(self._data, hdr, discard) & BUSY_BIT:
+            raise SampleError("sample was already submitted or discarded")
 
     def write(self, data: Any = None, timeout: float | None = 0, **fields: Any) -> None:
         """Reserve, copy ``data`` and submit in one step.
@@ -847,6 +1013,20 @@ class UserRingBuffer(_MappedRing):
         if self.record is not None and (fields or data is None or
                                         not isinstance(data, bytes | bytearray | memoryview)):
             data = self.record.encode(data, **fields)
+        sp = _sp
+        if sp is not None:
+            if self._closed:
+                self._check_open()
+            # Fast path in C (_speedups.write): acquire consumer_pos, copy,
+            # header, store-release producer_pos.  False: no room now, too
+            # large, misaligned positions or not a contiguous buffer: the
+            # checked path below says which (or waits).
+            with self._lock:
+                if sp.write(self._data, self._cons_view, self._prod_view, self._size, data):
+                    return
+            payload = data if type(data) is bytes else memoryview(data).cast("B")
+            self._attempt(len(payload), timeout, lambda: self._write_locked(memoryview(payload)))
+            return
         payload = data if type(data) is bytes else memoryview(data).cast("B")
         n = len(payload)
         if self._closed:
@@ -870,7 +1050,7 @@ class UserRingBuffer(_MappedRing):
 
     def _write_locked(self, payload: memoryview) -> None:
         n = payload.nbytes
-        hdr, new_prod = self._core.plan(n, self._cons_view[0], self._prod_view[0])
+        hdr, new_prod = self._core.plan(n, _load_pos(self._cons_view, 0), self._prod_view[0])
         # The payload and a final (non-BUSY) header are written before
         # producer_pos moves, so the drain never sees a partial sample.  A
         # header in the last 8 bytes of the area puts the payload at offset 0,
@@ -880,7 +1060,7 @@ class UserRingBuffer(_MappedRing):
         words = self._core.words
         words[(hdr >> 2) + 1] = 0
         words[hdr >> 2] = n
-        self._prod_view[0] = new_prod
+        _store_pos(self._prod_view, 0, new_prod)
 
     def _fill(self, length: int, timeout: float | None, step: Callable[[], bool]) -> None:
         """Call ``step()`` under the lock until it reports everything written
@@ -907,7 +1087,31 @@ class UserRingBuffer(_MappedRing):
         ``timeout`` for room); samples are never split.
         """
         it = iter(buffers)
-        state = {"written": 0, "next": None}
+        state: dict[str, Any] = {"written": 0, "next": None}
+        sp = _sp
+        if sp is not None:
+
+            def step_c() -> bool:
+                while True:
+                    k, pending = sp.write_many(self._data, self._cons_view, self._prod_view,
+                                               self._size, it, state["next"])
+                    state["written"] += k
+                    state["next"] = pending
+                    if pending is None:
+                        return True
+                    # The C loop stopped at ``pending``: let the checked path
+                    # write it (room may have appeared since) or say why not:
+                    # RecordTooLarge, RingCorrupted, TypeError, or RingFull:
+                    # wait for a drain.
+                    try:
+                        self._write_locked(memoryview(pending).cast("B"))
+                    except RingFull:
+                        return False
+                    state["written"] += 1
+                    state["next"] = None
+
+            self._fill(0, timeout, step_c)
+            return state["written"]
 
         def step() -> bool:
             cons = self._cons_view[0]
@@ -972,7 +1176,7 @@ class UserRingBuffer(_MappedRing):
             prod = self._prod_view[0]
             if prod & 7:
                 raise RingCorrupted(f"producer position {prod} is not 8-byte aligned")
-            n = min(total - done, self._core.free(self._cons_view[0], prod) // span)
+            n = min(total - done, self._core.free(_load_pos(self._cons_view, 0), prod) // span)
             if n:
                 off = prod & (self._size - 1)
                 # Contiguous thanks to the double mapping, even across the wrap.
@@ -984,7 +1188,7 @@ class UserRingBuffer(_MappedRing):
                 body[:] = raw[done:done + n]  # byte copy: ~3x faster than structured
                 # Everything is written before producer_pos moves: one
                 # store-release publishes the whole batch to the drain.
-                self._prod_view[0] = (prod + n * span) & POS_MASK
+                _store_pos(self._prod_view, 0, (prod + n * span) & POS_MASK)
                 done += n
             return done == total
 
@@ -1033,7 +1237,7 @@ class UserRingBuffer(_MappedRing):
     def pending_bytes(self) -> int:
         """Bytes written but not yet drained by the kernel."""
         self._check_open()
-        return (self._prod_view[0] - self._cons_view[0]) & POS_MASK
+        return (_load_pos(self._prod_view, 0) - _load_pos(self._cons_view, 0)) & POS_MASK
 
     def wait_drained(self, timeout: float | None = None) -> bool:
         """Wait until the kernel has drained everything written so far.
@@ -1042,9 +1246,9 @@ class UserRingBuffer(_MappedRing):
         only at the next wakeup or by polling every 10 ms).  Returns False on timeout.
         """
         deadline = _deadline(timeout)
-        target = self._prod_view[0]
-        while ((target - self._cons_view[0]) & POS_MASK) and \
-                ((target - self._cons_view[0]) & POS_MASK) <= self._size:
+        target = _load_pos(self._prod_view, 0)
+        while ((target - _load_pos(self._cons_view, 0)) & POS_MASK) and \
+                ((target - _load_pos(self._cons_view, 0)) & POS_MASK) <= self._size:
             left = _remaining(deadline)
             if left == 0.0:
                 return False

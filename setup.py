@@ -1,0 +1,20 @@
+"""Build hook for the optional C accelerator ``bpfring._speedups``.
+
+Everything else about the package is declared in pyproject.toml.  The
+extension is optional: without a C compiler (or Python headers) the build
+reports the failure and installs the pure-Python package, which then refuses
+to run on non-x86 CPUs (see ``bpfring.ringbuf``).
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "bpfring._speedups",
+            ["src/bpfring/_speedups.c"],
+            optional=True,
+            extra_compile_args=["-O2"],
+        )
+    ]
+)
