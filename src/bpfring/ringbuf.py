@@ -235,6 +235,29 @@ class _MappedRing:
     def _map(self) -> None:
         raise NotImplementedError
 
+    def _map_pages(self, cons_prot: int, data_prot: int) -> None:
+        """Map the consumer page (offset 0) and the producer page followed by
+        the data area twice over (offset PAGE_SIZE, 2*size bytes of data), and
+        set up the views of positions and data."""
+        self._cons_mm = self._mmap(PAGE_SIZE, cons_prot, 0)
+        try:
+            self._data_mm = self._mmap(PAGE_SIZE + 2 * self._size, data_prot, PAGE_SIZE)
+        except BaseException:
+            self._cons_mm.close()
+            raise
+        self._cons_view = memoryview(self._cons_mm).cast("Q")
+        prod_page = memoryview(self._data_mm)
+        self._prod_view = prod_page[:PAGE_SIZE].cast("Q")
+        self._data = prod_page[PAGE_SIZE:]
+
+    @property
+    def consumer_pos(self) -> int:
+        return _load_pos(self._cons_view, 0)
+
+    @property
+    def producer_pos(self) -> int:
+        return _load_pos(self._prod_view, 0)
+
     # Context manager and fd plumbing -------------------------------------------------
 
     def fileno(self) -> int:
@@ -353,32 +376,14 @@ class RingBuffer(_MappedRing):
         self._decode: Callable[[Any], Any] = record.decode if record is not None else bytes
 
     def _map(self) -> None:
-        size = self._size
         # Consumer page: RW, exactly one page at offset 0 (ringbuf_map_mmap_kern
         # refuses any other writable mapping).  Producer page + doubled data: RO.
-        self._cons_mm = self._mmap(PAGE_SIZE, mmap.PROT_READ | mmap.PROT_WRITE, 0)
-        try:
-            self._data_mm = self._mmap(PAGE_SIZE + 2 * size, mmap.PROT_READ, PAGE_SIZE)
-        except BaseException:
-            self._cons_mm.close()
-            raise
-        self._cons_view = memoryview(self._cons_mm).cast("Q")
-        prod_page = memoryview(self._data_mm)
-        self._prod_view = prod_page[:PAGE_SIZE].cast("Q")
-        self._data = prod_page[PAGE_SIZE:]
-        self._core = Consumer(self._data, size)
+        self._map_pages(mmap.PROT_READ | mmap.PROT_WRITE, mmap.PROT_READ)
+        self._core = Consumer(self._data, self._size)
         self._epoll = select.epoll()
         self._epoll.register(self._fd, select.EPOLLIN)
 
     # Positions ---------------------------------------------------------------------
-
-    @property
-    def consumer_pos(self) -> int:
-        return _load_pos(self._cons_view, 0)
-
-    @property
-    def producer_pos(self) -> int:
-        return _load_pos(self._prod_view, 0)
 
     @property
     def pending_pos(self) -> int:
@@ -892,17 +897,7 @@ class UserRingBuffer(_MappedRing):
     def _map(self) -> None:
         size = self._size
         # ringbuf_map_mmap_user: consumer page read-only, producer page + data RW.
-        self._cons_mm = self._mmap(PAGE_SIZE, mmap.PROT_READ, 0)
-        try:
-            self._data_mm = self._mmap(PAGE_SIZE + 2 * size,
-                                       mmap.PROT_READ | mmap.PROT_WRITE, PAGE_SIZE)
-        except BaseException:
-            self._cons_mm.close()
-            raise
-        self._cons_view = memoryview(self._cons_mm).cast("Q")
-        prod_page = memoryview(self._data_mm)
-        self._prod_view = prod_page[:PAGE_SIZE].cast("Q")
-        self._data = prod_page[PAGE_SIZE:]
+        self._map_pages(mmap.PROT_READ, mmap.PROT_READ | mmap.PROT_WRITE)
         self._core = Producer(self._data, size)
         self._words = self._core.words
         self._mask = size - 1
@@ -913,14 +908,6 @@ class UserRingBuffer(_MappedRing):
         # until the next drain wakeup (ringbuf_map_poll_user + irq_work).
         self._epoll = select.epoll()
         self._epoll.register(self._fd, select.EPOLLOUT | select.EPOLLET)
-
-    @property
-    def consumer_pos(self) -> int:
-        return _load_pos(self._cons_view, 0)
-
-    @property
-    def producer_pos(self) -> int:
-        return _load_pos(self._prod_view, 0)
 
     @property
     def free(self) -> int:
