@@ -109,14 +109,9 @@ class ConsumeResult:
     cons: int = 0  #: consumer position after the pass
 
 
-class Consumer:
-    """Walks committed records of a kernel-produced ring.
-
-    ``data`` is the data area (``size`` or ``2 * size`` bytes); headers are
-    read through ``words``, a 32-bit view of the same memory, so each header
-    read is one aligned 4-byte load (see the memory-ordering note in
-    :mod:`bpfring.ringbuf`).
-    """
+class _RingView:
+    """The data area of a ring (``size`` or ``2 * size`` bytes) with a 32-bit
+    view of the same memory for header words."""
 
     __slots__ = ("data", "mask", "size", "words")
 
@@ -127,6 +122,17 @@ class Consumer:
         self.size = size
         self.mask = size - 1
         self.words = data.cast("B").cast("I")
+
+
+class Consumer(_RingView):
+    """Walks committed records of a kernel-produced ring.
+
+    ``data`` is the data area (``size`` or ``2 * size`` bytes); headers are
+    read through ``words``, a 32-bit view of the same memory, so each header
+    read is one aligned 4-byte load (see the memory-ordering note in
+    :mod:`bpfring.ringbuf`).
+    """
+
 
     def consume(
         self,
@@ -245,7 +251,7 @@ class Consumer:
 # --------------------------------------------------------------------------------------
 
 
-class Producer:
+class Producer(_RingView):
     """Reserves, submits and discards samples in a user ring buffer.
 
     Mirrors what ``bpf_user_ringbuf_drain`` expects: a header with BUSY set is
@@ -256,15 +262,6 @@ class Producer:
     last byte (``prod - cons == size``).
     """
 
-    __slots__ = ("data", "mask", "size", "words")
-
-    def __init__(self, data: memoryview, size: int) -> None:
-        if len(data) not in (size, 2 * size):
-            raise ValueError("data buffer must be size or 2*size bytes")
-        self.data = data
-        self.size = size
-        self.mask = size - 1
-        self.words = data.cast("B").cast("I")
 
     def max_payload(self) -> int:
         """Largest payload a single sample can ever have in this ring."""
