@@ -6,6 +6,7 @@ through BPF ring buffers (kernel -> user ``RingBuffer``, user -> kernel
 from __future__ import annotations
 
 from . import btf
+from .bridge import MapBridge
 from .build import build, build_source, cache_dir
 from .errors import (
     AttachError,
@@ -44,6 +45,7 @@ __all__ = [
     "Link",
     "LoadError",
     "Map",
+    "MapBridge",
     "MapRef",
     "MapTypeError",
     "NotMountedError",

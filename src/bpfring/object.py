@@ -382,6 +382,13 @@ class BPFObject:
         self._rings.append(urb)
         return urb
 
+    def bridge(self, name: str, **kw: Any):
+        """A :class:`~bpfring.bridge.MapBridge` for the map ``name`` (declared
+        with ``BPFRING_BRIDGE`` in ``<bpfring/bridge.bpf.h>``); closed with the object."""
+        from .bridge import MapBridge
+
+        return MapBridge(self, name, **kw)
+
     def __repr__(self) -> str:
         state = "loaded" if self.loaded else ("closed" if self._ptr is None else "opened")
         return f"<BPFObject {self.name} {state} maps={list(self.maps)} " \
