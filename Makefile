@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 APT_PKGS := clang llvm libbpf-dev bpftool
 LINT_DIRS := $(wildcard src tests examples benchmarks)
 
-.PHONY: deps venv demo test lint bench clean
+.PHONY: deps venv demo test test-pure lint bench clean
 
 deps:
 	@bash scripts/setup-system.sh $(APT_PKGS)
@@ -26,6 +26,11 @@ demo: deps venv
 test: deps venv
 	$(PY) -m ruff check $(LINT_DIRS)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The same suite with the C accelerator switched off: the pure-Python ring
+# core is the reference implementation and must keep passing on its own.
+test-pure: deps venv
+	BPFRING_PURE_PYTHON=1 $(PY) -m pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(PY) -m ruff check $(LINT_DIRS)
