@@ -272,39 +272,54 @@ def prog_info(fd: int) -> tuple[list[int], int]:
     return list(ids), btf_id
 
 
+def _elem(cmd: int, fd: int, key: bytes | bytearray, value: bytes | bytearray | None,
+          vlen: int, flags: int, what: str) -> tuple[bytearray, int] | None:
+    """One element command with attr, key and value in a single buffer:
+    one allocation and one address lookup per call (these run per map
+    operation).  Returns (buffer, value offset), or None for ENOENT."""
+    klen = len(key)
+    buf = bytearray(_ATTR_SIZE + klen + vlen)
+    cbuf = (ctypes.c_char * len(buf)).from_buffer(buf)
+    base = ctypes.addressof(cbuf)
+    koff = _ATTR_SIZE
+    voff = koff + klen
+    buf[koff:voff] = key
+    if value is not None:
+        buf[voff:voff + vlen] = value
+    struct.pack_into("<IIQQQ", buf, 0, fd, 0, base + koff, base + voff if vlen else 0, flags)
+    while True:
+        ret = _syscall(NR_BPF, cmd, base, _ATTR_SIZE)
+        if ret >= 0:
+            break
+        err = ctypes.get_errno()
+        if err == _errno.EINTR:
+            continue
+        del cbuf
+        if err == _errno.ENOENT:
+            return None
+        raise error_from_errno(err, what)
+    del cbuf
+    return buf, voff
+
+
 def map_lookup(fd: int, key: bytes | bytearray, value: bytearray, flags: int = 0) -> bool:
     """Look up ``key``; fill ``value`` and return True, or False when absent."""
-    k = bytearray(key)
-    a = _attr()
-    struct.pack_into("<IIQQQ", a, 0, fd, 0, _addr(k), _addr(value), flags)
-    try:
-        bpf(MAP_LOOKUP_ELEM, a, "map lookup")
-    except BPFError as e:
-        if e.errno == _errno.ENOENT:
-            return False
-        raise
+    res = _elem(MAP_LOOKUP_ELEM, fd, key, None, len(value), flags, "map lookup")
+    if res is None:
+        return False
+    buf, voff = res
+    value[:] = buf[voff:]
     return True
 
 
 def map_update(fd: int, key: bytes | bytearray, value: bytes | bytearray, flags: int = ANY) -> None:
-    k, v = bytearray(key), bytearray(value)
-    a = _attr()
-    struct.pack_into("<IIQQQ", a, 0, fd, 0, _addr(k), _addr(v), flags)
-    bpf(MAP_UPDATE_ELEM, a, "map update")
+    if _elem(MAP_UPDATE_ELEM, fd, key, value, len(value), flags, "map update") is None:
+        raise error_from_errno(_errno.ENOENT, "map update")
 
 
 def map_delete(fd: int, key: bytes | bytearray) -> bool:
     """Delete ``key``; return False when it was absent."""
-    k = bytearray(key)
-    a = _attr()
-    struct.pack_into("<IIQ", a, 0, fd, 0, _addr(k))
-    try:
-        bpf(MAP_DELETE_ELEM, a, "map delete")
-    except BPFError as e:
-        if e.errno == _errno.ENOENT:
-            return False
-        raise
-    return True
+    return _elem(MAP_DELETE_ELEM, fd, key, None, 0, 0, "map delete") is not None
 
 
 def map_next_key(fd: int, key: bytes | bytearray | None, key_size: int) -> bytes | None:
