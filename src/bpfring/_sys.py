@@ -302,6 +302,15 @@ def _elem(cmd: int, fd: int, key: bytes | bytearray, value: bytes | bytearray | 
     return buf, voff
 
 
+def percpu_sum(fd: int, key: int = 0) -> int:
+    """Sum over CPUs of a per-CPU array's u64 slot ``key`` (0 if absent): how
+    ``<bpfring/ring.bpf.h>``'s lost-record counters are read."""
+    val = bytearray(8 * possible_cpus())
+    if not map_lookup(fd, key.to_bytes(4, "little"), val):
+        return 0
+    return sum(memoryview(val).cast("Q"))
+
+
 def map_lookup(fd: int, key: bytes | bytearray, value: bytearray, flags: int = 0) -> bool:
     """Look up ``key``; fill ``value`` and return True, or False when absent."""
     res = _elem(MAP_LOOKUP_ELEM, fd, key, None, len(value), flags, "map lookup")

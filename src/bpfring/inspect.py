@@ -141,10 +141,7 @@ def find_lost_map(ring_id: int, ring_name: str) -> int | None:
 def read_lost(lost_map_id: int) -> int:
     fd = _sys.map_get_fd_by_id(lost_map_id)
     try:
-        val = bytearray(8 * _sys.possible_cpus())
-        if not _sys.map_lookup(fd, b"\0\0\0\0", val):
-            return 0
-        return sum(memoryview(val).cast("Q"))
+        return _sys.percpu_sum(fd)
     finally:
         os.close(fd)
 

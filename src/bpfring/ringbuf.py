@@ -288,6 +288,16 @@ class _MappedRing:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _release(self) -> None:
+        """Mark closed, then drop the epoll, the views, the mappings and the fd
+        (callers hold the ring's lock)."""
+        self._closed = True
+        self._epoll.close()
+        self.__dict__.pop("_npd", None)
+        self._unmap([self._core.words, self._data, self._prod_view, self._cons_view],
+                    [self._data_mm, self._cons_mm])
+        os.close(self._fd)
+
     def _unmap(self, views: list[memoryview], maps: list[mmap.mmap]) -> None:
         for v in views:
             v.release()
@@ -788,11 +798,7 @@ class RingBuffer(_MappedRing):
         if self._lost_fd is None:
             return None
         self._check_open()
-        ncpu = _sys.possible_cpus()
-        val = bytearray(8 * ncpu)
-        if not _sys.map_lookup(self._lost_fd, b"\0\0\0\0", val):
-            return 0
-        return sum(memoryview(val).cast("Q"))
+        return _sys.percpu_sum(self._lost_fd)
 
     def pending(self) -> tuple[int, int, int]:
         """(committed, discarded, busy) records waiting, without consuming them."""
@@ -805,12 +811,7 @@ class RingBuffer(_MappedRing):
         if self._closed:
             return
         with self._lock:
-            self._closed = True
-            self._epoll.close()
-            self.__dict__.pop("_npd", None)
-            self._unmap([self._core.words, self._data, self._prod_view, self._cons_view],
-                        [self._data_mm, self._cons_mm])
-            os.close(self._fd)
+            self._release()
             if self._lost_fd is not None:
                 os.close(self._lost_fd)
 
@@ -1249,10 +1250,5 @@ class UserRingBuffer(_MappedRing):
         with self._lock:
             for s in list(self._outstanding.values()):
                 self._commit(s, True)
-            self._closed = True
-            self._epoll.close()
-            self.__dict__.pop("_npd", None)
-            self._unmap([self._core.words, self._data, self._prod_view, self._cons_view],
-                        [self._data_mm, self._cons_mm])
-            os.close(self._fd)
+            self._release()
 

@@ -309,10 +309,7 @@ class ProgRunner:
 def _percpu_sum(map_fd: int) -> int:
     from bpfring import _sys
 
-    buf = bytearray(8 * _sys.possible_cpus())
-    if not _sys.map_lookup(map_fd, b"\0\0\0\0", buf):
-        return 0
-    return sum(memoryview(buf).cast("Q"))
+    return _sys.percpu_sum(map_fd)
 
 
 def _helper_main() -> None:
