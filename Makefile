@@ -4,21 +4,22 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-APT_PKGS := clang llvm libbpf-dev bpftool
 LINT_DIRS := $(wildcard src tests examples benchmarks)
 
 .PHONY: deps venv demo test test-pure lint bench clean
 
+# System packages (scripts/setup-system.sh lists them and why).
 deps:
-	@bash scripts/setup-system.sh $(APT_PKGS)
+	@bash scripts/setup-system.sh
 
-$(STAMP): pyproject.toml setup.py src/bpfring/_speedups.c
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+# The venv, repaired when broken; the C accelerator's build is checked.
+$(STAMP): pyproject.toml setup.py src/bpfring/_speedups.c scripts/install-venv.sh
+	@bash scripts/install-venv.sh $(PYTHON) $(VENV)
 	@touch $(STAMP)
 
-venv: $(STAMP)
+venv: deps
+	@test -x $(PY) && $(PY) -m pip --version >/dev/null 2>&1 || rm -f $(STAMP)
+	@$(MAKE) --no-print-directory $(STAMP)
 
 demo: deps venv
 	$(VENV)/bin/bpfring demo --count 5 --trigger
@@ -39,4 +40,4 @@ bench: deps venv
 	$(VENV)/bin/bpfring bench
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache src/bpfring/*.so

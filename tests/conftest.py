@@ -13,11 +13,28 @@ import pytest
 HERE = Path(__file__).parent
 BPF_DIR = HERE / "bpf"
 REQUIRE_KERNEL = os.environ.get("BPFRING_REQUIRE_KERNEL") == "1"
+# The C accelerator is part of the product: where it must be there (CI), a
+# test skipped for want of it is a failure.
+REQUIRE_ACCEL = REQUIRE_KERNEL or os.environ.get("BPFRING_REQUIRE_ACCEL") == "1"
+_NO_ACCEL = "_speedups is not built"
 
 # A private build cache for the whole test session (tests never touch the
 # user's cache); created 0700 by mkdtemp.
 _CACHE = tempfile.mkdtemp(prefix="bpfring-test-cache-")
 os.environ.setdefault("BPFRING_CACHE_DIR", _CACHE)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Under BPFRING_REQUIRE_ACCEL=1 (or BPFRING_REQUIRE_KERNEL=1), turn every
+    skip for a missing accelerator into a failure."""
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRE_ACCEL and report.skipped and _NO_ACCEL in str(report.longrepr):
+        report.outcome = "failed"
+        report.longrepr = ("bpfring._speedups is not built, but BPFRING_REQUIRE_ACCEL=1 "
+                           "(or BPFRING_REQUIRE_KERNEL=1) requires it; see the build "
+                           "output of scripts/install-venv.sh")
 
 
 def _bpf_unavailable() -> str | None:

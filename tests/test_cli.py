@@ -35,6 +35,25 @@ def test_help_everywhere():
         assert "usage: bpfring" in proc.stdout
 
 
+def test_version_names_the_accelerator_state():
+    from conftest import REQUIRE_ACCEL
+
+    import bpfring
+
+    proc = cli("--version")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"bpfring {bpfring.__version__} (C accelerator: ")
+    pure = os.environ.get("BPFRING_PURE_PYTHON") == "1"
+    if pure:
+        assert "off (BPFRING_PURE_PYTHON=1)" in proc.stdout
+    elif REQUIRE_ACCEL:
+        assert "C accelerator: active)" in proc.stdout
+    env = dict(os.environ, BPFRING_PURE_PYTHON="1")
+    off = subprocess.run([sys.executable, "-m", "bpfring", "--version"], capture_output=True,
+                         text=True, env=env, timeout=60)
+    assert "C accelerator: off" in off.stdout
+
+
 def test_list_and_info(echo):
     rb = echo.ring_buffer("out_ring")
     urb = echo.user_ring_buffer("in_ring")

@@ -145,8 +145,12 @@ def test_demo_ctrl_c_exits_cleanly(kernel):
     import signal
     import time
 
+    # The child gets the default SIGINT disposition whatever ours is: under
+    # nohup or a non-interactive parent SIGINT is ignored, and an ignored
+    # SIGINT is inherited through exec (Python then installs no handler).
     proc = subprocess.Popen([sys.executable, "-m", "bpfring", "demo", "--trigger"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # Wait for the header: the program is loaded and attached.
         assert proc.stdout.readline().startswith("Draining")

@@ -634,6 +634,15 @@ def _in_mode(accelerated: bool, fn: Callable[[], Any]) -> Any:
         rbmod._set_accelerated(prev)
 
 
+def test_accelerator_is_built_and_chosen():
+    """The accelerator is part of the product (a skip here fails under CI)."""
+    if sp is None:
+        pytest.skip("bpfring._speedups is not built")
+    assert sp.API == rbmod._SPEEDUPS_API
+    pure = os.environ.get("BPFRING_PURE_PYTHON") == "1"
+    assert rbmod.ACCELERATED is not pure
+
+
 def test_env_var_selects_pure_python():
     code = ("import sys, bpfring, bpfring.ringbuf as r; "
             "print(r.ACCELERATED, 'bpfring._speedups' in sys.modules)")

@@ -203,12 +203,25 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args.bench_args)
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the version and the accelerator's state (computed only
+    when asked, so that parsing other options imports nothing)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from .ringbuf import accelerator_status
+
+        print(f"bpfring {__version__} ({accelerator_status()})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="bpfring",
         description="Exchange data with eBPF programs through BPF ring buffers.",
     )
-    p.add_argument("--version", action="version", version=f"bpfring {__version__}")
+    p.add_argument("--version", action=_VersionAction, nargs=0,
+                   help="show the version and whether the C accelerator is active, and exit")
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="log more (-v: info, -vv: debug, including libbpf)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)

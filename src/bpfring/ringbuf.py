@@ -149,6 +149,20 @@ if os.environ.get("BPFRING_PURE_PYTHON", "") != "1":
         log.warning("bpfring's C accelerator is not used: %s", e)
 
 
+def accelerator_status() -> str:
+    """One line for ``bpfring --version``: is the C accelerator running the
+    hot paths, and if not, why."""
+    if ACCELERATED:
+        return "C accelerator: active"
+    if os.environ.get("BPFRING_PURE_PYTHON", "") == "1":
+        return "C accelerator: off (BPFRING_PURE_PYTHON=1), pure-Python ring paths"
+    try:
+        importlib.import_module(f"{__package__}._speedups")
+    except ImportError as e:
+        return f"C accelerator: not available ({e}), pure-Python ring paths"
+    return "C accelerator: built but unused, pure-Python ring paths"
+
+
 def _check_arch() -> None:
     if _sp is not None or _is_tso():
         return
