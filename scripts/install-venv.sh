@@ -37,7 +37,7 @@ fi
 
 if ! "$py" -c 'import bpfring._speedups' 2>/dev/null; then
     echo "setup: the C accelerator bpfring._speedups was not built; the build said:" >&2
-    grep -iE -B2 -A12 'error|warning: building optional|_speedups' "$log" | tail -n 60 >&2 || true
+    grep -iE "building '|gcc|error|failed" "$log" | grep -v '^ *writing' | tail -n 30 >&2 || true
     echo "setup: install a C compiler and the Python headers (Debian: apt-get install" \
          "gcc python3-dev), then run make again" >&2
     if [[ ${BPFRING_REQUIRE_ACCEL:-} == 1 || ${BPFRING_REQUIRE_KERNEL:-} == 1 ]]; then
