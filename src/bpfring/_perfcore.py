@@ -1,0 +1,169 @@
+"""The perf event ring protocol, sans I/O: what a consumer of one CPU's
+``perf_event_open`` ring does between reading ``data_head`` and storing
+``data_tail``.  No syscalls, no mmap: the functions work on any buffer, so
+they are tested on bytearrays as well as on the kernel's pages.
+
+Layout (``include/uapi/linux/perf_event.h``)
+--------------------------------------------
+The mapping is one metadata page (``struct perf_event_mmap_page``) followed
+by a data area of ``2**n`` pages.  ``data_head`` (written by the kernel) and
+``data_tail`` (written by us) are free-running byte counters; the record at
+counter ``p`` starts at ``data[p % size]``.  Unlike a BPF ring buffer the
+data area is mapped once, so a record can wrap around its end: it is then
+reassembled from two pieces.
+
+Every record starts with ``struct perf_event_header {u32 type; u16 misc;
+u16 size;}``; ``size`` counts the header and is a multiple of 8.  With
+``sample_type = PERF_SAMPLE_RAW`` (what ``bpf_perf_event_output`` needs):
+
+* ``PERF_RECORD_SAMPLE``: ``u32 raw_size`` then ``raw_size`` bytes.  The
+  kernel pads the raw data so that ``4 + raw_size`` is a multiple of 8, so
+  consumers see the BPF program's bytes followed by up to 7 padding bytes
+  (as libbpf and BCC do);
+* ``PERF_RECORD_LOST``: ``u64 id; u64 lost``: the kernel could not write
+  ``lost`` samples because the ring was full.
+
+Other record types (throttling, ...) are skipped by their size.
+
+Ordering: ``data_head`` is read with acquire semantics (pairs with the
+kernel's ``smp_store_release`` in ``perf_output_put_handle``), and
+``data_tail`` is stored with release semantics after the payload reads
+(pairs with the kernel's ``smp_mb`` before it reads the tail).  The I/O layer
+does both; this module only computes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import NamedTuple
+
+from .errors import RingCorrupted
+
+__all__ = [
+    "DATA_HEAD",
+    "DATA_OFFSET",
+    "DATA_SIZE",
+    "DATA_TAIL",
+    "RECORD_LOST",
+    "RECORD_SAMPLE",
+    "WalkResult",
+    "walk",
+]
+
+# struct perf_event_mmap_page: byte offsets of the fields we use (checked
+# against the kernel's BTF in the tests).
+DATA_HEAD = 1024
+DATA_TAIL = 1032
+DATA_OFFSET = 1040
+DATA_SIZE = 1048
+
+RECORD_LOST = 2
+RECORD_SAMPLE = 9
+
+HEADER = struct.Struct("<IHH")  # type, misc, size
+_U32 = struct.Struct("<I")
+_LOST = struct.Struct("<QQ")  # id, lost
+POS_MASK = (1 << 64) - 1
+
+
+class WalkResult(NamedTuple):
+    tail: int        #: the new data_tail (every record before it is done with)
+    delivered: int   #: samples handed to the callback
+    lost: int        #: samples the kernel reported lost (PERF_RECORD_LOST)
+
+
+def _record(data: memoryview, size: int, pos: int, length: int,
+            scratch: bytearray) -> memoryview:
+    """The ``length`` bytes of the record at counter ``pos``, contiguous:
+    a view into the ring, or a copy in ``scratch`` when it wraps."""
+    off = pos & (size - 1)
+    end = off + length
+    if end <= size:
+        return data[off:end]
+    first = size - off
+    scratch[:first] = data[off:size]
+    scratch[first:length] = data[:length - first]
+    return memoryview(scratch)[:length]
+
+
+def walk(data: memoryview, size: int, tail: int, head: int,
+         on_sample: Callable[[memoryview], object],
+         limit: int | None = None,
+         on_lost: Callable[[int], object] | None = None) -> WalkResult:
+    """Walk the records between ``tail`` and ``head`` (counters as read from
+    the metadata page) of a data area of ``size`` bytes (a power of two).
+
+    Each sample's raw bytes go to ``on_sample(view)`` (valid only during the
+    call); each lost report to ``on_lost(count)``.  At most ``limit`` samples
+    are delivered.  If a callback raises, the walk stops *before* that
+    record (it is not consumed: at-least-once delivery) and the exception is
+    re-raised with ``exc.walk_result`` set to the :class:`WalkResult` of the
+    records done so far, which the caller must still publish.
+
+    Raises :class:`RingCorrupted` (with ``walk_result`` too) when the
+    positions or a header are impossible: a record of size 0 or past
+    ``head`` would otherwise loop forever or read garbage.
+    """
+    avail = (head - tail) & POS_MASK
+    if avail > size:
+        raise RingCorrupted(f"perf ring: data_head {head} is {avail} bytes past data_tail "
+                            f"{tail}, more than the {size}-byte data area")
+    if avail % 8:
+        raise RingCorrupted(f"perf ring: data_head {head} - data_tail {tail} is not a "
+                            "multiple of 8")
+    scratch = bytearray(0)
+    delivered = 0
+    lost = 0
+    pos = tail
+    left = avail
+    try:
+        while left:
+            if limit is not None and delivered >= limit:
+                break
+            # The header itself can wrap only at an 8-byte boundary, never
+            # inside (records are 8-aligned, the header is 8 bytes).
+            off = pos & (size - 1)
+            rtype, _misc, rsize = HEADER.unpack_from(data, off)
+            if rsize < HEADER.size or rsize % 8 or rsize > left:
+                raise RingCorrupted(f"perf ring: record at {pos} has size {rsize} "
+                                    f"({left} bytes left before data_head)")
+            if rtype == RECORD_SAMPLE:
+                if len(scratch) < rsize:
+                    scratch = bytearray(max(rsize, 256))
+                rec = _record(data, size, pos, rsize, scratch)
+                raw = _U32.unpack_from(rec, HEADER.size)[0]
+                if HEADER.size + 4 + raw > rsize:
+                    raise RingCorrupted(f"perf ring: sample at {pos} claims {raw} raw bytes "
+                                        f"in a {rsize}-byte record")
+                on_sample(rec[HEADER.size + 4:HEADER.size + 4 + raw])
+                delivered += 1
+            elif rtype == RECORD_LOST:
+                if rsize < HEADER.size + _LOST.size:
+                    raise RingCorrupted(f"perf ring: lost record at {pos} has size {rsize}")
+                if len(scratch) < rsize:
+                    scratch = bytearray(max(rsize, 256))
+                rec = _record(data, size, pos, rsize, scratch)
+                count = _LOST.unpack_from(rec, HEADER.size)[1]
+                if on_lost is not None:
+                    on_lost(count)
+                lost += count
+            pos = (pos + rsize) & POS_MASK
+            left -= rsize
+    except BaseException as e:
+        e.walk_result = WalkResult(pos, delivered, lost)  # type: ignore[attr-defined]
+        raise
+    return WalkResult(pos, delivered, lost)
+
+
+def sample_record(payload: bytes) -> bytes:
+    """The bytes the kernel writes for a ``bpf_perf_event_output`` of
+    ``payload`` (for tests and fakes): header, raw size, payload, padding."""
+    raw = (len(payload) + 4 + 7) // 8 * 8 - 4
+    body = _U32.pack(raw) + payload + bytes(raw - len(payload))
+    return HEADER.pack(RECORD_SAMPLE, 0, HEADER.size + len(body)) + body
+
+
+def lost_record(count: int, event_id: int = 0) -> bytes:
+    """The bytes of a ``PERF_RECORD_LOST`` reporting ``count`` lost samples."""
+    return HEADER.pack(RECORD_LOST, 0, HEADER.size + _LOST.size) + _LOST.pack(event_id, count)

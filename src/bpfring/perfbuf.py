@@ -1,0 +1,447 @@
+"""Perf event buffers: the consumer of a ``BPF_MAP_TYPE_PERF_EVENT_ARRAY``,
+which a third of real BPF tools (those that call ``bpf_perf_event_output``)
+emit through.
+
+:class:`PerfBuffer` opens one ``PERF_COUNT_SW_BPF_OUTPUT`` event per online
+CPU, maps its ring, stores the event fds in the map (key: CPU index) and
+watches them all with one epoll set.  Records are parsed by the sans-IO core
+:mod:`bpfring._perfcore`; this module does the syscalls, the mappings, the
+position loads and stores, and the waits.  The API has the shape of
+:class:`bpfring.RingBuffer`: ``poll``, ``consume``, ``read``, iteration,
+``async for``, ``read_array``, typed records with ``record=``.
+
+Differences from a BPF ring buffer that users see:
+
+* records are ordered per CPU, not globally;
+* payloads carry the kernel's padding (up to 7 bytes, so that the raw size
+  plus its 4-byte length is a multiple of 8), exactly as libbpf and BCC hand
+  them over;
+* lost records are counted by the kernel itself (``PERF_RECORD_LOST``), per
+  CPU and exactly: :attr:`lost` and :attr:`lost_per_cpu`;
+* during a callback, :attr:`cpu` is the CPU the record came from.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import mmap
+import select
+import struct
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from . import _perf, _perfcore, _sys
+from . import ringbuf as _rb
+from ._fd import OwnedFD
+from .errors import BPFError, MapTypeError
+from .mapref import MapRef
+
+__all__ = ["PerfBuffer"]
+
+PAGE_SIZE = mmap.PAGESIZE
+MAP_TYPE_PERF_EVENT_ARRAY = 4
+_HEAD = _perfcore.DATA_HEAD // 8
+_TAIL = _perfcore.DATA_TAIL // 8
+_KEY = struct.Struct("<I")
+
+MapSource = int | str | MapRef
+
+
+class _CpuRing:
+    """One CPU's event fd and mapping."""
+
+    __slots__ = ("cpu", "data", "fd", "lost", "meta", "mm", "size")
+
+    def __init__(self, cpu: int, fd: OwnedFD, mm: mmap.mmap) -> None:
+        self.cpu = cpu
+        self.fd = fd
+        self.mm = mm
+        view = memoryview(mm)
+        self.meta = view[:PAGE_SIZE].cast("Q")
+        # The kernel publishes where the data area starts and how large it
+        # is (4.1+); older kernels leave zeros: one page in, the rest.
+        offset = self.meta[_perfcore.DATA_OFFSET // 8] or PAGE_SIZE
+        size = self.meta[_perfcore.DATA_SIZE // 8] or len(mm) - PAGE_SIZE
+        self.data = view[offset:offset + size]
+        self.size = size
+        self.lost = 0
+
+    def release(self) -> None:
+        self.data.release()
+        self.meta.release()
+        try:
+            self.mm.close()
+        except BufferError:  # a caller kept a view of a record: the GC unmaps later
+            pass
+        self.fd.close()
+
+
+class PerfBuffer:
+    """Consumer of a ``BPF_MAP_TYPE_PERF_EVENT_ARRAY`` map.
+
+    ``PerfBuffer(source)`` takes the map as an fd (duplicated: the caller
+    keeps its own), a :class:`MapRef` or its string (``"id 42"``, ``"pinned
+    PATH"``, ``"name events"``).  ``page_count`` data pages per CPU (a power
+    of two; default 16, as libbpf-tools use) bound how much can wait before
+    the kernel drops samples.  The reader is woken every ``wakeup_events``
+    samples per CPU, or, with ``watermark``, once that many bytes wait on a
+    CPU.  ``cpus`` restricts the CPUs (default: every online CPU that the
+    map has a slot for).  ``record`` (a BTF record type) makes :meth:`read`
+    and iteration decode; ``lost_callback(cpu, count)`` is told of every
+    loss report.
+
+    One consumer per map: opening a second one (here or in another process)
+    replaces the first's event fds in the map.  Methods are thread-safe.
+    """
+
+    def __init__(self, source: MapSource, *, page_count: int = 16, wakeup_events: int = 1,
+                 watermark: int | None = None, cpus: list[int] | None = None,
+                 record: Any = None,
+                 lost_callback: Callable[[int, int], object] | None = None) -> None:
+        _rb._check_arch()
+        if page_count < 1 or page_count & (page_count - 1):
+            raise ValueError(f"page_count must be a power of two >= 1, not {page_count}")
+        if wakeup_events < 1:
+            raise ValueError("wakeup_events must be >= 1")
+        if watermark is not None and not 0 < watermark <= page_count * PAGE_SIZE:
+            raise ValueError(f"watermark must be between 1 and {page_count * PAGE_SIZE} bytes")
+        self._closed = True
+        self._rings: list[_CpuRing] = []
+        if isinstance(source, str):
+            source = MapRef.parse(source)
+        if isinstance(source, MapRef):
+            self._map_fd = OwnedFD(source.open(map_type=MAP_TYPE_PERF_EVENT_ARRAY),
+                                   "perf event array map")
+        else:
+            self._map_fd = OwnedFD.dup(source, "perf event array map")
+        try:
+            self.info = _sys.map_info(self._map_fd.fileno())
+            if self.info.type != MAP_TYPE_PERF_EVENT_ARRAY:
+                raise MapTypeError(
+                    f"map {self.info.name or self.info.id!r} (id {self.info.id}) is a "
+                    f"{self.info.type_name} map, not a perf_event_array map",
+                    hint="use RingBuffer for ringbuf maps" if self.info.type == 27 else None)
+            self._epoll = select.epoll()
+            self._open_cpus(cpus, page_count, wakeup_events, watermark)
+        except BaseException:
+            self._release()
+            raise
+        self.page_count = page_count
+        self.record = record
+        self._decode: Callable[[Any], Any] = record.decode if record is not None else bytes
+        self._lost_cb = lost_callback
+        self._lock = threading.Lock()
+        self._backlog: deque[tuple[int, bytes]] = deque()
+        self.cpu = -1
+        self._closed = False
+
+    def _open_cpus(self, cpus: list[int] | None, page_count: int, wakeup_events: int,
+                   watermark: int | None) -> None:
+        slots = self.info.max_entries
+        online = _perf.online_cpus()
+        if cpus is None:
+            chosen = [c for c in online if c < slots]
+        else:
+            bad = [c for c in cpus if c not in online or c >= slots]
+            if bad:
+                raise ValueError(f"CPUs {bad} are offline or beyond the map's {slots} slots")
+            chosen = sorted(set(cpus))
+        if not chosen:
+            raise BPFError(f"perf event array {self.info.name!r} has {slots} slots and none "
+                           f"matches an online CPU ({online})",
+                           hint="size the map to the number of possible CPUs "
+                                "(max_entries 0 lets libbpf do it)")
+        attr = _perf.bpf_output_attr(wakeup_events, watermark)
+        length = (1 + page_count) * PAGE_SIZE
+        for cpu in chosen:
+            fd = OwnedFD(_perf.perf_event_open(attr, -1, cpu), f"perf event (cpu {cpu})")
+            try:
+                mm = mmap.mmap(fd.fileno(), length, flags=mmap.MAP_SHARED,
+                               prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            except OSError as e:
+                fd.close()
+                raise BPFError(f"cannot mmap the perf ring of cpu {cpu}: {e.strerror}",
+                               errno=e.errno,
+                               hint="lower page_count, or raise kernel.perf_event_mlock_kb "
+                                    "(or run as root)") from None
+            ring = _CpuRing(cpu, fd, mm)
+            self._rings.append(ring)
+            _perf.enable(fd.fileno())
+            _sys.map_update(self._map_fd.fileno(), _KEY.pack(cpu), _KEY.pack(fd.fileno()))
+            self._epoll.register(fd.fileno(), select.EPOLLIN)
+        self._by_fd = {r.fd.fileno(): r for r in self._rings}
+
+    # Properties ----------------------------------------------------------------------
+
+    @property
+    def cpus(self) -> list[int]:
+        """The CPUs this buffer has a ring for."""
+        return [r.cpu for r in self._rings]
+
+    @property
+    def map_id(self) -> int:
+        return self.info.id
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def lost(self) -> int:
+        """Samples the kernel reported lost (ring full), over all CPUs.
+
+        Counted from the kernel's ``PERF_RECORD_LOST`` reports as they are
+        consumed.  The kernel writes a report into the ring just before the
+        next record it manages to write after the loss, so a loss shows once
+        the ring has had room again and the report has been read."""
+        return sum(r.lost for r in self._rings)
+
+    @property
+    def lost_per_cpu(self) -> dict[int, int]:
+        return {r.cpu: r.lost for r in self._rings}
+
+    def fileno(self) -> int:
+        """An epoll fd that is readable when any CPU's ring has data (for
+        selectors, asyncio and :class:`bpfring.Poller`)."""
+        self._check_open()
+        return self._epoll.fileno()
+
+    def available(self) -> int:
+        """Bytes waiting, over all CPUs (headers and padding included)."""
+        self._check_open()
+        load = _rb._load_pos
+        return sum((load(r.meta, _HEAD) - r.meta[_TAIL]) & _perfcore.POS_MASK
+                   for r in self._rings)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("PerfBuffer is closed")
+
+    # Consuming -----------------------------------------------------------------------
+
+    def _consume_ring(self, ring: _CpuRing, callback: Callable[[memoryview], Any],
+                      limit: int | None) -> int:
+        # Acquire-load data_head (pairs with the kernel's release store after
+        # it wrote the records); only we write data_tail, so a plain load.
+        head = _rb._load_pos(ring.meta, _HEAD)
+        tail = ring.meta[_TAIL]
+        if head == tail:
+            return 0
+        self.cpu = ring.cpu
+        on_lost = None
+        if self._lost_cb is not None:
+            lost_cb, cpu = self._lost_cb, ring.cpu
+            def on_lost(n: int) -> None:
+                lost_cb(cpu, n)
+        try:
+            res = _perfcore.walk(ring.data, ring.size, tail, head, callback, limit, on_lost)
+        except BaseException as e:
+            done = getattr(e, "walk_result", None)
+            if done is not None:
+                self._publish(ring, done)
+            raise
+        self._publish(ring, res)
+        return res.delivered
+
+    @staticmethod
+    def _publish(ring: _CpuRing, res: _perfcore.WalkResult) -> None:
+        ring.lost += res.lost
+        # Release-store data_tail after the payload reads: the kernel may
+        # overwrite the space once it sees the new tail.
+        _rb._store_pos(ring.meta, _TAIL, res.tail)
+
+    def _consume(self, callback: Callable[[memoryview], Any], limit: int | None,
+                 rings: list[_CpuRing] | None = None) -> int:
+        self._check_open()
+        with self._lock:
+            total = 0
+            backlog = self._backlog
+            while backlog and (limit is None or total < limit):
+                self.cpu = backlog[0][0]
+                callback(memoryview(backlog[0][1]))
+                backlog.popleft()
+                total += 1
+            for ring in self._rings if rings is None else rings:
+                if limit is not None and total >= limit:
+                    break
+                total += self._consume_ring(ring, callback,
+                                            None if limit is None else limit - total)
+            return total
+
+    def consume(self, callback: Callable[[memoryview], Any], limit: int | None = None) -> int:
+        """Deliver waiting records of every CPU to ``callback(view)`` without
+        waiting; return how many.  The view is valid only during the call;
+        :attr:`cpu` tells which CPU the record came from.  A record whose
+        callback raises is not consumed (it comes again)."""
+        return self._consume(callback, limit)
+
+    def poll(self, callback: Callable[[memoryview], Any], timeout: float | None = None,
+             limit: int | None = None) -> int:
+        """Wait up to ``timeout`` seconds (None: forever, 0: not at all) for
+        records, then deliver them as :meth:`consume` does; return how many."""
+        if limit is not None and limit <= 0:
+            self._check_open()
+            return 0
+        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        while True:
+            n = self._consume(callback, limit)
+            if n:
+                return n
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return 0
+            # The event fds report readable once per wakeup (perf_poll resets
+            # its state), so waiting after an empty pass cannot spin.
+            self._epoll.poll(-1 if left is None else left)
+
+    def read(self, limit: int | None = None, timeout: float | None = 0) -> list[Any]:
+        """Copies of waiting records (at most ``limit``), waiting up to
+        ``timeout`` seconds for the first; decoded when ``record`` is set."""
+        out: list[Any] = []
+        decode = self._decode
+        self.poll(lambda v: out.append(decode(v)), timeout, limit)
+        return out
+
+    def read_with_cpu(self, limit: int | None = None,
+                      timeout: float | None = 0) -> list[tuple[int, Any]]:
+        """Like :meth:`read`, as ``(cpu, record)`` pairs."""
+        out: list[tuple[int, Any]] = []
+        decode = self._decode
+        self.poll(lambda v: out.append((self.cpu, decode(v))), timeout, limit)
+        return out
+
+    def read_array(self, dtype: Any, limit: int | None = None,
+                   timeout: float | None = 0) -> np.ndarray:
+        """Waiting records as a numpy array of ``dtype`` (a BTF record type
+        or anything ``numpy.dtype`` takes): each record's first
+        ``dtype.itemsize`` bytes; records shorter than that raise."""
+        dt = np.dtype(getattr(dtype, "dtype", dtype))
+        chunks: list[bytes] = []
+        size = dt.itemsize
+
+        def take(v: memoryview) -> None:
+            if v.nbytes < size:
+                raise BPFError(f"perf record of {v.nbytes} bytes is shorter than the "
+                               f"{size}-byte dtype", hint="check the record type")
+            chunks.append(bytes(v[:size]))
+
+        self.poll(take, timeout, limit)
+        return np.frombuffer(b"".join(chunks), dtype=dt).copy()
+
+    _ITER_BATCH = 256
+
+    def _fill(self, timeout: float | None) -> None:
+        backlog = self._backlog
+
+        def take(v: memoryview) -> None:
+            backlog.append((self.cpu, bytes(v)))
+
+        # Records move to the backlog under the lock (consumed from the ring)
+        # and are handed out one by one; a stopped iteration loses none.
+        self._check_open()
+        with self._lock:
+            for ring in self._rings:
+                self._consume_ring(ring, take, self._ITER_BATCH)
+        if not backlog and timeout != 0:
+            self.poll(take, timeout, self._ITER_BATCH)
+
+    def __iter__(self) -> Iterator[Any]:
+        """Yield records (copies, decoded with ``record``), blocking."""
+        backlog = self._backlog
+        while True:
+            if not backlog:
+                self._fill(None)
+                continue
+            with self._lock:
+                if not backlog:
+                    continue
+                cpu, rec = backlog.popleft()
+            self.cpu = cpu
+            yield self._decode(rec)
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        """``async for rec in pb``: like iteration, on the running event loop."""
+        backlog = self._backlog
+        while True:
+            if not backlog:
+                self._fill(0)
+                if not backlog:
+                    await self._wait_readable()
+                continue
+            with self._lock:
+                if not backlog:
+                    continue
+                cpu, rec = backlog.popleft()
+            self.cpu = cpu
+            yield self._decode(rec)
+
+    async def read_async(self, limit: int | None = None) -> list[Any]:
+        """Wait in the running event loop until records arrive; return copies."""
+        while True:
+            out = self.read(limit, 0)
+            if out or (limit is not None and limit <= 0):
+                return out
+            await self._wait_readable()
+
+    async def _wait_readable(self) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def ready() -> None:
+            if not fut.done():
+                fut.set_result(None)
+
+        loop.add_reader(self._epoll.fileno(), ready)
+        try:
+            await fut
+        finally:
+            loop.remove_reader(self._epoll.fileno())
+
+    # Teardown ------------------------------------------------------------------------
+
+    def _release(self) -> None:
+        self._closed = True
+        map_fd = None if self._map_fd.closed else self._map_fd.fileno()
+        for ring in self._rings:
+            if not ring.fd.closed:
+                try:
+                    _perf.enable(ring.fd.fileno(), False)
+                except OSError:
+                    pass
+                if map_fd is not None:
+                    # Take our fd out of the map so the program stops writing
+                    # to a ring nobody reads (libbpf does the same).
+                    try:
+                        _sys.map_delete(map_fd, _KEY.pack(ring.cpu))
+                    except BPFError:
+                        pass
+            ring.release()
+        self._rings = []
+        epoll = getattr(self, "_epoll", None)
+        if epoll is not None:
+            epoll.close()
+        self._map_fd.close()
+
+    def close(self) -> None:
+        """Disable the events, remove them from the map, unmap, close (idempotent)."""
+        if self._closed:
+            return
+        with self._lock:
+            self._release()
+
+    def __enter__(self) -> PerfBuffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"cpus={self.cpus}"
+        return (f"<PerfBuffer id={self.info.id} name={self.info.name!r} "
+                f"pages={self.page_count} {state}>")
+
