@@ -410,35 +410,46 @@ def _scenario(perf, take) -> None:
         take()
 
 
+def _with_bpfring(obj) -> tuple[list[tuple[int, bytes]], dict[int, int]]:
+    recs: list[tuple[int, bytes]] = []
+    lost: dict[int, int] = {}
+    with PerfBuffer(obj.maps["events"].fd, page_count=1,
+                    lost_callback=lambda cpu, n: lost.__setitem__(cpu, lost.get(cpu, 0) + n)
+                    ) as pb:
+        _scenario(obj, lambda: pb.consume(lambda v: recs.append((pb.cpu, bytes(v)))))
+    return recs, lost
+
+
+def _with_libbpf(obj) -> tuple[list[tuple[int, bytes]], dict[int, int]]:
+    recs: list[tuple[int, bytes]] = []
+    lost: dict[int, int] = {}
+    lib = _libbpf()
+
+    @_SAMPLE_CB
+    def on_sample(_ctx, cpu, data, size):
+        recs.append((cpu, ctypes.string_at(data, size)))
+
+    @_LOST_CB
+    def on_lost(_ctx, cpu, n):
+        lost[cpu] = lost.get(cpu, 0) + n
+
+    handle = lib.perf_buffer__new(obj.maps["events"].fd, 1, on_sample, on_lost, None, None)
+    assert handle, os.strerror(ctypes.get_errno())
+    try:
+        _scenario(obj, lambda: lib.perf_buffer__consume(handle))
+    finally:
+        lib.perf_buffer__free(handle)
+    return recs, lost
+
+
 def test_differential_against_libbpf_perf_buffer(perf_path):
+    """The same emissions (every CPU, mixed sizes, one overflow) read by both
+    consumers from fresh maps: the same records per CPU, the same losses."""
     results = {}
-    for who in ("bpfring", "libbpf"):
+    for who, run in (("bpfring", _with_bpfring), ("libbpf", _with_libbpf)):
         with bpfring.load(perf_path) as obj:
-            fd = obj.maps["events"].fd
-            recs: list[tuple[int, bytes]] = []
-            lost: dict[int, int] = {}
-            if who == "bpfring":
-                with PerfBuffer(fd, page_count=1) as pb:
-                    pb._lost_cb = lambda cpu, n: lost.__setitem__(cpu, lost.get(cpu, 0) + n)
-                    _scenario(obj, lambda: pb.consume(
-                        lambda v: recs.append((pb.cpu, bytes(v)))))
-            else:
-                lib = _libbpf()
-
-                @_SAMPLE_CB
-                def on_sample(_ctx, cpu, data, size):
-                    recs.append((cpu, ctypes.string_at(data, size)))
-
-                @_LOST_CB
-                def on_lost(_ctx, cpu, n):
-                    lost[cpu] = lost.get(cpu, 0) + n
-
-                handle = lib.perf_buffer__new(fd, 1, on_sample, on_lost, None, None)
-                assert handle, os.strerror(ctypes.get_errno())
-                try:
-                    _scenario(obj, lambda: lib.perf_buffer__consume(handle))
-                finally:
-                    lib.perf_buffer__free(handle)
+            recs, lost = run(obj)
             results[who] = (sorted(recs), lost, obj.globals.failed)
     assert len(results["bpfring"][0]) > 300
+    assert results["bpfring"][1], "the scenario must overflow a ring"
     assert results["bpfring"] == results["libbpf"]
