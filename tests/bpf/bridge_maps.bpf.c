@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: (LGPL-2.1-only OR BSD-2-Clause)
 /* Test program: one bridge per supported map type, a bridge with a results
  * ring, a bridge with a small ring (ring-full tests), and a tracepoint that
  * piggybacks drains on getpgid() calls of one process. */

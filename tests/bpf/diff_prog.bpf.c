@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: (LGPL-2.1-only OR BSD-2-Clause)
 /* Test program for tests/test_differential.py: the same rings are driven by
  * bpfring and by libbpf's own ring_buffer / user_ring_buffer code.
  *

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: (LGPL-2.1-only OR BSD-2-Clause)
 /* Test program: round trips through both ring types, and a kernel-side
  * producer driven by BPF_PROG_TEST_RUN. */
 #include "vmlinux.h"

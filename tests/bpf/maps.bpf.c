@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: (LGPL-2.1-only OR BSD-2-Clause)
 /* Typed map access: the kernel reads what Python wrote and writes back. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>

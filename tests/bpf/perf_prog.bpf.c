@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0-only
+// SPDX-License-Identifier: (LGPL-2.1-only OR BSD-2-Clause)
 /* Test program for perf event buffers: a raw tracepoint program, run with
  * BPF_PROG_TEST_RUN on a chosen CPU, that emits numbered records through
  * bpf_perf_event_output() into a BPF_MAP_TYPE_PERF_EVENT_ARRAY. */

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: (LGPL-2.1-only OR BSD-2-Clause)
 /* Test program for tests/test_stress.py.
  *
  * produce: emits ctx.count 16-byte records {u32 id, u32 cpu, u64 seq} into

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: (LGPL-2.1-only OR BSD-2-Clause)
 /*
  * bpfring's reference example: user space writes samples into a user ring
  * buffer; each time any process returns from kill(2), this program drains the

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: (LGPL-2.1-only OR BSD-2-Clause) */
 /*
  * bpfring/bridge.bpf.h - apply map updates queued from Python through a user
  * ring buffer (bpfring.bridge.MapBridge on the Python side).

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: Apache-2.0 */
+/* SPDX-License-Identifier: (LGPL-2.1-only OR BSD-2-Clause) */
 /*
  * bpfring/ring.bpf.h - ring buffer helpers for BPF programs used with bpfring.
  *
