@@ -46,7 +46,6 @@ import os
 import platform
 import re
 import shutil
-import stat
 import subprocess
 import sysconfig
 import tempfile
@@ -55,7 +54,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from .errors import BPFError, BTFError, BuildError, ToolNotFound
+from ._cache import Untrusted, private_root, private_subdir, read_trusted, sha256_trusted
+from .errors import BTFError, BuildError, ToolNotFound
 
 __all__ = [
     "KERNEL_BTF",
@@ -164,46 +164,9 @@ def _default_cache_path() -> Path:
 
 
 def _ensure_private_dir(path: Path) -> Path:
-    """Create ``path`` with mode 0700, or check that an existing one is ours.
-
-    An existing directory must be owned by the effective uid; if it is also
-    accessible to group or others we tighten it to 0700.  A directory owned by
-    someone else is refused, since they could plant objects we would load.
-    """
-    path = Path(os.path.abspath(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.mkdir(path, 0o700)
-    except FileExistsError:
-        pass
-    else:
-        os.chmod(path, 0o700)  # the umask may have removed owner bits
-    uid = os.geteuid()
-    lst = os.lstat(path)
-    if stat.S_ISLNK(lst.st_mode) and lst.st_uid not in (uid, 0):
-        raise BPFError(
-            f"refusing to use the bpfring cache {path}: it is a symbolic link owned by "
-            f"uid {lst.st_uid}, not by us (uid {uid})",
-            hint="remove it, or set BPFRING_CACHE_DIR to a directory you own",
-        )
-    st = os.stat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise BPFError(
-            f"the bpfring cache {path} exists and is not a directory",
-            hint="remove it, or set BPFRING_CACHE_DIR to another path",
-        )
-    if st.st_uid != uid:
-        mode = stat.S_IMODE(st.st_mode)
-        raise BPFError(
-            f"refusing to use the bpfring cache {path}: it is owned by uid {st.st_uid}, "
-            f"not by us (uid {uid}), mode {mode:04o}; whoever owns it could plant BPF "
-            "objects that we would load into the kernel",
-            hint="set BPFRING_CACHE_DIR to a private directory you own",
-        )
-    if stat.S_IMODE(st.st_mode) & 0o077:
-        log.debug("tightening the mode of %s from %04o to 0700", path, stat.S_IMODE(st.st_mode))
-        os.chmod(path, 0o700)
-    return path
+    """Create ``path`` with mode 0700, or check that an existing one is ours
+    and was never writable by others (the rules are in :mod:`bpfring._cache`)."""
+    return private_root(path)
 
 
 def cache_dir() -> Path:
@@ -222,13 +185,8 @@ def _cache_root(given: str | os.PathLike[str] | None) -> Path:
 
 
 def _subdir(root: Path, *parts: str) -> Path:
-    """A directory inside the (already verified) private cache."""
-    path = root
-    for part in parts:
-        path = path / part
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, 0o700)
-    return path
+    """A directory inside the (already verified) private cache, checked too."""
+    return private_subdir(root, *parts)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -312,9 +270,9 @@ def _clang_info(clang: str, root: Path) -> tuple[str, bool]:
         return info
     record = _subdir(root, "tools") / f"clang-{_sha256_json(list(ident))[:32]}.json"
     try:
-        data = json.loads(record.read_text())
+        data = json.loads(read_trusted(record))
         info = (str(data["version"]), bool(data["mcpu_v3"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, Untrusted):
         version = subprocess.run(
             [clang, "--version"], capture_output=True, text=True, check=False
         ).stdout.strip()
@@ -374,10 +332,12 @@ def _vmlinux(root: Path) -> tuple[Path, str]:
     recorded = directory / "vmlinux.h.sha256"
     with _locked(directory / ".lock"):
         try:
-            expected = recorded.read_text().strip()
-            actual = _sha256_file(header)
+            expected = read_trusted(recorded).decode(errors="replace").strip()
+            actual = sha256_trusted(header)
         except FileNotFoundError:
             pass
+        except Untrusted as exc:
+            log.warning("bpfring cache: %s; regenerating vmlinux.h", exc)
         else:
             if actual == expected:
                 return header, actual
@@ -517,8 +477,11 @@ def _parse_depfile(text: str, cwd: str) -> list[str]:
 
 def _read_manifest(path: Path) -> list[dict]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_trusted(path))
     except FileNotFoundError:
+        return []
+    except Untrusted as exc:
+        log.warning("bpfring cache: ignoring build manifest: %s", exc)
         return []
     except (OSError, ValueError) as exc:
         log.warning("ignoring unreadable build manifest %s: %s", path, exc)
@@ -560,9 +523,12 @@ def _lookup(objdir: Path, manifest: Path) -> tuple[dict, Path] | None:
             continue
         obj = objdir / name
         try:
-            digest = _sha256_file(obj)
+            digest = sha256_trusted(obj)
         except FileNotFoundError:
             log.debug("cached object %s disappeared; rebuilding", obj)
+            continue
+        except Untrusted as exc:
+            log.warning("bpfring cache: not using cached object: %s; rebuilding it", exc)
             continue
         if digest != entry.get("sha256"):
             log.warning("cached object %s does not match its recorded SHA-256 "
