@@ -453,3 +453,63 @@ def test_differential_against_libbpf_perf_buffer(perf_path):
     assert len(results["bpfring"][0]) > 300
     assert results["bpfring"][1], "the scenario must overflow a ring"
     assert results["bpfring"] == results["libbpf"]
+
+
+# ---------------------------------------------------------------------------------
+# Re-entrancy and closing from other threads
+# ---------------------------------------------------------------------------------
+
+
+def test_reading_from_inside_a_callback_is_a_clear_error(perf):
+    with PerfBuffer(perf.maps["events"].fd, cpus=[0]) as pb:
+        emit(perf, 3, 32, cpu=0)
+        errors: list[BaseException] = []
+
+        def cb(v: memoryview) -> None:
+            try:
+                pb.consume(lambda w: None)
+            except BPFError as e:
+                errors.append(e)
+                raise
+
+        with pytest.raises(BPFError, match="inside one of its own callbacks"):
+            pb.consume(cb)
+        assert len(errors) == 1
+        # Nothing was lost: the record whose callback raised comes again.
+        assert len(pb.read()) == 3
+
+
+def test_close_from_a_callback_takes_effect_after_it(perf):
+    pb = PerfBuffer(perf.maps["events"].fd, cpus=[0])
+    emit(perf, 5, 32, cpu=0)
+    seen: list[bytes] = []
+
+    def cb(v: memoryview) -> None:
+        seen.append(bytes(v))
+        pb.close()
+
+    assert pb.consume(cb) == 1
+    assert len(seen) == 1 and pb.closed
+    emit(perf, 1, 32, cpu=0)  # the map slot is empty again
+    assert perf.globals.failed == 1
+
+
+def test_close_from_another_thread_wakes_a_blocked_poll(perf):
+    pb = PerfBuffer(perf.maps["events"].fd)
+    outcome: list[BaseException | int] = []
+
+    def waiter() -> None:
+        try:
+            outcome.append(pb.poll(lambda v: None, timeout=None))
+        except BaseException as e:
+            outcome.append(e)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    time.sleep(0.2)
+    assert t.is_alive()
+    pb.close()
+    t.join(5)
+    assert not t.is_alive(), "poll(timeout=None) stayed blocked after close()"
+    assert len(outcome) == 1 and isinstance(outcome[0], ValueError)
+    assert "closed" in str(outcome[0])

@@ -90,13 +90,16 @@ def _record(data: memoryview, size: int, pos: int, length: int,
 def walk(data: memoryview, size: int, tail: int, head: int,
          on_sample: Callable[[memoryview], object],
          limit: int | None = None,
-         on_lost: Callable[[int], object] | None = None) -> WalkResult:
+         on_lost: Callable[[int], object] | None = None,
+         halt: bytearray | None = None) -> WalkResult:
     """Walk the records between ``tail`` and ``head`` (counters as read from
     the metadata page) of a data area of ``size`` bytes (a power of two).
 
     Each sample's raw bytes go to ``on_sample(view)`` (valid only during the
     call); each lost report to ``on_lost(count)``.  At most ``limit`` samples
-    are delivered.  If a callback raises, the walk stops *before* that
+    are delivered; the walk also stops before the next record once
+    ``halt[0]`` is non-zero (a callback closing its buffer sets it).  If a
+    callback raises, the walk stops *before* that
     record (it is not consumed: at-least-once delivery) and the exception is
     re-raised with ``exc.walk_result`` set to the :class:`WalkResult` of the
     records done so far, which the caller must still publish.
@@ -119,7 +122,7 @@ def walk(data: memoryview, size: int, tail: int, head: int,
     left = avail
     try:
         while left:
-            if limit is not None and delivered >= limit:
+            if (limit is not None and delivered >= limit) or (halt is not None and halt[0]):
                 break
             # The header itself can wrap only at an 8-byte boundary, never
             # inside (records are 8-aligned, the header is 8 bytes).

@@ -24,7 +24,9 @@ Differences from a BPF ring buffer that users see:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import mmap
+import os
 import select
 import struct
 import threading
@@ -127,6 +129,9 @@ class PerfBuffer:
                     f"{self.info.type_name} map, not a perf_event_array map",
                     hint="use RingBuffer for ringbuf maps" if self.info.type == 27 else None)
             self._epoll = select.epoll()
+            # close() writes this eventfd to wake threads blocked in poll().
+            self._wakeup = OwnedFD(os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK), "eventfd")
+            self._epoll.register(self._wakeup.fileno(), select.EPOLLIN)
             self._open_cpus(cpus, page_count, wakeup_events, watermark)
         except BaseException:
             self._release()
@@ -136,6 +141,8 @@ class PerfBuffer:
         self._decode: Callable[[Any], Any] = record.decode if record is not None else bytes
         self._lost_cb = lost_callback
         self._lock = threading.Lock()
+        self._owner: int | None = None  # thread running callbacks, under the lock
+        self._halt = bytearray(1)  # set by close() from a callback: stop walking
         self._backlog: deque[tuple[int, bytes]] = deque()
         self.cpu = -1
         self._closed = False
@@ -222,6 +229,26 @@ class PerfBuffer:
         if self._closed:
             raise ValueError("PerfBuffer is closed")
 
+    @contextlib.contextmanager
+    def _serving(self) -> Iterator[None]:
+        """Hold the lock while records are taken out; refuse re-entry from a
+        callback (it would deliver the records being delivered again) and
+        run a close() that a callback asked for once the walk is over."""
+        me = threading.get_ident()
+        if self._owner == me:
+            raise BPFError("PerfBuffer read from inside one of its own callbacks",
+                           hint="return from the callback first (close() from a callback "
+                                "is fine: it takes effect when the callback returns)")
+        with self._lock:
+            self._check_open()
+            self._owner = me
+            try:
+                yield
+            finally:
+                self._owner = None
+                if self._halt[0]:
+                    self._release()
+
     # Consuming -----------------------------------------------------------------------
 
     def _consume_ring(self, ring: _CpuRing, callback: Callable[[memoryview], Any],
@@ -239,7 +266,8 @@ class PerfBuffer:
             def on_lost(n: int) -> None:
                 lost_cb(cpu, n)
         try:
-            res = _perfcore.walk(ring.data, ring.size, tail, head, callback, limit, on_lost)
+            res = _perfcore.walk(ring.data, ring.size, tail, head, callback, limit, on_lost,
+                                 self._halt)
         except BaseException as e:
             done = getattr(e, "walk_result", None)
             if done is not None:
@@ -257,17 +285,16 @@ class PerfBuffer:
 
     def _consume(self, callback: Callable[[memoryview], Any], limit: int | None,
                  rings: list[_CpuRing] | None = None) -> int:
-        self._check_open()
-        with self._lock:
+        with self._serving():
             total = 0
             backlog = self._backlog
-            while backlog and (limit is None or total < limit):
+            while backlog and (limit is None or total < limit) and not self._halt[0]:
                 self.cpu = backlog[0][0]
                 callback(memoryview(backlog[0][1]))
                 backlog.popleft()
                 total += 1
             for ring in self._rings if rings is None else rings:
-                if limit is not None and total >= limit:
+                if (limit is not None and total >= limit) or self._halt[0]:
                     break
                 total += self._consume_ring(ring, callback,
                                             None if limit is None else limit - total)
@@ -297,7 +324,17 @@ class PerfBuffer:
                 return 0
             # The event fds report readable once per wakeup (perf_poll resets
             # its state), so waiting after an empty pass cannot spin.
-            self._epoll.poll(-1 if left is None else left)
+            self._wait(left)
+
+    def _wait(self, timeout: float | None) -> None:
+        """Block until a CPU's ring signals, ``timeout`` passes or another
+        thread closes the buffer (then: ValueError, as for a closed file)."""
+        try:
+            self._epoll.poll(-1 if timeout is None else timeout)
+        except ValueError:  # the epoll object was closed under us
+            pass
+        if self._closed:
+            raise ValueError("PerfBuffer was closed while waiting")
 
     def read(self, limit: int | None = None, timeout: float | None = 0) -> list[Any]:
         """Copies of waiting records (at most ``limit``), waiting up to
@@ -343,8 +380,7 @@ class PerfBuffer:
 
         # Records move to the backlog under the lock (consumed from the ring)
         # and are handed out one by one; a stopped iteration loses none.
-        self._check_open()
-        with self._lock:
+        with self._serving():
             for ring in self._rings:
                 self._consume_ring(ring, take, self._ITER_BATCH)
         if not backlog and timeout != 0:
@@ -425,14 +461,27 @@ class PerfBuffer:
         epoll = getattr(self, "_epoll", None)
         if epoll is not None:
             epoll.close()
+        wakeup = getattr(self, "_wakeup", None)
+        if wakeup is not None:
+            wakeup.close()
         self._map_fd.close()
 
     def close(self) -> None:
-        """Disable the events, remove them from the map, unmap, close (idempotent)."""
+        """Disable the events, remove them from the map, unmap, close (idempotent).
+
+        Threads blocked in :meth:`poll` wake up and raise ``ValueError``.
+        From inside a callback, the buffer closes when the callback returns
+        and no further record is delivered."""
         if self._closed:
             return
+        if self._owner == threading.get_ident():
+            self._halt[0] = 1
+            return
+        with contextlib.suppress(OSError, ValueError):
+            os.eventfd_write(self._wakeup.fileno(), 1)
         with self._lock:
-            self._release()
+            if not self._closed:
+                self._release()
 
     def __enter__(self) -> PerfBuffer:
         return self
