@@ -115,10 +115,9 @@ from ._model import (
     Member,
     Param,
     Type,
-    Variable,
     VarSecInfo,
 )
-from ._reader import BTF, load
+from ._reader import BTF, Variable, load
 from ._records import Record
 
 __all__ = [

@@ -7,14 +7,7 @@ records in from a blob, :mod:`._builder` turns them into codecs.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from _typeshed import ReadableBuffer
-
-    from ._codec import Codec
-    from ._reader import BTF
+from dataclasses import dataclass
 
 BTF_MAGIC = 0xEB9F
 VMLINUX_PATH = "/sys/kernel/btf/vmlinux"
@@ -167,27 +160,3 @@ class Type:
 
 #: Type id 0.
 VOID = Type(0, Kind.UNKN, "void")
-
-
-@dataclass(frozen=True, slots=True)
-class Variable:
-    """A global variable of a data section (see :meth:`BTF.datasec`).
-
-    ``offset``/``size`` are exactly what the DATASEC says (0 in unlinked
-    ``.o`` files for many sections).  ``codec`` decodes the variable's type.
-    """
-
-    name: str
-    offset: int
-    size: int
-    type_id: int
-    linkage: int
-    btf: BTF = field(repr=False, compare=False)
-
-    @property
-    def codec(self) -> Codec:
-        return self.btf.codec(self.type_id, name=self.name)
-
-    def decode(self, section: ReadableBuffer) -> Any:
-        """Decode this variable from the bytes of its whole section."""
-        return self.codec.decode(section, self.offset)

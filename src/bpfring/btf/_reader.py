@@ -16,9 +16,10 @@ import struct
 import threading
 from array import array
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -40,9 +41,11 @@ from ._model import (
     Member,
     Param,
     Type,
-    Variable,
     VarSecInfo,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer
 
 HEADER = struct.Struct("<HBBIIIII")  # magic, version, flags, hdr_len, 4 x u32
 
@@ -58,6 +61,30 @@ _VLEN_WORDS: tuple[int | None, ...] = (
 
 _KIND_WORDS: dict[str, frozenset[Kind]] = {k.name.lower(): frozenset({k}) for k in Kind}
 _KIND_WORDS["enum"] = frozenset({Kind.ENUM, Kind.ENUM64})
+
+
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """A global variable of a data section (see :meth:`BTF.datasec`).
+
+    ``offset``/``size`` are exactly what the DATASEC says (0 in unlinked
+    ``.o`` files for many sections).  ``codec`` decodes the variable's type.
+    """
+
+    name: str
+    offset: int
+    size: int
+    type_id: int
+    linkage: int
+    btf: BTF = field(repr=False, compare=False)
+
+    @property
+    def codec(self) -> Codec:
+        return self.btf.codec(self.type_id, name=self.name)
+
+    def decode(self, section: ReadableBuffer) -> Any:
+        """Decode this variable from the bytes of its whole section."""
+        return self.codec.decode(section, self.offset)
 
 
 def index_types(words: memoryview) -> array[int]:

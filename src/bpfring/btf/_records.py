@@ -6,14 +6,21 @@ from __future__ import annotations
 import enum
 import keyword
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
-
-if TYPE_CHECKING:
-    from ._layout import StructNode
+from typing import Any, ClassVar, Protocol
 
 # The record classes and enums made at run time say they come from the public
 # module (as they did when bpfring.btf was one file).
 PUBLIC_MODULE = "bpfring.btf"
+
+
+class _Packer(Protocol):
+    def pack(self, val: Any) -> bytes: ...
+
+
+class _Layout(Protocol):
+    """What a record class knows of its layout (a ``StructNode``): how to pack it."""
+
+    def compiled(self) -> _Packer: ...
 
 
 class Record:
@@ -34,7 +41,7 @@ class Record:
     _union: ClassVar[bool] = False
     _anon: ClassVar[tuple[str, ...]] = ()
     _inner: ClassVar[frozenset[str]] = frozenset()  # fields of anonymous members
-    _node: ClassVar[StructNode]  # the layout; set on each subclass by its StructNode
+    _node: ClassVar[_Layout]  # the layout; set on each subclass by its StructNode
     _raw: bytes  # a union record's bytes (a slot of union subclasses only)
     __hash__ = None  # type: ignore[assignment]
     __iter__ = None
