@@ -3,7 +3,8 @@
 :class:`BTF` checks the header and indexes the type section in one pass at
 load time (:func:`index_types`); a type record is decoded only when it is
 asked for (:meth:`BTF.type_by_id` -> :func:`decode_type`).  Those two
-functions are the only code that reads the type section, so bounds checks
+functions read the type section (``BTF._kind_array`` only reads the kind
+and name words at the offsets :func:`index_types` found), so bounds checks
 on BTF input have one place to live.  Codecs are built by
 :mod:`._builder`; the codec methods here only delegate to it.
 """
