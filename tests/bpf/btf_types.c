@@ -7,8 +7,9 @@
  * The host program prints "SIZE <struct> <n>", "OFF <struct>.<path> <off>
  * <size>" for every member (offsetof/sizeof), "MASK <struct>.<bitfield> <hex>"
  * (the struct's bytes with only that bitfield set to all ones) and "HEX <name>
- * <hex>" (instances filled with known values).  tests/test_btf.py compares all
- * of it with the BTF-derived codecs.
+ * <hex>" (instances filled with known values).  tests/test_btf_codec.py
+ * compares all of it with the BTF-derived codecs (tests/btf_support.py builds
+ * both).
  */
 #ifdef __bpf__
 #define DTAG(x) __attribute__((btf_decl_tag(x)))

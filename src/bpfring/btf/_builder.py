@@ -1,0 +1,268 @@
+"""From BTF types to codecs: the walk over a type graph that builds layout nodes.
+
+:class:`CodecBuilder` is the only code that follows type references to build
+codecs (typedef/modifier chains, array elements, struct members, DATASEC
+variables): :meth:`CodecBuilder.node` is the one entry of that walk, so a
+cycle or depth check has one place to live.  It asks its :class:`BTF` for
+types and names only; decoding bytes is the generated code's job
+(:mod:`._layout`).
+"""
+
+from __future__ import annotations
+
+import operator
+import threading
+from collections.abc import Iterator, Mapping
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BTFError, TypeNotFound
+from ._codec import Codec
+from ._enums import enum_encoder, make_enum
+from ._layout import ArrayNode, Atom, Bits, BitSpec, Field, Node, StructNode
+from ._model import LAYOUT_ORDER, MAX_CHAIN, MODIFIERS, Kind, Member, Type
+from ._records import RESERVED
+from ._runtime import cstr, raw_bytes, str_bytes
+
+if TYPE_CHECKING:
+    from ._reader import BTF
+
+
+class CodecBuilder:
+    """Builds (once) and caches the codecs of one :class:`BTF`.  Thread-safe."""
+
+    def __init__(self, btf: BTF) -> None:
+        self._btf = btf
+        self._nodes: dict[tuple[int, str | None], Node] = {}
+        self._enums: dict[int, type[IntEnum] | None] = {}
+        self._codecs: dict[tuple[int, str], Codec] = {}
+        self._lock = threading.RLock()
+
+    # codecs --------------------------------------------------------------------------
+    def record(self, name: str, kind: Kind | str | None = None) -> Codec:
+        """The codec of the type :meth:`BTF.find_layout` finds for ``name``."""
+        t = self._btf.find_layout(name, kind)
+        return self.codec(t.id, name=t.name)
+
+    def codec(self, type_id: int | Type, name: str | None = None) -> Codec:
+        """A codec for a type id (``name`` labels anonymous types and messages)."""
+        tid = type_id.id if isinstance(type_id, Type) else type_id
+        if name is None:  # a variable or typedef labels the codec with its own name
+            t = self._btf.type_by_id(tid)
+            if t.kind in (Kind.VAR, Kind.TYPEDEF) and t.name:
+                name = t.name
+        return self._codec_of(self.node(tid, name), name)
+
+    def _codec_of(self, node: Node, name: str | None) -> Codec:
+        """The node's codec labelled ``name`` (default: the node's own label, whose
+        compiled form records share for ``bytes(rec)``)."""
+        label = node.label if name is None else name
+        with self._lock:  # a typedef or variable name: label messages with it
+            codec = self._codecs.get((id(node), label))
+            if codec is None:
+                codec = Codec(node, label, node.compiled() if label == node.label else None)
+                self._codecs[(id(node), label)] = codec
+            return codec
+
+    def enum_class(self, name: str) -> type[IntEnum]:
+        """The :class:`enum.IntEnum` for a named BTF enum (or typedef of one)."""
+        c = self.record(name)
+        if c.enum is None:
+            raise TypeNotFound(f"'{name}' is not an enum with enumerators")
+        return c.enum
+
+    def datasec_codec(self, name: str) -> Codec:
+        """A codec decoding a whole data section into one record."""
+        return self._codec_of(self.node(self._btf.datasec_type(name).id, name), None)
+
+    # the type walk -----------------------------------------------------------------
+    def node(self, tid: int, hint: str | None = None) -> Node:
+        """The layout of type ``tid`` (built once; ``hint`` labels anonymous types).
+
+        Every node is built through here, from the top type down to each member
+        and element type."""
+        btf = self._btf
+        t = btf.type_by_id(tid)
+        typedef = None
+        for _ in range(MAX_CHAIN):
+            if t.kind not in MODIFIERS and t.kind != Kind.VAR:
+                break
+            if t.kind == Kind.TYPEDEF and typedef is None:
+                typedef = t.name
+            t = btf.type_by_id(t.type_id)
+        else:
+            raise BTFError(f"type {tid}: typedef/modifier chain too long (a loop?)")
+        label = t.name or typedef or hint or f"anon_{t.kind.name.lower()}"
+        key = (t.id, None if t.name else label)
+        with self._lock:
+            node = self._nodes.get(key)
+            if node is None:
+                node = self._build_node(t, label)
+                self._nodes[key] = node
+        return node
+
+    def _enum_of(self, t: Type, label: str) -> type[IntEnum] | None:
+        if t.id not in self._enums:
+            self._enums[t.id] = make_enum(label, t.enumerators)
+        return self._enums[t.id]
+
+    def _build_node(self, t: Type, label: str) -> Node:
+        k = t.kind
+        if k == Kind.INT:
+            return int_atom(t.size, t.signed, t.is_bool, label)
+        if k in (Kind.ENUM, Kind.ENUM64):
+            cls = self._enum_of(t, label)
+            atom = int_atom(t.size, t.signed, False, label)
+            atom.dec_map = {int(m): m for m in cls} if cls is not None else {}
+            atom.enc = enum_encoder(cls, label)
+            atom.enum_class = cls
+            return atom
+        if k == Kind.PTR:
+            return Atom(8, "Q", "<u8", label=label)
+        if k == Kind.FLOAT:
+            if t.size in (2, 4, 8):
+                return Atom(t.size, "efd"[(2, 4, 8).index(t.size)], f"<f{t.size}",
+                            zero=0.0, label=label)  # fmt: skip
+            return Atom(t.size, f"{t.size}s", f"V{t.size}", enc=raw_bytes, zero=b"", label=label)
+        if k == Kind.ARRAY:
+            elem = self._btf.resolve(t.elem_type_id)
+            n = t.nelems
+            if elem.is_char:
+                return Atom(n, f"{n}s", f"S{n}", dec=cstr, enc=str_bytes, zero=b"",
+                            label=f"char[{n}]")  # fmt: skip
+            return ArrayNode(self.node(t.elem_type_id, label), n)
+        if k in (Kind.STRUCT, Kind.UNION):
+            return self._build_struct(t, label)
+        if k == Kind.DATASEC:
+            return self._build_datasec(t, label)
+        if k == Kind.FWD:
+            raise self._btf.not_found_error(
+                t.name, "union" if t.kind_flag else "struct", forward=True
+            )
+        raise BTFError(f"{self._btf.type_str(t.id)} ({k.name}) has no data layout to decode")
+
+    def _build_struct(self, t: Type, label: str) -> StructNode:
+        btf = self._btf
+        union = t.kind == Kind.UNION
+        entries: list[Field | Bits] = []
+        used = set(RESERVED)
+        anon = 0
+        for m in t.members:
+            bit, nbits = btf.member_bits(t, m)
+            if not nbits and bit % 8:
+                rt = btf.resolve(m.type_id)
+                if rt.kind not in (Kind.INT, Kind.ENUM, Kind.ENUM64):
+                    raise BTFError(
+                        f"{label}.{m.name}: member at bit offset {bit} is not byte aligned"
+                    )
+                nbits = rt.size * 8
+            if nbits:
+                if not m.name:
+                    continue  # unnamed bitfield: padding
+                spec = self._bit_spec(py_name(m.name, used), m, bit, nbits, label)
+                last = entries[-1] if entries else None
+                if not union and isinstance(last, Bits) and last.overlaps(spec):
+                    last.add(spec)
+                else:
+                    entries.append(Bits(spec))
+                continue
+            if m.name:
+                pyname = py_name(m.name, used)
+                node = self.node(m.type_id, f"{label}.{pyname}")
+                entries.append(Field(pyname, bit // 8, node))
+            else:
+                node = self.node(m.type_id, f"{label}._anon{anon}")
+                if not isinstance(node, StructNode):
+                    continue  # an unnamed non-struct member has no way to be accessed
+                pyname = py_name(f"_anon{anon}", used)
+                anon += 1
+                entries.append(Field(pyname, bit // 8, node, node.keys))
+        return StructNode(label, t.size, entries, union, label)
+
+    def _bit_spec(self, pyname: str, m: Member, bit: int, nbits: int, label: str) -> BitSpec:
+        rt = self._btf.resolve(m.type_id)
+        if rt.kind == Kind.INT:
+            return BitSpec(pyname, bit, nbits, rt.signed, None, None, rt.is_bool)
+        if rt.kind in (Kind.ENUM, Kind.ENUM64):
+            cls = self._enum_of(rt, rt.name or f"{label}.{pyname}")
+            dec_map: dict[int, Any] = {int(x): x for x in cls} if cls is not None else {}
+            return BitSpec(pyname, bit, nbits, rt.signed, dec_map,
+                           enum_encoder(cls, rt.name or pyname), False)  # fmt: skip
+        raise BTFError(
+            f"{label}.{m.name}: bitfield of {self._btf.type_str(m.type_id)} is not supported"
+        )
+
+    def _build_datasec(self, t: Type, label: str) -> StructNode:
+        entries: list[Field | Bits] = []
+        used = set(RESERVED)
+        end = 0
+        for si in sorted(t.secinfos, key=lambda s: s.offset):
+            v = self._btf.type_by_id(si.type_id)
+            if v.kind != Kind.VAR:
+                continue  # extern functions (.ksyms) have no storage
+            entries.append(Field(py_name(v.name, used), si.offset, self.node(v.type_id, v.name)))
+            end = max(end, si.offset + si.size)
+        return StructNode(label, max(t.size, end), entries, False, label)
+
+
+def py_name(cname: str, used: set[str]) -> str:
+    """A Python attribute name for a C member: unique, never clashing with Record's API."""
+    name = cname if cname.isidentifier() else "".join(
+        c if c.isalnum() or c == "_" else "_" for c in cname
+    ) or "_"
+    if name[0].isdigit():
+        name = "_" + name
+    if name.startswith("__") and name.endswith("__"):
+        name += "_"
+    while name in used:
+        name += "_"
+    used.add(name)
+    return name
+
+
+def int_atom(size: int, signed: bool, is_bool: bool, label: str) -> Atom:
+    """The atom of an integer of ``size`` bytes (any size; 1/2/4/8 are native)."""
+    if is_bool and size == 1:
+        return Atom(1, "?", "?", zero=False, label=label)
+    if size in (1, 2, 4, 8):
+        code = "bhiq"[(1, 2, 4, 8).index(size)]
+        return Atom(size, code if signed else code.upper(), f"<{'i' if signed else 'u'}{size}",
+                    label=label)  # fmt: skip
+
+    def dec(b: bytes) -> int:
+        return int.from_bytes(b, "little", signed=signed)
+
+    def enc(x: Any) -> bytes:
+        return (0 if x is None else operator.index(x)).to_bytes(size, "little", signed=signed)
+
+    return Atom(size, f"{size}s", f"V{size}", dec=dec, enc=enc, zero=bytes(size), label=label)
+
+
+class TypeMap(Mapping[str, Codec]):
+    """``btf.types[name]`` -> :class:`Codec` (same as :meth:`BTF.record`).  Iterating
+    lists the names of structs, unions, enums, typedefs, ints and floats (which
+    scans every type: slow for the kernel's BTF)."""
+
+    def __init__(self, btf: BTF) -> None:
+        self._btf = btf
+
+    def __getitem__(self, name: str) -> Codec:
+        return self._btf.record(name)
+
+    def __contains__(self, name: object) -> bool:
+        if not isinstance(name, str):
+            return False
+        return any(t.kind in LAYOUT_ORDER for t in self._btf.find_all(name))
+
+    def _names(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for t in self._btf.iter_types():
+            if t.name and t.kind in LAYOUT_ORDER:
+                seen.setdefault(t.name)
+        return list(seen)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())

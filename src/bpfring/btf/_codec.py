@@ -1,0 +1,102 @@
+"""The public face of a compiled layout: :class:`Codec`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+from ._layout import Atom, BitField, Compiled, Decoder, EncoderInto, Node, StructNode
+from ._records import Record
+
+if TYPE_CHECKING:
+    from array import array
+    from mmap import mmap
+
+#: The buffers :meth:`Codec.decode_array` (``numpy.frombuffer``) reads.
+ArrayBuffer: TypeAlias = "bytes | bytearray | memoryview | mmap | array[Any] | npt.NDArray[Any]"
+
+
+class Codec:
+    """Converts one C type between bytes and Python values.
+
+    ``decode(buffer, offset=0)`` decodes one value from a bytes-like object at
+    ``offset``; ``encode_into(buffer, offset, value)`` encodes ``value`` into a
+    writable buffer at ``offset`` (padding is zeroed).  Both are generated
+    functions stored on the instance (no method-binding cost per call).
+    Attributes:
+
+    * ``name`` -- the C name the codec was asked for (``"event"``, ``"pid_t"``)
+    * ``size`` -- ``sizeof`` the type
+    * ``dtype`` -- numpy dtype with the same layout (offsets, padding, itemsize)
+    * ``fields`` -- member names of a struct/union (else ``()``)
+    * ``record_class`` -- the :class:`Record` subclass (structs/unions) or None
+    * ``enum`` -- the :class:`enum.IntEnum` class (enums) or None
+    * ``bitfields`` -- ``{name: BitField}`` for a struct's own bitfields
+    * ``format`` -- the ``struct`` format used for decoding
+    """
+
+    decode: Decoder
+    """Decode one value from ``buffer`` (bytes-like) at ``offset``."""
+    encode_into: EncoderInto
+    """Encode ``value`` into a writable buffer at ``offset`` (padding is zeroed)."""
+
+    def __init__(self, node: Node, name: str, compiled: Compiled | None = None) -> None:
+        self._node = node
+        self._compiled = compiled if compiled is not None else Compiled(node, name)
+        self.name = name
+        self.size = node.size
+        self.decode = self._compiled.decode
+        self.encode_into = self._compiled.encode_into
+        self.record_class: type[Record] | None = (
+            node.cls if isinstance(node, StructNode) else None
+        )
+        self.fields: tuple[str, ...] = tuple(node.fields) if isinstance(node, StructNode) else ()
+        self.enum: type[IntEnum] | None = node.enum_class if isinstance(node, Atom) else None
+        self.format: str = self._compiled.struct.format
+        self._dtype: np.dtype[Any] | None = None
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """numpy dtype with the exact C layout: nested structs are nested dtypes,
+        arrays subarrays, ``char[N]`` is ``S<N>``, unions overlap, bitfields are
+        their storage (see :attr:`bitfields`)."""
+        if self._dtype is None:
+            self._dtype = np.dtype(self._node.np_format())
+        return self._dtype
+
+    @property
+    def bitfields(self) -> dict[str, BitField]:
+        node = self._node
+        return node.bitfields() if isinstance(node, StructNode) else {}
+
+    def encode(self, obj: Any = None, /, **fields: Any) -> bytes:
+        """Encode a value to exactly :attr:`size` bytes.  For structs, ``obj`` may
+        be a record, a dict or None, and keyword arguments set (or override)
+        fields; anything unset is zero."""
+        if fields:
+            if obj is None:
+                obj = fields
+            elif isinstance(obj, Record):
+                obj = {**{f: getattr(obj, f) for f in obj._fields}, **fields}
+            elif isinstance(obj, Mapping):
+                obj = {**obj, **fields}
+            else:
+                raise TypeError("keyword fields need a struct/union codec and a dict or record")
+        return self._compiled.pack(obj)
+
+    def new(self, **fields: Any) -> Any:
+        """A zero-initialised value with some fields set (decode of encode)."""
+        return self.decode(self.encode(**fields) if fields else bytes(self.size))
+
+    def decode_array(
+        self, buffer: ArrayBuffer, count: int = -1, offset: int = 0
+    ) -> npt.NDArray[Any]:
+        """Many packed values at once, as a numpy structured array (no copy)."""
+        return np.frombuffer(buffer, dtype=self.dtype, count=count, offset=offset)
+
+    def __repr__(self) -> str:
+        return f"<Codec {self.name} size={self.size}>"
