@@ -48,7 +48,7 @@ def _record_type(args: argparse.Namespace, map_id: int):
     if not args.type:
         return None
     from . import btf as _btf
-    from .inspect import map_btf
+    from .discovery import map_btf
 
     if args.btf:
         types = _btf.load(args.btf)
@@ -80,7 +80,7 @@ def _json_default(obj: object) -> object:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .inspect import list_rings
+    from .discovery import list_rings
 
     rings = list_rings()
     if args.json:
@@ -97,7 +97,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .inspect import ring_info
+    from .discovery import ring_info
 
     r = ring_info(_mapref(args))
     if args.json:
