@@ -947,7 +947,7 @@ class MapBridge:
             return source, self._parts(source, name), None
         # A map outside any object of ours: compile a bridge that reuses its fd.
         if isinstance(source, str):
-            self._map_fd = OwnedFD(MapRef.parse(source).open(), "map")
+            self._map_fd = MapRef.parse(source).open_owned()
         elif isinstance(source, int) and not isinstance(source, bool):
             self._map_fd = OwnedFD.dup(source, "map")
         elif isinstance(source, Map):

@@ -142,7 +142,7 @@ class Map:
         """Open a map named by a :class:`~bpfring.MapRef` or its string form."""
         if isinstance(ref, str):
             ref = MapRef.parse(ref)
-        return cls(OwnedFD(ref.open(), "map"))
+        return cls(ref.open_owned())
 
     # identity ------------------------------------------------------------------------
 
