@@ -44,7 +44,7 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -69,6 +69,8 @@ from .object import load as _load_object
 from .ringbuf import RingBuffer, UserRingBuffer
 
 if TYPE_CHECKING:
+    from typing_extensions import Buffer
+
     from .btf import Codec
 
 _Rows = npt.NDArray[Any]
@@ -390,8 +392,9 @@ class _RingQueue:
         self._flush_args = (ctypes.c_long(_sys.NR_BPF), ctypes.c_int(_sys.PROG_TEST_RUN),
                             ctypes.c_void_p(ctypes.addressof(self._flush_cattr)),
                             ctypes.c_uint(len(self._flush_attr)))
-        if parts.get("results") is not None:
-            self._results = RingBuffer(parts["results"], lost_map=parts.get("results_lost"))
+        results = parts["results"]
+        if results is not None:
+            self._results = RingBuffer(results, lost_map=parts["results_lost"])
         # Operations a previous producer left queued are applied first, so that
         # our indexes start where the kernel's count stands.
         if ring.pending_bytes():
@@ -429,8 +432,10 @@ class _RingQueue:
         with self._wait_lock:
             self._waiters += 1
             self._ctl[_CTL_WANT_WAKEUP] = 1
+        ep = self._epoll
+        assert ep is not None  # set up before any write
         try:
-            self._epoll.poll(_WAIT_SLICE if left is None else max(0.0, min(left, _WAIT_SLICE)))
+            ep.poll(_WAIT_SLICE if left is None else max(0.0, min(left, _WAIT_SLICE)))
         finally:
             with self._wait_lock:
                 self._waiters -= 1
@@ -461,10 +466,12 @@ class _RingQueue:
             m = min(per, n - i)
             hdr = _OP_HDR.pack(op, flags, ks, vs, m, 0)
             k = krows if m == n else krows[i:i + m]  # C-contiguous rows: one buffer
+            # (numpy arrays are buffers; numpy's stubs say so only for Python 3.12+)
             if vrows is None:
-                out.append(b"".join((hdr, k)))
+                out.append(b"".join((hdr, cast("Buffer", k))))
             else:
-                out.append(b"".join((hdr, k, vrows if m == n else vrows[i:i + m])))
+                v = vrows if m == n else vrows[i:i + m]
+                out.append(b"".join((hdr, cast("Buffer", k), cast("Buffer", v))))
         return out
 
     def put_rows(self, op: int, flags: int, krows: np.ndarray, vrows: np.ndarray | None) -> int:
@@ -697,6 +704,7 @@ class _SyscallQueue:
         seq = self._seq - self._npending
         for op, flags, krows, vrows in self._pending:
             if op == OP_UPDATE and not flags & (NOEXIST | EXIST):
+                assert vrows is not None  # updates carry values
                 self._update_batch(seq, flags, krows, vrows)
             else:  # the batch command takes no NOEXIST/EXIST: one call each
                 for i in range(len(krows)):
@@ -776,7 +784,7 @@ class _SyscallQueue:
         return self._npending
 
     def results(self, limit: int | None, timeout: float | None) -> list[OpResult]:
-        out = []
+        out: list[OpResult] = []
         while self._results and (limit is None or len(out) < limit):
             out.append(self._results.popleft())
         return out

@@ -53,7 +53,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .errors import BPFError, BTFError, BuildError, ToolNotFound
 
@@ -515,7 +515,7 @@ def _parse_depfile(text: str, cwd: str) -> list[str]:
     return list(seen)
 
 
-def _read_manifest(path: Path) -> list[dict]:
+def _read_manifest(path: Path) -> list[dict[str, Any]]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -529,7 +529,7 @@ def _read_manifest(path: Path) -> list[dict]:
     return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
 
-def _deps_match(entry: dict, hashes: dict[str, str | None]) -> bool:
+def _deps_match(entry: dict[str, Any], hashes: dict[str, str | None]) -> bool:
     """Whether every dependency recorded in ``entry`` still has its hash.
     ``hashes`` memoizes file hashes within one lookup (None: unreadable)."""
     deps = entry.get("deps")
@@ -549,7 +549,7 @@ def _deps_match(entry: dict, hashes: dict[str, str | None]) -> bool:
     return True
 
 
-def _lookup(objdir: Path, manifest: Path) -> tuple[dict, Path] | None:
+def _lookup(objdir: Path, manifest: Path) -> tuple[dict[str, Any], Path] | None:
     """A manifest entry whose dependencies and object are all intact."""
     hashes: dict[str, str | None] = {}
     for entry in _read_manifest(manifest):
