@@ -6,7 +6,8 @@ layer, walks every import statement with :mod:`ast` (module level, inside
 functions and classes, and ``importlib.import_module`` with a constant name;
 imports under ``if TYPE_CHECKING:`` are exempt, they never run) and fails on
 any import of a module in a higher layer.  It also refuses import cycles
-among module-level imports, which make the import order matter.
+among module-level imports, which make the import order matter, and imports
+of another module's private names.
 """
 
 from __future__ import annotations
@@ -265,6 +266,35 @@ def test_imports_run_down_the_layers():
 def test_no_import_cycles_at_module_level():
     found = cycles([i for i in imports(modules()) if i.top])
     assert not found, f"module-level import cycles: {found}"
+
+
+def test_no_private_names_imported_from_other_modules():
+    """What another module keeps private (``_name``) is not imported: only its
+    public names, or private *modules* of the package (``from . import _sys``).
+    Inside one subpackage (``btf._reader`` from ``btf._codec``) it is allowed."""
+    mods = modules()
+    bad = []
+    for mod, path in mods.items():
+        if path.suffix != ".py":
+            continue
+        w = _Walker(mod, path, set(mods))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            base = w._absolute(node.module, node.level)
+            if base is None:
+                continue
+            for alias in node.names:
+                name = alias.name
+                if not name.startswith("_") or name.startswith("__"):
+                    continue
+                if ".".join([*base, name]) in mods:
+                    continue  # a (private) module, not a private name
+                if base and mod.split(".")[0] == base[0] and "." in mod:
+                    continue  # within one subpackage
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: bpfring.{mod} imports "
+                           f"{name} from bpfring.{'.'.join(base) or '__init__'}")
+    assert not bad, "\n".join(bad)
 
 
 # The placements the design relies on, stated once more so that editing the
