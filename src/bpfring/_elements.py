@@ -65,7 +65,12 @@ class ElementCodec:
         self.what = what
         self.size = size
         self.btf_type = btf_type
-        dt = btf_type.dtype if btf_type is not None else None
+        dt = None
+        if btf_type is not None:
+            try:
+                dt = btf_type.dtype
+            except (BPFError, TypeError, ValueError):  # a type numpy cannot lay out
+                dt = None
         #: the numpy dtype of one element (None without BTF, or when its
         #: itemsize is not the map's size)
         self.dtype: np.dtype[Any] | None = dt if dt is not None and dt.itemsize == size else None
