@@ -192,7 +192,8 @@ class BridgeStats:
 
 
 # --------------------------------------------------------------------------------------
-# Keys and values: bytes, or typed from the map's BTF
+# Keys and values: bytes, or typed from the map's BTF (bpfring._elements
+# encodes them, for Map and MapBridge alike); here only rows of bytes
 # --------------------------------------------------------------------------------------
 
 def _byte_rows(a: _Rows) -> _Rows:
@@ -241,21 +242,20 @@ def load(src: Any, **kw: Any) -> BPFObject:
     failure that remains without the bridges is raised as it was.  Only C
     sources can be rebuilt; a compiled object is loaded as it is.
     """
-    _load = _load_object
     defines = dict(kw.pop("defines", None) or {})
     is_c = isinstance(src, str | os.PathLike) and (
         not os.path.exists(os.fspath(src)) or os.fspath(src).endswith(".c"))
     if not is_c:
-        return _load(src, defines=defines, **kw)
+        return _load_object(src, defines=defines, **kw)
     off = {**defines, "BPFRING_BRIDGE_DISABLE": None}
     if not kernel_supports_bridge():
         _log_fallback("(all)", "this kernel has no user ring buffers (Linux 6.1+)")
-        return _load(src, defines=off, **kw)
+        return _load_object(src, defines=off, **kw)
     try:
-        return _load(src, defines=defines, **kw)
+        return _load_object(src, defines=defines, **kw)
     except (LoadError, KernelTooOld) as first:
         try:
-            obj = _load(src, defines=off, **kw)
+            obj = _load_object(src, defines=off, **kw)
         except BPFError:
             raise first from None
         _log_fallback("(all)", "the bridge programs did not load: "
