@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 LINT_DIRS := $(wildcard src tests examples benchmarks)
 
-.PHONY: deps venv demo test test-pure lint bench clean
+.PHONY: deps venv demo test test-pure lint typecheck bench clean
 
 # System packages (scripts/setup-system.sh lists them and why).
 deps:
@@ -24,8 +24,10 @@ venv: deps
 demo: deps venv
 	$(VENV)/bin/bpfring demo --count 5 --trigger
 
+# CI: lint, types, then the suite.
 test: deps venv
 	$(PY) -m ruff check $(LINT_DIRS)
+	$(PY) -m mypy --strict src/bpfring
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The same suite with the C accelerator switched off: the pure-Python ring
@@ -35,6 +37,9 @@ test-pure: deps venv
 
 lint: venv
 	$(PY) -m ruff check $(LINT_DIRS)
+
+typecheck: venv
+	$(PY) -m mypy --strict src/bpfring
 
 bench: deps venv
 	$(VENV)/bin/bpfring bench

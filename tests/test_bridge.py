@@ -287,6 +287,28 @@ def test_size_mismatch_is_rejected_before_the_kernel(obj):
         br.delete(1)
 
 
+def test_map_and_bridge_share_one_element_codec(obj):
+    """Map and MapBridge accept, convert and refuse keys and values alike:
+    the same codec objects, the same errors for the same bad input."""
+    m = obj.maps["hmap"]
+    with MapBridge(obj, "hmap") as br:
+        assert br.key_type is m.key_type and br.value_type is m.value_type
+        for key, value in ((b"\0" * 7, b"\0" * 16), (b"\0" * 8, b"\0" * 17), (1.5, {"a": 1}),
+                           (1, {"nope": 1})):
+            with pytest.raises((TypeError, ValueError)) as by_map:
+                m.update(key, value)
+            with pytest.raises((TypeError, ValueError)) as by_bridge:
+                br.update(key, value)
+            assert type(by_map.value) is type(by_bridge.value)
+            assert str(by_map.value) == str(by_bridge.value)
+        assert isinstance(by_map.value, TypeError)  # the last: an unknown field
+        with pytest.raises(OpSizeError):
+            m.update(b"\0" * 7, b"\0" * 16)  # the bridge's name for the shared error
+        br.update(5, {"a": 5, "b": 1})
+        br.flush()
+        assert m[5] == br.lookup(5) and m[5].a == 5
+
+
 def test_full_ring_raises_or_waits_never_drops(obj):
     """The 4 KiB ring of 'small' holds 128 single operations."""
     with MapBridge(obj, "small", on_full="raise") as br:
@@ -532,3 +554,30 @@ def test_bench_bridge_smoke(kernel):
     assert {t["target"].split(" at")[0] for t in report["targets"]} == {
         ">= 5x bpf() per op", ">= 2x BPF_MAP_UPDATE_BATCH"}
     assert report["bridge_stats"]["failed"] == 0
+
+
+def test_bridges_close_with_their_object_and_keep_no_fd(bridge_path):
+    """A bridge of an object is adopted by it (closed first when the object
+    closes); a bridge for a map given by fd owns duplicates and its generic
+    object, and gives every fd back on close."""
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    base = fds()
+    o = bpfring.load(bridge_path)
+    br = MapBridge(o, "hmap", mode="timer", period=0.01)
+    br.update(1, {"a": 1})
+    o.close()
+    assert br.closed and o.closed
+    br.close()  # idempotent after the object closed it
+    assert fds() == base
+    fd = _sys.map_create(_sys.MAP_TYPE_HASH, 8, 8, 16, name="owned")
+    try:
+        base = fds()
+        with MapBridge(fd, ring_size=1 << 16) as br:
+            br.update(b"\1" * 8, b"\2" * 8)
+            assert br.flush().applied == 1
+        assert fds() == base
+        assert _sys.map_lookup(fd, b"\1" * 8, value := bytearray(8)) and value == b"\2" * 8
+    finally:
+        os.close(fd)

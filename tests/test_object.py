@@ -163,3 +163,97 @@ def test_demo_ctrl_c_exits_cleanly(kernel):
     assert proc.returncode == 0, err
     assert "Traceback" not in err
     assert "SIGN" in out
+
+
+# --------------------------------------------------------------------------------------
+# Opening, loading and what the object owns
+# --------------------------------------------------------------------------------------
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_open_then_load_and_fds_before_load(echo_path):
+    """open_object() + load(): before load, program and map fds are a clear
+    BPFError saying to load first (no negative fd); a second load is refused."""
+    with bpfring.open_object(echo_path) as obj:
+        assert not obj.loaded and not obj.closed
+        with pytest.raises(bpfring.BPFError, match="not loaded") as ei:
+            obj.programs["echo"].fd  # noqa: B018
+        assert "load" in ei.value.hint
+        with pytest.raises(bpfring.BPFError, match="not loaded"):
+            obj.maps["out_ring"].fd  # noqa: B018
+        obj.globals.knob = 7  # the initial image, before load
+        assert obj.load() is obj and obj.loaded
+        assert obj.programs["echo"].fd >= 0 and obj.maps["out_ring"].fd >= 0
+        assert obj.programs["read_knob"].run() == 7 + obj.globals.cfg.id
+        with pytest.raises(bpfring.BPFError, match="already loaded"):
+            obj.load()
+    assert obj.closed
+    with pytest.raises(ValueError, match="closed"):
+        obj.programs["echo"].fd  # noqa: B018
+    with pytest.raises(ValueError, match="closed"):
+        obj.maps["out_ring"].fd  # noqa: B018
+    assert obj.maps["out_ring"].closed
+
+
+def test_adopted_resources_close_with_the_object(echo_path):
+    """adopt(): anything with close()/closed is closed with the object, before
+    it unloads; resources closed earlier are dropped from its list."""
+    class Probe:
+        def __init__(self, obj: bpfring.BPFObject) -> None:
+            self.obj, self.closed, self.saw_open = obj, False, None
+
+        def close(self) -> None:
+            self.saw_open = not self.obj.closed and self.obj.maps["out_ring"].fd >= 0
+            self.closed = True
+
+    obj = bpfring.load(echo_path)
+    early, late = Probe(obj), Probe(obj)
+    assert obj.adopt(early) is early
+    early.close()
+    rb = obj.ring_buffer("out_ring")  # adopted by the object
+    assert obj.adopt(late) is late
+    assert early not in obj._adopted and rb in obj._adopted
+    obj.close()
+    assert late.closed and late.saw_open  # closed while the object was still open
+    assert rb.closed
+    with pytest.raises(ValueError, match="closed"):
+        obj.adopt(Probe(obj))
+
+
+def test_maps_own_their_fds(echo_path, kernel):
+    """Map(fd) works on its own duplicate; maps opened by id or reference close
+    their fd in close(), and a forgotten one warns as files do."""
+    import gc
+    import warnings
+
+    from bpfring import Map, _sys
+
+    with bpfring.load(echo_path) as obj:
+        mid = obj.maps["out_ring"].id
+        base = _open_fds()
+        fd = _sys.map_get_fd_by_id(mid)
+        m = Map(fd)
+        os.close(fd)  # the caller's fd: the map has its own
+        assert m.id == mid and m.fd != fd and not m.closed
+        m.close()
+        assert m.closed and _open_fds() == base
+        m.close()  # idempotent
+        with pytest.raises(ValueError, match="closed"):
+            m.fd  # noqa: B018
+        with Map.from_ref(f"id {mid}") as r, Map.from_id(mid) as i:
+            assert r.name == i.name == "out_ring" and _open_fds() == base + 2
+        assert _open_fds() == base
+        with pytest.raises(bpfring.BPFError, match="not part of a BPF object"):
+            Map.from_id(mid).reuse_fd(0)
+        gc.collect()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            Map.from_id(mid)  # dropped without close()
+            gc.collect()
+        assert any(issubclass(w.category, ResourceWarning) for w in caught)
+        assert _open_fds() == base
+        with pytest.raises(bpfring.BPFError, match="already loaded"):
+            obj.maps["out_ring"].reuse_fd(obj.maps["in_ring"].fd)

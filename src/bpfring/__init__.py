@@ -1,38 +1,61 @@
 """bpfring: two-way, asynchronous data exchange between Python and eBPF programs
 through BPF ring buffers (kernel -> user ``RingBuffer``, user -> kernel
 ``UserRingBuffer``), plus building, loading and attaching BPF C programs.
+
+The public names below are imported on first use (PEP 562), so ``import
+bpfring`` loads none of libbpf, numpy, asyncio or the C accelerator: the CLI
+starts quickly, and ``bpfring --help`` or ``import bpfring.btf`` work on a
+machine without ``libbpf.so.1``.
 """
 
 from __future__ import annotations
 
-from . import btf
-from .bridge import MapBridge
-from .build import build, build_source, cache_dir
-from .errors import (
-    AttachError,
-    BPFError,
-    BPFPermissionError,
-    BTFError,
-    BuildError,
-    KernelTooOld,
-    LoadError,
-    MapTypeError,
-    NotMountedError,
-    RecordTooLarge,
-    RingCorrupted,
-    RingFull,
-    SampleError,
-    ToolNotFound,
-    TypeNotFound,
-)
-from .link import Link
-from .mapref import MapRef
-from .maps import Map
-from .object import BPFObject, Program, load, open_object
-from .poller import Poller
-from .ringbuf import RingBuffer, Sample, UserRingBuffer
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Public name -> the module (in this package) that defines it.
+_EXPORTS: dict[str, str] = {
+    # errors
+    "AttachError": "errors",
+    "BPFError": "errors",
+    "BPFPermissionError": "errors",
+    "BTFError": "errors",
+    "BuildError": "errors",
+    "KernelTooOld": "errors",
+    "LoadError": "errors",
+    "MapTypeError": "errors",
+    "NotMountedError": "errors",
+    "RecordTooLarge": "errors",
+    "RingCorrupted": "errors",
+    "RingFull": "errors",
+    "SampleError": "errors",
+    "ToolNotFound": "errors",
+    "TypeNotFound": "errors",
+    # rings
+    "RingBuffer": "ringbuf",
+    "Sample": "ringbuf",
+    "UserRingBuffer": "ringbuf",
+    "Poller": "poller",
+    # objects
+    "BPFObject": "object",
+    "Program": "object",
+    "load": "object",
+    "open_object": "object",
+    "Link": "link",
+    "Map": "maps",
+    "MapRef": "mapref",
+    # features
+    "MapBridge": "bridge",
+    "build": "build",
+    "build_source": "build",
+    "cache_dir": "build",
+}
+# Submodules that are part of the public surface as modules.
+_SUBMODULES = frozenset({"btf"})
 
 __all__ = [
     "AttachError",
@@ -68,3 +91,73 @@ __all__ = [
     "load",
     "open_object",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module defining ``name`` on first access, then cache the value.
+
+    Submodules are attributes too, imported on first access, as they were
+    when the package imported them all (``bpfring.bridge.load(...)``)."""
+    where = _EXPORTS.get(name)
+    if where is not None:
+        value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
+        globals()[name] = value
+        return value
+    if name.isidentifier() and not name.startswith("__"):
+        try:
+            return importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":
+                raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """The package's module type: keeps ``bpfring.build`` the function.
+
+    The import system binds every submodule to an attribute of its package
+    when it is first imported; the submodule ``bpfring.build`` would then
+    hide the function ``bpfring.build``, and with lazy imports that first
+    import may happen at any time (``bpfring.load("x.bpf.c")`` compiles).
+    ``import bpfring.build`` and ``sys.modules`` still give the module.
+    """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name) == name:
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
+
+if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
+    from . import btf
+    from .bridge import MapBridge
+    from .build import build, build_source, cache_dir
+    from .errors import (
+        AttachError,
+        BPFError,
+        BPFPermissionError,
+        BTFError,
+        BuildError,
+        KernelTooOld,
+        LoadError,
+        MapTypeError,
+        NotMountedError,
+        RecordTooLarge,
+        RingCorrupted,
+        RingFull,
+        SampleError,
+        ToolNotFound,
+        TypeNotFound,
+    )
+    from .link import Link
+    from .mapref import MapRef
+    from .maps import Map
+    from .object import BPFObject, Program, load, open_object
+    from .poller import Poller
+    from .ringbuf import RingBuffer, Sample, UserRingBuffer

@@ -44,12 +44,16 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypedDict, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _sys
+from ._elements import ElementCodec, ElementSizeError, percpu_stride
+from ._fd import OwnedFD
 from ._ringcore import HDR_SIZE, POS_MASK, record_span
+from .build import build_source
 from .errors import (
     BPFError,
     KernelTooOld,
@@ -58,11 +62,18 @@ from .errors import (
     RecordTooLarge,
     RingFull,
 )
+from .mapref import MapRef
 from .maps import Map
-from .ringbuf import RingBuffer, UserRingBuffer, _dup
+from .object import BPFObject, open_object
+from .object import load as _load_object
+from .ringbuf import RingBuffer, UserRingBuffer
 
 if TYPE_CHECKING:
-    from .object import BPFObject
+    from typing_extensions import Buffer
+
+    from .btf import Codec
+
+_Rows = npt.NDArray[Any]
 
 __all__ = [
     "ANY",
@@ -131,12 +142,9 @@ _raw_syscall = ctypes.CDLL(None, use_errno=True).syscall
 _raw_syscall.restype = ctypes.c_long
 
 
-class OpSizeError(BPFError, ValueError):
-    """A key or value does not have the map's size (rejected before it is queued)."""
-
-    def __init__(self, message: str, **kw: Any) -> None:
-        kw.setdefault("errno", _errno.EINVAL)
-        super().__init__(message, **kw)
+#: A key or value does not have the map's size (rejected before it is queued);
+#: the error of the element codec that :class:`~bpfring.Map` shares.
+OpSizeError = ElementSizeError
 
 
 class OpResult(NamedTuple):
@@ -184,99 +192,12 @@ class BridgeStats:
 
 
 # --------------------------------------------------------------------------------------
-# Keys and values: bytes, or typed from the map's BTF
+# Keys and values: bytes, or typed from the map's BTF (bpfring._elements
+# encodes them, for Map and MapBridge alike); here only rows of bytes
 # --------------------------------------------------------------------------------------
 
-class _Codec:
-    """Turns keys or values into the exact bytes the map expects, with the
-    map's BTF codec (:class:`bpfring.btf.Codec`) when it has one.
-
-    Bytes-like objects of the right size always work; with BTF, Python values
-    too (ints, dicts or records for structs, str for char arrays, ...).  Sizes
-    are checked here, in Python, so a mismatched operation never reaches the
-    kernel.
-    """
-
-    def __init__(self, what: str, size: int, codec: Any) -> None:
-        self.what = what
-        self.size = size
-        self.codec = codec
-        dt = getattr(codec, "dtype", None)
-        self.dtype: np.dtype | None = dt if dt is not None and dt.itemsize == size else None
-        # Plain integers (the common key) skip the codec: struct packs them faster.
-        self._int: struct.Struct | None = None
-        if self.dtype is not None and self.dtype.names is None and \
-                self.dtype.kind in "iu" and size in (1, 2, 4, 8):
-            code = {1: "b", 2: "h", 4: "i", 8: "q"}[size]
-            self._int = struct.Struct("<" + (code.upper() if self.dtype.kind == "u" else code))
-
-    def _wrong_size(self, n: int) -> OpSizeError:
-        return OpSizeError(f"{self.what} of {n} bytes, but the map's {self.what}s are "
-                           f"{self.size} bytes")
-
-    def encode(self, value: Any) -> bytes:
-        if type(value) is bytes:  # the fast paths first: bytes, ints, dicts
-            raw = value
-        elif type(value) is int and self._int is not None:
-            try:
-                return self._int.pack(value)
-            except struct.error:
-                raw = self._generic(value)  # out of range: the codec says so
-        elif isinstance(value, bytearray | memoryview):
-            raw = bytes(value)
-        else:
-            raw = self._generic(value)
-        if len(raw) != self.size:
-            raise self._wrong_size(len(raw))
-        return raw
-
-    def _generic(self, value: Any) -> bytes:
-        if hasattr(value, "tobytes") and getattr(value, "nbytes", None) == self.size:
-            return value.tobytes()  # a numpy scalar or row
-        if self.codec is not None:
-            return self.codec.encode(value)  # its TypeError/ValueError say what is wrong
-        if isinstance(value, int) and self.size in (1, 2, 4, 8):
-            try:
-                return value.to_bytes(self.size, "little", signed=value < 0)
-            except OverflowError:
-                raise ValueError(f"{value} does not fit in a {self.size}-byte "
-                                 f"{self.what}") from None
-        raise TypeError(f"{self.what} must be {self.size} bytes (the map has no BTF type "
-                        f"for it), not {type(value).__name__}")
-
-    def rows(self, data: Any) -> np.ndarray:
-        """``data`` as a C-contiguous array with one row of exactly ``size``
-        bytes per operation: a numpy array (1-D numbers are cast to the BTF
-        type; rows of the right size pass as they are, without a copy), one
-        bytes-like object of n * size bytes, or a sequence of values accepted
-        by :meth:`encode`."""
-        if isinstance(data, np.ndarray):
-            a = data
-            if a.ndim == 0:
-                raise ValueError(f"{self.what}s must be an array of rows, not a scalar")
-            dt = self.dtype
-            if dt is not None and a.dtype is not dt and a.ndim == 1 and \
-                    dt.kind in "biuf" and a.dtype.kind in "biuf" and a.dtype != dt and \
-                    not (a.dtype.itemsize == dt.itemsize and a.dtype.kind in "iu" and
-                         dt.kind in "iu"):
-                a = a.astype(dt)  # numbers of another type: cast (same-size ints: as is)
-            if not a.flags.c_contiguous:
-                a = np.ascontiguousarray(a)
-            n = len(a)
-            if n and a.nbytes != n * self.size:
-                raise self._wrong_size(a.nbytes // n)
-            return a
-        if isinstance(data, bytes | bytearray | memoryview):
-            buf = memoryview(data).cast("B")
-            if buf.nbytes % self.size:
-                raise self._wrong_size(buf.nbytes)
-            return np.frombuffer(buf, np.uint8).reshape(-1, self.size)
-        encoded = b"".join(self.encode(x) for x in data)
-        return np.frombuffer(encoded, np.uint8).reshape(-1, self.size)
-
-
-def _byte_rows(a: np.ndarray) -> np.ndarray:
-    """Rows from :meth:`_Codec.rows` as an (n, size) uint8 array (a view)."""
+def _byte_rows(a: _Rows) -> _Rows:
+    """Rows from :meth:`ElementCodec.rows` as an (n, size) uint8 array (a view)."""
     return a.view(np.uint8).reshape(len(a), -1)
 
 
@@ -321,22 +242,20 @@ def load(src: Any, **kw: Any) -> BPFObject:
     failure that remains without the bridges is raised as it was.  Only C
     sources can be rebuilt; a compiled object is loaded as it is.
     """
-    from .object import load as _load
-
     defines = dict(kw.pop("defines", None) or {})
     is_c = isinstance(src, str | os.PathLike) and (
         not os.path.exists(os.fspath(src)) or os.fspath(src).endswith(".c"))
     if not is_c:
-        return _load(src, defines=defines, **kw)
+        return _load_object(src, defines=defines, **kw)
     off = {**defines, "BPFRING_BRIDGE_DISABLE": None}
     if not kernel_supports_bridge():
         _log_fallback("(all)", "this kernel has no user ring buffers (Linux 6.1+)")
-        return _load(src, defines=off, **kw)
+        return _load_object(src, defines=off, **kw)
     try:
-        return _load(src, defines=defines, **kw)
+        return _load_object(src, defines=defines, **kw)
     except (LoadError, KernelTooOld) as first:
         try:
-            obj = _load(src, defines=off, **kw)
+            obj = _load_object(src, defines=off, **kw)
         except BPFError:
             raise first from None
         _log_fallback("(all)", "the bridge programs did not load: "
@@ -373,12 +292,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 def _generic_bridge(map_fd: int, info: _sys.MapInfo, ring_size: int,
                     results_size: int) -> BPFObject:
     """Compile and load a bridge object whose target is the existing map ``map_fd``."""
-    from ._libbpf import lib
-    from .build import build_source
-    from .object import open_object
-
-    fn = lib.bpf_map__reuse_fd
-    fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_int], ctypes.c_int
     path = build_source(_GENERIC_SRC, name="bpfring_bridge", defines={
         "BPFRING_KEY_SIZE": info.key_size, "BPFRING_VALUE_SIZE": info.value_size,
         "BPFRING_MAP_TYPE": info.type, "BPFRING_RING_SIZE": ring_size,
@@ -386,10 +299,8 @@ def _generic_bridge(map_fd: int, info: _sys.MapInfo, ring_size: int,
     })
     obj = open_object(path, name="bpfring_bridge")
     try:
-        ret = fn(obj.maps["target"]._ptr, map_fd)
-        if ret < 0:
-            raise BPFError(f"cannot reuse map fd {map_fd}: {os.strerror(-ret)}", errno=-ret)
-        obj._load()
+        obj.maps["target"].reuse_fd(map_fd)
+        obj.load()
     except BaseException:
         obj.close()
         raise
@@ -399,6 +310,16 @@ def _generic_bridge(map_fd: int, info: _sys.MapInfo, ring_size: int,
 # --------------------------------------------------------------------------------------
 # The two ways of applying operations: the user ring, or system calls
 # --------------------------------------------------------------------------------------
+
+
+class _Parts(TypedDict):
+    """The fds of one bridge's maps and programs (libbpf's, owned by the object)."""
+
+    ops: int  #: the operations' user ring
+    state: int  #: the counters and control words (an mmapable array)
+    results: int | None  #: the per-operation results ring, if declared
+    results_lost: int | None  #: its lost counter
+    progs: dict[str, int]  #: "flush", "timer_on", "timer_off"
 
 
 class _RingQueue:
@@ -417,7 +338,7 @@ class _RingQueue:
     _state_mm: mmap.mmap | None = None
     _results: RingBuffer | None = None
 
-    def __init__(self, bridge: MapBridge, parts: dict[str, Any], mode: Mode,
+    def __init__(self, bridge: MapBridge, parts: _Parts, mode: Mode,
                  budget: int, report: str | None) -> None:
         self._bridge = bridge
         self._mode = mode
@@ -433,7 +354,7 @@ class _RingQueue:
             self.close()
             raise
 
-    def _setup(self, parts: dict[str, Any], budget: int, report: str | None) -> None:
+    def _setup(self, parts: _Parts, budget: int, report: str | None) -> None:
         ring = self.ring
         info = self._bridge.info
         ks, vs = info.key_size, info.value_size
@@ -471,8 +392,9 @@ class _RingQueue:
         self._flush_args = (ctypes.c_long(_sys.NR_BPF), ctypes.c_int(_sys.PROG_TEST_RUN),
                             ctypes.c_void_p(ctypes.addressof(self._flush_cattr)),
                             ctypes.c_uint(len(self._flush_attr)))
-        if parts.get("results") is not None:
-            self._results = RingBuffer(parts["results"], lost_map=parts.get("results_lost"))
+        results = parts["results"]
+        if results is not None:
+            self._results = RingBuffer(results, lost_map=parts["results_lost"])
         # Operations a previous producer left queued are applied first, so that
         # our indexes start where the kernel's count stands.
         if ring.pending_bytes():
@@ -510,8 +432,10 @@ class _RingQueue:
         with self._wait_lock:
             self._waiters += 1
             self._ctl[_CTL_WANT_WAKEUP] = 1
+        ep = self._epoll
+        assert ep is not None  # set up before any write
         try:
-            self._epoll.poll(_WAIT_SLICE if left is None else max(0.0, min(left, _WAIT_SLICE)))
+            ep.poll(_WAIT_SLICE if left is None else max(0.0, min(left, _WAIT_SLICE)))
         finally:
             with self._wait_lock:
                 self._waiters -= 1
@@ -542,10 +466,12 @@ class _RingQueue:
             m = min(per, n - i)
             hdr = _OP_HDR.pack(op, flags, ks, vs, m, 0)
             k = krows if m == n else krows[i:i + m]  # C-contiguous rows: one buffer
+            # (numpy arrays are buffers; numpy's stubs say so only for Python 3.12+)
             if vrows is None:
-                out.append(b"".join((hdr, k)))
+                out.append(b"".join((hdr, cast("Buffer", k))))
             else:
-                out.append(b"".join((hdr, k, vrows if m == n else vrows[i:i + m])))
+                v = vrows if m == n else vrows[i:i + m]
+                out.append(b"".join((hdr, cast("Buffer", k), cast("Buffer", v))))
         return out
 
     def put_rows(self, op: int, flags: int, krows: np.ndarray, vrows: np.ndarray | None) -> int:
@@ -718,7 +644,8 @@ class _SyscallQueue:
     def __init__(self, bridge: MapBridge, map_fd: int, info: _sys.MapInfo, mode: Mode,
                  reason: str, report: str | None) -> None:
         self._bridge = bridge
-        self._fd = map_fd
+        self._fd = map_fd  # the MapBridge's private duplicate: it closes it
+        self._open = True
         self._info = info
         self._immediate = mode != "flush"
         self.fallback = reason
@@ -736,7 +663,7 @@ class _SyscallQueue:
         if not self._ncpu:
             return vrows
         n, vs = vrows.shape
-        stride = (vs + 7) & ~7
+        stride = percpu_stride(vs)
         out = np.zeros((n, self._ncpu, stride), np.uint8)
         out[:, :, :vs] = vrows[:, None, :]
         return out.reshape(n, -1)
@@ -777,6 +704,7 @@ class _SyscallQueue:
         seq = self._seq - self._npending
         for op, flags, krows, vrows in self._pending:
             if op == OP_UPDATE and not flags & (NOEXIST | EXIST):
+                assert vrows is not None  # updates carry values
                 self._update_batch(seq, flags, krows, vrows)
             else:  # the batch command takes no NOEXIST/EXIST: one call each
                 for i in range(len(krows)):
@@ -856,17 +784,17 @@ class _SyscallQueue:
         return self._npending
 
     def results(self, limit: int | None, timeout: float | None) -> list[OpResult]:
-        out = []
+        out: list[OpResult] = []
         while self._results and (limit is None or len(out) < limit):
             out.append(self._results.popleft())
         return out
 
     def close(self) -> None:
         with self._lock:
-            if self._fd >= 0:
+            if self._open:
                 if self._pending:
                     self._apply()
-                self._fd = -1  # the MapBridge owns and closes the fd
+                self._open = False
 
 
 def _tail(buf: bytearray, start: int) -> bytearray:
@@ -941,7 +869,7 @@ class MapBridge:
         self._owned_obj: BPFObject | None = None
         self._impl: _RingQueue | _SyscallQueue | None = None
         self._registered: int | None = None
-        self._map_fd = -1
+        self._map_fd: OwnedFD | None = None
         self._own_map = False
         try:
             self._setup(source, name, mode, budget, report, fallback, ring_size,
@@ -950,7 +878,7 @@ class MapBridge:
             self._release()
             raise
 
-    def _setup(self, source: Any, name: str | None, mode: Mode, budget: int,
+    def _setup(self, source: BPFObject | Map | int | str, name: str | None, mode: Mode, budget: int,
                report: str | None, fallback: bool, ring_size: int, results_size: int) -> None:
         obj, parts, reason = self._locate(source, name, mode, ring_size, results_size)
         info = self.info
@@ -959,8 +887,10 @@ class MapBridge:
             raise MapTypeError(
                 f"map {self.name!r} is a {info.type_name} map; bridges support hash, "
                 "lru_hash, array and their per-CPU variants")
-        self._key = _Codec("key", info.key_size, self.map.key_type)
-        self._value = _Codec("value", info.value_size, self.map.value_type)
+        # The map's own element codecs: keys and values are checked and encoded
+        # exactly as Map does it.
+        self._key: ElementCodec = self.map.key_codec
+        self._value: ElementCodec = self.map.value_codec
         ks, vs = info.key_size, info.value_size
         if ks > 0xFFFF:
             raise MapTypeError(f"map {self.name!r}: keys of {ks} bytes are too large for a bridge")
@@ -972,7 +902,9 @@ class MapBridge:
                 raise BPFError(f"no user ring bridge for map {self.name!r}: {reason}",
                                hint="declare BPFRING_BRIDGE(map, size) in the BPF program")
             _log_fallback(repr(self.name), reason or "no bridge")
-            self._impl = _SyscallQueue(self, self._map_fd, info, mode, reason or "", report)
+            assert self._map_fd is not None
+            self._impl = _SyscallQueue(self, self._map_fd.fileno(), info, mode, reason or "",
+                                       report)
         else:
             impl = _RingQueue(self, parts, mode, budget, report)
             self._impl = impl
@@ -989,19 +921,19 @@ class MapBridge:
             if mode == "timer":
                 impl.start_timer(self.period)
         if obj is not None:
-            obj._rings.append(self)  # closed (first) when the object closes
+            obj.adopt(self)  # closed (before its maps and programs) when the object closes
 
-    def _locate(self, source: Any, name: str | None, mode: Mode, ring_size: int,
-                results_size: int) -> tuple[BPFObject | None, dict | None, str | None]:
+    def _locate(self, source: BPFObject | Map | int | str, name: str | None, mode: Mode,
+                ring_size: int, results_size: int
+                ) -> tuple[BPFObject | None, _Parts | None, str | None]:
         """Find the target map (sets ``map``, ``info`` and a private ``_map_fd``) and the
         bridge's parts: (object, parts, None), or (object, None, reason) when
         the bridge is not available and the fallback applies."""
-        from .object import BPFObject
-
         if isinstance(source, BPFObject):
             if name is None:
                 raise TypeError("MapBridge(obj, name): name the map to bridge")
-            source._check_open()
+            if source.closed:
+                raise ValueError("BPF object is closed")
             if not source.loaded:
                 raise BPFError("load the object before making a bridge")
             try:
@@ -1009,8 +941,8 @@ class MapBridge:
             except KeyError:
                 raise KeyError(f"no map named {name!r} in object {source.name!r}") from None
             self.map = target
-            self._map_fd = _dup(target.fd)
-            self.info = _sys.map_info(self._map_fd)
+            self._map_fd = OwnedFD.dup(target.fd, f"map {name!r}")
+            self.info = _sys.map_info(self._map_fd.fileno())
             if not kernel_supports_bridge():
                 return source, None, "this kernel has no user ring buffers (Linux 6.1+)"
             m, p = source.maps, source.programs
@@ -1023,17 +955,16 @@ class MapBridge:
             return source, self._parts(source, name), None
         # A map outside any object of ours: compile a bridge that reuses its fd.
         if isinstance(source, str):
-            from .mapref import MapRef
-
-            self._map_fd = MapRef.parse(source).open()
-        elif isinstance(source, int):
-            self._map_fd = _dup(source)
+            self._map_fd = MapRef.parse(source).open_owned()
+        elif isinstance(source, int) and not isinstance(source, bool):
+            self._map_fd = OwnedFD.dup(source, "map")
         elif isinstance(source, Map):
-            self._map_fd = _dup(source.fd)
+            self._map_fd = OwnedFD.dup(source.fd, "map")
         else:
             raise TypeError(f"cannot make a bridge from {type(source).__name__}")
-        self.info = _sys.map_info(self._map_fd)
-        self.map = Map(_dup(self._map_fd), name=name or "", _owned=True)
+        map_fd = self._map_fd.fileno()
+        self.info = _sys.map_info(map_fd)
+        self.map = Map(map_fd, name=name or "")  # its own duplicate, closed with us
         self._own_map = True
         if mode == "piggyback":
             raise ValueError("piggyback mode needs your own program calling "
@@ -1043,13 +974,13 @@ class MapBridge:
         if self.info.type not in SUPPORTED_MAP_TYPES:
             return None, None, "unsupported map type"  # _setup raises MapTypeError
         try:
-            self._owned_obj = _generic_bridge(self._map_fd, self.info, ring_size, results_size)
+            self._owned_obj = _generic_bridge(map_fd, self.info, ring_size, results_size)
         except BPFError as e:
             return None, None, "cannot build or load a bridge: " + e.message.splitlines()[0]
         return None, self._parts(self._owned_obj, "target"), None
 
     @staticmethod
-    def _parts(obj: BPFObject, name: str) -> dict[str, Any]:
+    def _parts(obj: BPFObject, name: str) -> _Parts:
         """The fds of the bridge declared by ``BPFRING_BRIDGE(name, ...)`` in ``obj``."""
         m, p = obj.maps, obj.programs
         if m[f"{name}__bst"].value_size != _STATE_SIZE:
@@ -1081,14 +1012,14 @@ class MapBridge:
         return self.info.value_size
 
     @property
-    def key_type(self) -> Any:
+    def key_type(self) -> Codec | None:
         """The BTF codec of the keys (:class:`bpfring.btf.Codec`), None: bytes only."""
-        return self._key.codec
+        return self._key.btf_type
 
     @property
-    def value_type(self) -> Any:
+    def value_type(self) -> Codec | None:
         """The BTF codec of the values (one CPU's slot for per-CPU maps), or None."""
-        return self._value.codec
+        return self._value.btf_type
 
     @property
     def closed(self) -> bool:
@@ -1229,7 +1160,7 @@ class MapBridge:
         Operations still queued stay in the ring (the fallback applies its
         pending ones first); close the object to drop them.
         """
-        if self._impl is not None or self._map_fd >= 0:
+        if self._impl is not None or self._map_fd is not None:
             self._release()
 
     def _release(self) -> None:
@@ -1244,9 +1175,9 @@ class MapBridge:
             if self._owned_obj is not None:
                 self._owned_obj.close()
                 self._owned_obj = None
-            if self._map_fd >= 0:
-                os.close(self._map_fd)
-                self._map_fd = -1
+            if self._map_fd is not None:
+                self._map_fd.close()
+                self._map_fd = None
             if self._own_map:
                 self.map.close()
                 self._own_map = False
@@ -1258,18 +1189,19 @@ class MapBridge:
         self.close()
 
     def __del__(self) -> None:
-        if getattr(self, "_map_fd", -1) >= 0:
+        if getattr(self, "_map_fd", None) is not None:
             try:
                 self.close()
             except Exception:  # interpreter shutdown
                 pass
 
     def __repr__(self) -> str:
-        if self._impl is None:
+        impl = self._impl
+        if impl is None:
             state = "closed"
-        elif self._impl.fallback:
+        elif isinstance(impl, _SyscallQueue):
             state = "fallback=syscalls"
         else:
-            state = f"ring={self._impl.ring.size}"
+            state = f"ring={impl.ring.size}"
         return f"<MapBridge {getattr(self, 'name', '?')} mode={self.mode} {state}>"
 

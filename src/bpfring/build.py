@@ -52,7 +52,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ._cache import Untrusted, private_root, private_subdir, read_trusted, sha256_trusted
 from .errors import BTFError, BuildError, ToolNotFound
@@ -475,7 +475,7 @@ def _parse_depfile(text: str, cwd: str) -> list[str]:
     return list(seen)
 
 
-def _read_manifest(path: Path) -> list[dict]:
+def _read_manifest(path: Path) -> list[dict[str, Any]]:
     try:
         data = json.loads(read_trusted(path))
     except FileNotFoundError:
@@ -492,7 +492,7 @@ def _read_manifest(path: Path) -> list[dict]:
     return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
 
-def _deps_match(entry: dict, hashes: dict[str, str | None]) -> bool:
+def _deps_match(entry: dict[str, Any], hashes: dict[str, str | None]) -> bool:
     """Whether every dependency recorded in ``entry`` still has its hash.
     ``hashes`` memoizes file hashes within one lookup (None: unreadable)."""
     deps = entry.get("deps")
@@ -512,7 +512,7 @@ def _deps_match(entry: dict, hashes: dict[str, str | None]) -> bool:
     return True
 
 
-def _lookup(objdir: Path, manifest: Path) -> tuple[dict, Path] | None:
+def _lookup(objdir: Path, manifest: Path) -> tuple[dict[str, Any], Path] | None:
     """A manifest entry whose dependencies and object are all intact."""
     hashes: dict[str, str | None] = {}
     for entry in _read_manifest(manifest):

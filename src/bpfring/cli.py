@@ -14,10 +14,15 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .errors import BPFError
+
+if TYPE_CHECKING:
+    from .btf import Codec
+    from .mapref import MapRef
 
 log = logging.getLogger("bpfring")
 
@@ -30,7 +35,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _mapref(args: argparse.Namespace):
+def _mapref(args: argparse.Namespace) -> MapRef:
     from .mapref import MapRef
 
     try:
@@ -43,12 +48,12 @@ class _Usage(Exception):
     """Bad command-line usage: exit status 2."""
 
 
-def _record_type(args: argparse.Namespace, map_id: int):
+def _record_type(args: argparse.Namespace, map_id: int) -> Codec | None:
     """The BTF record type named by --type, from --btf FILE or the map's own object."""
     if not args.type:
         return None
     from . import btf as _btf
-    from .inspect import map_btf
+    from .discovery import map_btf
 
     if args.btf:
         types = _btf.load(args.btf)
@@ -80,7 +85,7 @@ def _json_default(obj: object) -> object:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .inspect import list_rings
+    from .discovery import list_rings
 
     rings = list_rings()
     if args.json:
@@ -97,7 +102,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .inspect import ring_info
+    from .discovery import ring_info
 
     r = ring_info(_mapref(args))
     if args.json:
@@ -129,8 +134,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
         def show(view: memoryview) -> None:
             nonlocal seen
             ts = time.strftime("%H:%M:%S")
-            fits = rtype is not None and view.nbytes >= rtype.size
-            rec = rtype.decode(view) if fits else None
+            rec = rtype.decode(view) if rtype is not None and view.nbytes >= rtype.size else None
             if args.json:
                 if rec is not None:
                     out = {"time": ts, **rec._asdict()}
@@ -317,8 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # carries the verifier log): show them only with -v.
     if args.verbose == 0:
         logging.getLogger("bpfring.libbpf").setLevel(logging.ERROR)
+    func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return args.func(args)
+        return func(args)
     except KeyboardInterrupt:
         return 0
     except _Usage as e:

@@ -1,7 +1,9 @@
 """Links: the attachment of a BPF program to a hook (tracepoint, kprobe, ...).
 
 A link keeps its program attached until it is closed; the BPF object closes
-its links when it is closed."""
+its links when it is closed.  The link's fd belongs to libbpf's ``struct
+bpf_link`` (``bpf_link__destroy`` closes it), so a :class:`Link` holds that
+handle rather than an fd of its own, and exposes the fd only while attached."""
 
 from __future__ import annotations
 
@@ -19,9 +21,10 @@ class Link:
 
     @property
     def fd(self) -> int:
+        """The link's fd (libbpf's); :class:`ValueError` once closed."""
         if self._ptr is None:
-            raise ValueError("link is closed")
-        return lib.bpf_link__fd(self._ptr)
+            raise ValueError(f"link of {self.program!r} is closed")
+        return int(lib.bpf_link__fd(self._ptr))
 
     @property
     def closed(self) -> bool:

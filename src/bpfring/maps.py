@@ -4,86 +4,147 @@ A :class:`Map` comes from a loaded object (``obj.maps[name]``) or from an fd,
 a pin path, an id or a :class:`~bpfring.MapRef`.  Keys and values are typed
 from BTF when the map has it: ``m[5] = {"count": 1}``, ``m.lookup(5).count``;
 bytes-like keys and values of the right size always work, and numpy arrays
-feed the kernel's batch operations.
+feed the kernel's batch operations.  Encoding and size checks are those of
+:class:`~bpfring._elements.ElementCodec`, which :class:`~bpfring.MapBridge`
+shares.
+
+Who owns the fd: a map opened here (fd, pin, id, reference) holds its own
+:class:`~bpfring._fd.OwnedFD` and closes it in :meth:`Map.close`; a map of a
+BPF object uses libbpf's fd, valid from load until the object is closed.
 """
 
 from __future__ import annotations
 
+import ctypes
 import errno as _errno
 import os
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _sys
+from ._elements import ElementCodec, percpu_stride
+from ._fd import OwnedFD
+from ._fs import ensure_bpffs
 from ._libbpf import cstr, lib
 from .errors import BPFError
+from .mapref import MapRef
 
 if TYPE_CHECKING:
+    from .btf import BTF, Codec
     from .object import BPFObject
 
 __all__ = ["Map"]
 
 _MISSING = object()
-_BUFFERS = (bytes, bytearray, memoryview)
+# bpf() errnos meaning "this map type has no batch lookup" (524: ENOTSUPP).
+_NO_BATCH = (_errno.EINVAL, _errno.ENOTSUP, 524)
+
+
+class _Shape(NamedTuple):
+    """What a map is: read from the kernel (fd) or from libbpf (object maps)."""
+
+    name: str
+    type: int
+    key_size: int
+    value_size: int
+    max_entries: int
+    internal: bool
+    key_type_id: int
+    value_type_id: int
+    #: where the BTF type ids point: 0 with ``object_btf``: the object's BTF;
+    #: else the kernel BTF object of that id (0: no types)
+    btf_id: int
+    object_btf: bool = False
+
+
+class _InObject(NamedTuple):
+    """A map of a :class:`~bpfring.BPFObject`: the object and libbpf's ``struct bpf_map *``."""
+
+    obj: BPFObject
+    ptr: int
+
+
+def _libbpf_shape(ptr: int, name: str | None = None) -> _Shape:
+    return _Shape(
+        name=cstr(lib.bpf_map__name(ptr)) if name is None else name,
+        type=int(lib.bpf_map__type(ptr)),
+        key_size=int(lib.bpf_map__key_size(ptr)),
+        value_size=int(lib.bpf_map__value_size(ptr)),
+        max_entries=int(lib.bpf_map__max_entries(ptr)),
+        internal=bool(lib.bpf_map__is_internal(ptr)),
+        key_type_id=int(lib.bpf_map__btf_key_type_id(ptr)),
+        value_type_id=int(lib.bpf_map__btf_value_type_id(ptr)),
+        btf_id=0,
+        object_btf=True,
+    )
 
 
 class Map:
-    """A BPF map: its identity, and typed or raw element operations."""
+    """A BPF map: its identity, and typed or raw element operations.
 
-    def __init__(self, fd: int, *, name: str = "", _owned: bool = False) -> None:
-        self._obj: BPFObject | None = None
-        self._ptr: int | None = None
-        self._fd = fd
-        self._owned = _owned
-        info = _sys.map_info(fd)
-        self.name = name or info.name
-        self.type = info.type
-        self.key_size = info.key_size
-        self.value_size = info.value_size
-        self.max_entries = info.max_entries
-        self.internal = False
-        self._key_type_id = info.btf_key_type_id
-        self._value_type_id = info.btf_value_type_id
-        self._btf_id = info.btf_id
-        self._codecs: tuple[Any, Any] | None = None
+    ``Map(fd)`` duplicates ``fd`` (the caller keeps its own) and ``Map(owned)``
+    takes over an :class:`~bpfring._fd.OwnedFD`; either way :meth:`close`
+    closes the map's descriptor.
+    """
+
+    def __init__(self, fd: int | OwnedFD, *, name: str = "") -> None:
+        owned = fd if isinstance(fd, OwnedFD) else OwnedFD.dup(fd, "map")
+        try:
+            info = _sys.map_info(owned.fileno())
+        except BaseException:
+            owned.close()
+            raise
+        self._init(_Shape(name or info.name, info.type, info.key_size, info.value_size,
+                          info.max_entries, False, info.btf_key_type_id,
+                          info.btf_value_type_id, info.btf_id))
+        owned.what = f"map {self.name!r}"
+        self._owned: OwnedFD | None = owned
+        self._in_object: _InObject | None = None
+
+    def _init(self, shape: _Shape) -> None:
+        self.name = shape.name
+        self.type = shape.type
+        self.key_size = shape.key_size
+        self.value_size = shape.value_size
+        self.max_entries = shape.max_entries
+        #: True for the maps libbpf makes for global variables (.bss, .data, ...)
+        self.internal = shape.internal
+        self._shape = shape
+        self._codecs: tuple[ElementCodec, ElementCodec] | None = None
 
     @classmethod
     def _from_libbpf(cls, obj: BPFObject, ptr: int) -> Map:
+        """A map of ``obj`` (used by :class:`~bpfring.BPFObject` only)."""
         self = cls.__new__(cls)
-        self._obj, self._ptr, self._fd, self._owned = obj, ptr, -1, False
-        self.name = cstr(lib.bpf_map__name(ptr))
-        self.type = lib.bpf_map__type(ptr)
-        self.key_size = lib.bpf_map__key_size(ptr)
-        self.value_size = lib.bpf_map__value_size(ptr)
-        self.max_entries = lib.bpf_map__max_entries(ptr)
-        self.internal = bool(lib.bpf_map__is_internal(ptr))
-        self._key_type_id = lib.bpf_map__btf_key_type_id(ptr)
-        self._value_type_id = lib.bpf_map__btf_value_type_id(ptr)
-        self._btf_id = 0
-        self._codecs = None
+        self._init(_libbpf_shape(ptr))
+        self._owned = None
+        self._in_object = _InObject(obj, ptr)
         return self
 
-    def _loaded(self) -> None:
-        # Sizes may change at load (libbpf rounds ring sizes up to a valid size).
-        self.max_entries = lib.bpf_map__max_entries(self._ptr)
+    def _object_loaded(self) -> None:
+        """Called by the object after load: libbpf may have changed sizes (it
+        rounds ring sizes up to a valid size)."""
+        if self._in_object is not None:
+            self.max_entries = int(lib.bpf_map__max_entries(self._in_object.ptr))
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Map:
         """Open a map pinned on a bpffs."""
-        return cls(_sys.obj_get(os.fspath(path)), _owned=True)
+        return cls(OwnedFD(_sys.obj_get(os.fspath(path)), "map"))
 
     @classmethod
     def from_id(cls, map_id: int) -> Map:
-        return cls(_sys.map_get_fd_by_id(map_id), _owned=True)
+        """Open a map by its kernel id."""
+        return cls(OwnedFD(_sys.map_get_fd_by_id(map_id), "map"))
 
     @classmethod
-    def from_ref(cls, ref) -> Map:
+    def from_ref(cls, ref: MapRef | str) -> Map:
         """Open a map named by a :class:`~bpfring.MapRef` or its string form."""
-        from .mapref import MapRef
-
         if isinstance(ref, str):
             ref = MapRef.parse(ref)
-        return cls(ref.open(), _owned=True)
+        return cls(ref.open_owned())
+
+    # identity ------------------------------------------------------------------------
 
     @property
     def section(self) -> str | None:
@@ -95,16 +156,32 @@ class Map:
 
     @property
     def fd(self) -> int:
-        if self._ptr is not None:
-            if self._obj is not None:
-                self._obj._check_open()
-            fd = lib.bpf_map__fd(self._ptr)
-            if fd < 0:
-                raise ValueError(f"map {self.name!r} has no fd: the object is not loaded")
-            return fd
-        if self._fd < 0:
-            raise ValueError(f"map {self.name!r} is closed")
-        return self._fd
+        """The map's file descriptor (owned by this Map, or by libbpf for a map
+        of a loaded object).  :class:`ValueError` once closed; for a map of an
+        object that is not loaded yet, a :class:`BPFError` saying so."""
+        owned = self._owned
+        if owned is not None:
+            return owned.fileno()
+        where = self._in_object
+        assert where is not None
+        if where.obj.closed:
+            raise ValueError(f"map {self.name!r}: its BPF object is closed")
+        fd = int(lib.bpf_map__fd(where.ptr))
+        if fd < 0:
+            raise BPFError(f"map {self.name!r} has no fd yet: its BPF object "
+                           f"{where.obj.name!r} is not loaded",
+                           hint="load it first (obj.load(), or bpfring.load() instead of "
+                                "open_object())")
+        return fd
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (or, for a map of an object,
+        once the object is closed)."""
+        if self._owned is not None:
+            return self._owned.closed
+        assert self._in_object is not None
+        return self._in_object.obj.closed
 
     @property
     def type_name(self) -> str:
@@ -112,6 +189,7 @@ class Map:
 
     @property
     def info(self) -> _sys.MapInfo:
+        """The kernel's ``struct bpf_map_info`` of the map (one system call)."""
         return _sys.map_info(self.fd)
 
     @property
@@ -124,93 +202,127 @@ class Map:
 
     def pin(self, path: str | os.PathLike[str]) -> None:
         """Pin the map on a bpffs so other processes can open it by path."""
-        from ._fs import ensure_bpffs
-
         ensure_bpffs()
         _sys.obj_pin(self.fd, os.fspath(path))
 
+    def reuse_fd(self, fd: int) -> None:
+        """Make this map of an opened, not yet loaded object use the existing
+        kernel map ``fd`` instead of creating a new one at load (libbpf's
+        ``bpf_map__reuse_fd``; libbpf takes its own duplicate, the caller keeps
+        ``fd``).  Key, value and size then come from that map."""
+        where = self._in_object
+        if where is None:
+            raise BPFError(f"map {self.name!r} is not part of a BPF object",
+                           hint="reuse_fd() applies to obj.maps[...] before load")
+        if where.obj.closed:
+            raise ValueError(f"map {self.name!r}: its BPF object is closed")
+        if where.obj.loaded:
+            raise BPFError(f"map {self.name!r}: its BPF object is already loaded",
+                           hint="call reuse_fd() between open_object() and obj.load()")
+        info = _sys.map_info(fd)
+        ret = int(lib.bpf_map__reuse_fd(where.ptr, fd))
+        if ret < 0:
+            raise _sys.error_from_errno(-ret, f"reusing map fd {fd} for map {self.name!r}")
+        # libbpf took the other map's definition (and name); we keep our name,
+        # which is how obj.maps knows the map.  Its BTF type ids belong to the
+        # other map's BTF, not to this object's.
+        self._init(_Shape(self.name, info.type, info.key_size, info.value_size,
+                          info.max_entries, self.internal, info.btf_key_type_id,
+                          info.btf_value_type_id, info.btf_id))
+
+    def initial_value(self) -> memoryview:
+        """For a global-section map of an object that is not loaded yet: the
+        image libbpf will load into it, writable in place.  The view points
+        into libbpf's memory: use it at once, do not keep it past load or close."""
+        where = self._in_object
+        if where is None or not self.internal:
+            raise BPFError(f"map {self.name!r} is not a global-variable map of a BPF object")
+        if where.obj.closed:
+            raise ValueError(f"map {self.name!r}: its BPF object is closed")
+        size = ctypes.c_size_t()
+        ptr = lib.bpf_map__initial_value(where.ptr, ctypes.byref(size))
+        if not ptr:
+            raise BPFError(f"global section {self.section} is not accessible")
+        return memoryview((ctypes.c_char * size.value).from_address(ptr)).cast("B")
+
     # types ---------------------------------------------------------------------------
 
-    def _load_codecs(self) -> tuple[Any, Any]:
-        if self._codecs is None:
-            btf = None
-            if self._obj is not None:
-                btf = self._obj.btf
-            elif self._btf_id:
-                from .btf import BTF
+    def _btf(self) -> BTF | None:
+        if self._shape.object_btf:
+            assert self._in_object is not None
+            return self._in_object.obj.btf
+        if not self._shape.btf_id:
+            return None
+        from .btf import BTF
 
-                bfd = _sys.btf_get_fd_by_id(self._btf_id)
-                try:
-                    btf = BTF.from_bytes(_sys.btf_raw(bfd))
-                finally:
-                    os.close(bfd)
-            kc = btf.codec(self._key_type_id) if btf and self._key_type_id else None
-            vc = btf.codec(self._value_type_id) if btf and self._value_type_id else None
-            self._codecs = (kc, vc)
-        return self._codecs
+        with OwnedFD(_sys.btf_get_fd_by_id(self._shape.btf_id), "BTF object") as bfd:
+            return BTF.from_bytes(_sys.btf_raw(bfd.fileno()))
+
+    def _element_codecs(self) -> tuple[ElementCodec, ElementCodec]:
+        codecs = self._codecs
+        if codecs is None:
+            btf = self._btf()
+            shape = self._shape
+            kt: Codec | None = btf.codec(shape.key_type_id) if btf and shape.key_type_id else None
+            vt: Codec | None = (btf.codec(shape.value_type_id)
+                                if btf and shape.value_type_id else None)
+            codecs = self._codecs = (ElementCodec("key", self.key_size, kt),
+                                     ElementCodec("value", self.value_size, vt))
+        return codecs
 
     @property
-    def key_type(self):
+    def key_codec(self) -> ElementCodec:
+        """How keys become bytes (and back): from BTF when the map has it."""
+        return self._element_codecs()[0]
+
+    @property
+    def value_codec(self) -> ElementCodec:
+        """How values become bytes (one CPU's slot for per-CPU maps)."""
+        return self._element_codecs()[1]
+
+    @property
+    def key_type(self) -> Codec | None:
         """The BTF codec of the key type, or None (then keys are bytes)."""
-        return self._load_codecs()[0]
+        return self.key_codec.btf_type
 
     @property
-    def value_type(self):
+    def value_type(self) -> Codec | None:
         """The BTF codec of the value type, or None (then values are bytes)."""
-        return self._load_codecs()[1]
-
-    @staticmethod
-    def _raw(value: Any, size: int, codec: Any, what: str) -> bytes:
-        if isinstance(value, _BUFFERS):
-            raw = bytes(value)
-        elif hasattr(value, "tobytes") and getattr(value, "nbytes", None) == size:
-            raw = value.tobytes()  # numpy scalar or row
-        elif codec is not None:
-            raw = codec.encode(value)
-        elif isinstance(value, int) and size in (1, 2, 4, 8):
-            raw = value.to_bytes(size, "little", signed=value < 0)
-        else:
-            raise TypeError(f"{what} must be {size} bytes (the map has no BTF type for it), "
-                            f"not {type(value).__name__}")
-        if len(raw) != size:
-            raise ValueError(f"{what} has {len(raw)} bytes; the map's {what}s have {size}")
-        return raw
+        return self.value_codec.btf_type
 
     def _key(self, key: Any) -> bytes:
-        return self._raw(key, self.key_size, self.key_type, "key")
+        return self.key_codec.encode(key)
 
     def _stride(self) -> int:
-        return (self.value_size + 7) & ~7
+        return percpu_stride(self.value_size)
 
     def _value(self, value: Any) -> bytes:
         """Encode a value; for per-CPU maps, one value for all CPUs or a list per CPU."""
-        vc = self.value_type
+        vc = self.value_codec
         if not self.percpu:
-            return self._raw(value, self.value_size, vc, "value")
+            return vc.encode(value)
         ncpu = _sys.possible_cpus()
+        vt = vc.btf_type
+        # A list of ncpu values is one per CPU, unless the value type is itself
+        # an array (then the list is one value, the same on every CPU).
         if isinstance(value, list | tuple) and len(value) == ncpu and \
-                not (vc is not None and vc.record_class is None and vc.dtype.shape):
+                not (vt is not None and vt.record_class is None and vt.dtype.shape):
             per = list(value)
         else:
             per = [value] * ncpu
         stride = self._stride()
-        return b"".join(self._raw(v, self.value_size, vc, "value").ljust(stride, b"\0")
-                        for v in per)
+        return b"".join(vc.encode(v).ljust(stride, b"\0") for v in per)
 
-    def _decode_value(self, raw: bytes | memoryview) -> Any:
-        vc = self.value_type
+    def _decode_value(self, raw: bytes | bytearray | memoryview) -> Any:
+        vc = self.value_codec
         if self.percpu:
             stride = self._stride()
-            out = []
-            for i in range(len(raw) // stride):
-                chunk = raw[i * stride:i * stride + self.value_size]
-                out.append(vc.decode(chunk) if vc is not None else bytes(chunk))
-            return out
-        return vc.decode(raw) if vc is not None else bytes(raw)
+            return [vc.decode(raw[i * stride:i * stride + self.value_size])
+                    for i in range(len(raw) // stride)]
+        return vc.decode(raw)
 
     def _decode_key(self, raw: bytes) -> Any:
-        kc = self.key_type
-        return kc.decode(raw) if kc is not None else raw
+        return self.key_codec.decode(raw)
 
     # element operations --------------------------------------------------------------
 
@@ -279,32 +391,24 @@ class Map:
 
     # batch operations ----------------------------------------------------------------
 
-    def _pack(self, items: Any, size: int, enc, what: str) -> tuple[bytearray, int]:
-        itemsize = getattr(getattr(items, "dtype", None), "itemsize", None)
-        if itemsize == size and getattr(items, "ndim", 1) == 1:
-            import numpy as np
-
-            arr = np.ascontiguousarray(items)
-            return bytearray(arr.tobytes()), len(arr)
-        parts = [enc(x) for x in items]
-        return bytearray(b"".join(parts)), len(parts)
-
     def update_batch(self, keys: Iterable[Any], values: Iterable[Any],
                      flags: int = _sys.ANY) -> int:
         """BPF_MAP_UPDATE_BATCH: set many entries with one system call.
 
         ``keys``/``values`` are sequences of typed values or bytes, or numpy
         arrays whose itemsize is the key/value size.  Returns the count."""
-        kbuf, nk = self._pack(keys, self.key_size, self._key, "key")
+        krows = self.key_codec.rows(keys)
+        nk = len(krows)
         if self.percpu:
             vbuf, nv = bytearray(b"".join(self._value(v) for v in values)), nk
         else:
-            vbuf, nv = self._pack(values, self.value_size, self._value, "value")
+            vrows = self.value_codec.rows(values)
+            vbuf, nv = bytearray(vrows.tobytes()), len(vrows)
         if nk != nv:
             raise ValueError(f"{nk} keys but {nv} values")
         if nk == 0:
             return 0
-        return _sys.map_update_batch(self.fd, kbuf, vbuf, nk, flags)
+        return _sys.map_update_batch(self.fd, bytearray(krows.tobytes()), vbuf, nk, flags)
 
     def lookup_batch(self, chunk: int = 1024) -> Iterator[tuple[bytes, bytes]]:
         """Raw (key, value) pairs read with BPF_MAP_LOOKUP_BATCH, ``chunk`` per call."""
@@ -330,7 +434,7 @@ class Map:
         try:
             pairs = list(self.lookup_batch(chunk))
         except BPFError as e:
-            if e.errno in (_errno.EINVAL, _errno.ENOTSUP, 524):
+            if e.errno in _NO_BATCH:
                 yield from self.items()
                 return
             raise
@@ -347,14 +451,14 @@ class Map:
         _sys.map_update(self.fd, key, value, flags)
 
     def close(self) -> None:
-        if self._owned and self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        """Close the map's own fd (idempotent); a map of an object closes with it."""
+        if self._owned is not None:
+            self._owned.close()
 
     def __enter__(self) -> Map:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -1,36 +1,60 @@
 """BPF objects: open, load and attach compiled BPF C with libbpf, then reach
-their maps, programs, global variables and ring buffers from Python."""
+their maps, programs, global variables and ring buffers from Python.
+
+Ownership: a :class:`BPFObject` owns libbpf's ``struct bpf_object`` and with
+it every map and program fd (libbpf closes them in ``bpf_object__close``).
+It also owns what was made from it and registered with :meth:`BPFObject.adopt`
+(ring buffers, links, map bridges): closing the object closes those first.
+"""
 
 from __future__ import annotations
 
 import ctypes
 import errno as _errno
 import logging
+import mmap
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import _libbpf, _sys
 from ._fs import ensure_tracefs
 from ._libbpf import capture_log, cstr, lib
+from .build import build, build_source
 from .errors import AttachError, BPFError, BPFPermissionError, LoadError, MapTypeError
 from .link import Link
 from .maps import Map
 from .ringbuf import RingBuffer, UserRingBuffer
 
-__all__ = ["BPFObject", "Program", "load"]
+if TYPE_CHECKING:
+    from .btf import BTF, Codec, Variable
+
+__all__ = ["BPFObject", "Closeable", "Program", "load", "open_object"]
 
 log = logging.getLogger("bpfring")
 
 _PROG_TYPE_SYSCALL = 31
 # Section prefixes whose attachment needs tracefs (tracepoint ids are read from it).
 _TRACEFS_SECTIONS = ("tracepoint/", "tp/")
+_RING_TYPES = (_sys.MAP_TYPE_RINGBUF, _sys.MAP_TYPE_USER_RINGBUF)
+
+
+class Closeable(Protocol):
+    """What :meth:`BPFObject.adopt` takes: anything with ``close()`` and ``closed``."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+_C = TypeVar("_C", bound=Closeable)
 
 
 class Program:
-    """One BPF program of a loaded :class:`BPFObject`."""
+    """One BPF program of a :class:`BPFObject`."""
 
     def __init__(self, obj: BPFObject, ptr: int) -> None:
         self._obj = obj
@@ -40,12 +64,26 @@ class Program:
 
     @property
     def fd(self) -> int:
-        self._obj._check_open()
-        return lib.bpf_program__fd(self._ptr)
+        """The program's fd (libbpf's; valid while the object is open).
+
+        :class:`BPFError` before the object is loaded, or when the program
+        was not loaded (autoload off); :class:`ValueError` once closed."""
+        obj = self._obj
+        obj._check_open()
+        fd = int(lib.bpf_program__fd(self._ptr))
+        if fd < 0:
+            if not obj.loaded:
+                raise BPFError(f"program {self.name!r} has no fd yet: BPF object "
+                               f"{obj.name!r} is not loaded",
+                               hint="load it first (obj.load(), or bpfring.load() instead "
+                                    "of open_object())")
+            raise BPFError(f"program {self.name!r} was not loaded (autoload is off)",
+                           hint="leave autoload on for programs you want to run or attach")
+        return fd
 
     @property
     def type(self) -> int:
-        return lib.bpf_program__type(self._ptr)
+        return int(lib.bpf_program__type(self._ptr))
 
     @property
     def autoload(self) -> bool:
@@ -56,7 +94,8 @@ class Program:
 
         The link lives until :meth:`Link.close` or until the object is closed.
         """
-        self._obj._check_open()
+        obj = self._obj
+        obj._check_open()
         if self.section.startswith(_TRACEFS_SECTIONS):
             ensure_tracefs()
         with capture_log() as lines:
@@ -76,7 +115,7 @@ class Program:
             raise AttachError(f"{what}: {os.strerror(err)}" + (f" ({detail})" if detail else ""),
                               errno=err, hint=hint)
         link = Link(ptr, self.name)
-        self._obj._links.append(link)
+        obj._links.append(link)
         return link
 
     def run(self, data: bytes = b"", ctx: bytes | None = None) -> int:
@@ -97,22 +136,23 @@ class _Globals:
 
     Before load, assignments change the initial image libbpf will load; after
     load, ``.bss``/``.data`` read and write the live kernel memory through
-    libbpf's mmap, while ``.rodata`` is frozen and read-only.
+    our own mmap of the section's map, while ``.rodata`` is frozen and read-only.
     """
+
+    _obj: BPFObject
+    _vars: dict[str, tuple[Map, Variable]] | None
 
     def __init__(self, obj: BPFObject) -> None:
         object.__setattr__(self, "_obj", obj)
         object.__setattr__(self, "_vars", None)
 
-    def _index(self) -> dict[str, tuple[Map, Any]]:
+    def _index(self) -> dict[str, tuple[Map, Variable]]:
         idx = self._vars
         if idx is None:
             idx = {}
             obj = self._obj
             btf = obj.btf
             for m in obj.maps.values():
-                if not m.internal:
-                    continue
                 sec = m.section
                 if btf is None or sec is None:
                     continue
@@ -137,25 +177,19 @@ class _Globals:
         obj = self._obj
         obj._check_open()
         if not obj.loaded:
-            size = ctypes.c_size_t()
-            ptr = lib.bpf_map__initial_value(m._ptr, ctypes.byref(size))
-            if not ptr:
-                raise BPFError(f"global section {m.section} is not accessible")
-            return memoryview((ctypes.c_char * size.value).from_address(ptr)).cast("B")
-        view = obj._global_maps.get(m.name)
+            return m.initial_value()
+        view = obj._global_views.get(m.name)
         if view is None:
-            import mmap
-
             length = (m.value_size + mmap.PAGESIZE - 1) & ~(mmap.PAGESIZE - 1)
             ro = (m.section or "").startswith(".rodata")
             prot = mmap.PROT_READ | (0 if ro else mmap.PROT_WRITE)
             mm = mmap.mmap(m.fd, length, flags=mmap.MAP_SHARED, prot=prot)
             view = memoryview(mm)[:m.value_size]
-            obj._global_maps[m.name] = view
+            obj._global_views[m.name] = view
             obj._global_mms.append(mm)
         return view
 
-    def _lookup(self, name: str) -> tuple[Map, Any]:
+    def _lookup(self, name: str) -> tuple[Map, Variable]:
         try:
             return self._index()[name]
         except KeyError:
@@ -167,18 +201,19 @@ class _Globals:
 
     def __setattr__(self, name: str, value: Any) -> None:
         m, var = self._lookup(name)
-        if self._obj.loaded and m.section.startswith(".rodata"):
+        if self._obj.loaded and (m.section or "").startswith(".rodata"):
             raise AttributeError(
                 f"{name} is in .rodata, which is read-only after load "
                 "(set it with load(..., globals={...}))"
             )
         region = self._region(m)
+        codec = var.codec
         if isinstance(value, dict):
             # A dict updates the fields it names; the others keep their values.
-            current = var.codec.decode(region, var.offset)
+            current = codec.decode(region, var.offset)
             if hasattr(current, "_asdict"):
                 value = _merge(current._asdict(), value)
-        data = var.codec.encode(value)
+        data = codec.encode(value)
         region[var.offset:var.offset + len(data)] = data
 
     def __dir__(self) -> list[str]:
@@ -206,10 +241,11 @@ def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
 
 
 class BPFObject:
-    """A BPF object file opened and loaded through libbpf.
+    """A BPF object file opened (and usually loaded) through libbpf.
 
-    Use :func:`load` to make one.  Closing the object (or leaving its ``with``
-    block) detaches its links, closes its ring buffers and unloads it.
+    Use :func:`load` to make one (or :func:`open_object`, then :meth:`load`).
+    Closing the object (or leaving its ``with`` block) closes what it adopted
+    (its ring buffers, bridges), detaches its links and unloads it.
     """
 
     def __init__(self, ptr: int, name: str) -> None:
@@ -217,7 +253,7 @@ class BPFObject:
         self.name = name
         self.loaded = False
         self._links: list[Link] = []
-        self._rings: list[RingBuffer | UserRingBuffer] = []
+        self._adopted: list[Closeable] = []
         self.maps: dict[str, Map] = {}
         self.programs: dict[str, Program] = {}
         m = lib.bpf_object__next_map(ptr, None)
@@ -230,52 +266,80 @@ class BPFObject:
             prog = Program(self, p)
             self.programs[prog.name] = prog
             p = lib.bpf_object__next_program(ptr, p)
-        self._btf = None
-        self._global_maps: dict[str, memoryview] = {}
-        self._global_mms: list[Any] = []
+        self._btf: BTF | None = None
+        self._global_views: dict[str, memoryview] = {}
+        self._global_mms: list[mmap.mmap] = []
         self.globals = _Globals(self)
 
     # lifecycle ---------------------------------------------------------------------
 
-    def _check_open(self) -> None:
-        if self._ptr is None:
-            raise ValueError("BPF object is closed")
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
 
-    def _load(self) -> None:
+    def _check_open(self) -> int:
+        ptr = self._ptr
+        if ptr is None:
+            raise ValueError("BPF object is closed")
+        return ptr
+
+    def load(self) -> BPFObject:
+        """Load the opened object into the kernel (maps created, programs
+        verified); returns the object.  Globals set before are what the
+        programs see; a map may first :meth:`Map.reuse_fd` an existing one.
+
+        Raises :class:`LoadError` with the verifier log when the kernel refuses.
+        """
+        ptr = self._check_open()
+        if self.loaded:
+            raise BPFError(f"BPF object {self.name!r} is already loaded",
+                           hint="an object loads once; open it again for another copy")
         with capture_log() as lines:
-            ret = lib.bpf_object__load(self._ptr)
+            ret = lib.bpf_object__load(ptr)
         if ret < 0:
             err = -ret
             text = "\n".join(lines)
             what = f"loading BPF object {self.name!r}"
             if err in (_errno.EPERM, _errno.EACCES) and "BEGIN PROG LOAD LOG" not in text:
-                raise BPFPermissionError(f"{what}: {os.strerror(err)}", errno=err,
-                                         hint=_sys._PRIV_HINT)
+                raise _sys.error_from_errno(err, what)
             raise LoadError(f"{what} failed: {os.strerror(err)}", errno=err, log=text,
                             hint="read the verifier log below; the last lines say what it "
                                  "rejected")
         self.loaded = True
-        for m in self.maps.values():
-            m._loaded()
+        for mp in self.maps.values():
+            mp._object_loaded()
+        return self
+
+    def adopt(self, resource: _C) -> _C:
+        """Close ``resource`` (a ring, bridge, ... made from this object) when
+        the object closes, before its links and maps go; returns it.
+
+        What is adopted must not outlive the object's fds anyway: this makes
+        ``with load(...) as obj:`` clean up everything made from it.
+        """
+        self._check_open()
+        self._adopted = [r for r in self._adopted if not r.closed]
+        self._adopted.append(resource)
+        return resource
 
     def close(self) -> None:
-        """Detach links, close rings and maps, unload programs (idempotent)."""
+        """Close adopted rings and bridges, detach links, unload (idempotent)."""
         if self._ptr is None:
             return
-        for r in self._rings:
+        for r in self._adopted:
             r.close()
         for link in reversed(self._links):
             link.close()
-        self._rings.clear()
+        self._adopted.clear()
         self._links.clear()
-        for view in self._global_maps.values():
+        for view in self._global_views.values():
             view.release()
         for mm in self._global_mms:
             try:
                 mm.close()
             except BufferError:
                 log.warning("a view of a global section is still referenced")
-        self._global_maps.clear()
+        self._global_views.clear()
         self._global_mms.clear()
         lib.bpf_object__close(self._ptr)
         self._ptr = None
@@ -296,7 +360,7 @@ class BPFObject:
     # contents ----------------------------------------------------------------------
 
     @property
-    def btf(self):
+    def btf(self) -> BTF | None:
         """The object's BTF (:class:`bpfring.btf.BTF`), or None if it has none."""
         if self._btf is None and self._ptr is not None:
             from .btf import BTF
@@ -309,7 +373,7 @@ class BPFObject:
         return self._btf
 
     @property
-    def types(self) -> Mapping[str, Any]:
+    def types(self) -> Mapping[str, Codec]:
         """Record types of the object's BTF by name (see :mod:`bpfring.btf`)."""
         btf = self.btf
         if btf is None:
@@ -344,7 +408,7 @@ class BPFObject:
         try:
             m = self.maps[name]
         except KeyError:
-            rings = [n for n, mp in self.maps.items() if mp.type in (27, 31)]
+            rings = [n for n, mp in self.maps.items() if mp.type in _RING_TYPES]
             raise KeyError(f"no map named {name!r}; ring maps here: {rings}") from None
         if m.type != want:
             raise MapTypeError(
@@ -358,7 +422,8 @@ class BPFObject:
             kw["record"] = self.types[rec]
 
     def ring_buffer(self, name: str, **kw: Any) -> RingBuffer:
-        """A :class:`RingBuffer` consumer for the object's RINGBUF map ``name``.
+        """A :class:`RingBuffer` consumer for the object's RINGBUF map ``name``,
+        closed with the object.
 
         ``record="event"`` decodes records as that type of the object's BTF.
         """
@@ -367,27 +432,17 @@ class BPFObject:
         lost = self.maps.get(f"{name}__lost")
         if lost is not None and "lost_map" not in kw:
             kw["lost_map"] = lost.fd
-        rb = RingBuffer(m.fd, **kw)
-        self._rings.append(rb)
-        return rb
+        return self.adopt(RingBuffer(m.fd, **kw))
 
     def user_ring_buffer(self, name: str, **kw: Any) -> UserRingBuffer:
-        """A :class:`UserRingBuffer` producer for the object's USER_RINGBUF map ``name``.
+        """A :class:`UserRingBuffer` producer for the object's USER_RINGBUF map
+        ``name``, closed with the object.
 
         ``record="sample"`` lets :meth:`UserRingBuffer.write` encode that BTF type.
         """
         self._record(kw)
         m = self._ring_map(name, _sys.MAP_TYPE_USER_RINGBUF)
-        urb = UserRingBuffer(m.fd, **kw)
-        self._rings.append(urb)
-        return urb
-
-    def bridge(self, name: str, **kw: Any):
-        """A :class:`~bpfring.bridge.MapBridge` for the map ``name`` (declared
-        with ``BPFRING_BRIDGE`` in ``<bpfring/bridge.bpf.h>``); closed with the object."""
-        from .bridge import MapBridge
-
-        return MapBridge(self, name, **kw)
+        return self.adopt(UserRingBuffer(m.fd, **kw))
 
     def __repr__(self) -> str:
         state = "loaded" if self.loaded else ("closed" if self._ptr is None else "opened")
@@ -399,11 +454,20 @@ def _looks_like_source(text: str) -> bool:
     return "\n" in text or "SEC(" in text or "#include" in text
 
 
-def open_object(src: str | os.PathLike[str] | bytes, *, name: str | None = None,
-                include_dirs=(), defines=None) -> BPFObject:
-    """Open (not load) a BPF object from a .bpf.c path, .o path, C text or ELF bytes."""
+Defines = Mapping[str, object] | None
+IncludeDirs = Iterable[str | os.PathLike[str]]
+
+
+def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
+                name: str | None = None, include_dirs: IncludeDirs = (),
+                defines: Defines = None) -> BPFObject:
+    """Open (not load) a BPF object from a .bpf.c path, .o path, C text or ELF bytes.
+
+    C is compiled with :func:`bpfring.build` on the way (the toolchain layer
+    sits below the objects, see ``docs/design.md``)."""
     opts = _libbpf.OpenOpts()
     opts.sz = ctypes.sizeof(opts)
+    dirs = list(include_dirs)
     if isinstance(src, bytes | bytearray | memoryview):
         data = bytes(src)
         if not data.startswith(b"\x7fELF"):
@@ -415,18 +479,15 @@ def open_object(src: str | os.PathLike[str] | bytes, *, name: str | None = None,
         ptr = lib.bpf_object__open_mem(buf, len(data), ctypes.byref(opts))
         what = "object bytes"
     else:
-        from .build import build, build_source
-
         text = os.fspath(src)
         if not os.path.exists(text) and _looks_like_source(text):
-            path = build_source(text, name=name or "prog", include_dirs=include_dirs,
-                                       defines=defines)
+            path = build_source(text, name=name or "prog", include_dirs=dirs, defines=defines)
         else:
             path = Path(text)
             if not path.exists():
                 raise FileNotFoundError(_errno.ENOENT, "no such BPF source or object", text)
             if path.suffix == ".c":
-                path = build(path, include_dirs=include_dirs, defines=defines)
+                path = build(path, include_dirs=dirs, defines=defines)
         if name:
             oname = name
         elif os.path.exists(text):
@@ -444,8 +505,9 @@ def open_object(src: str | os.PathLike[str] | bytes, *, name: str | None = None,
     return BPFObject(ptr, oname)
 
 
-def load(src: str | os.PathLike[str] | bytes, *, globals: Mapping[str, Any] | None = None,
-         name: str | None = None, include_dirs=(), defines=None) -> BPFObject:
+def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
+         globals: Mapping[str, Any] | None = None, name: str | None = None,
+         include_dirs: IncludeDirs = (), defines: Defines = None) -> BPFObject:
     """Open and load a BPF object.
 
     ``src`` is a ``.bpf.c`` file (compiled with :func:`bpfring.build` first), a
@@ -457,9 +519,8 @@ def load(src: str | os.PathLike[str] | bytes, *, globals: Mapping[str, Any] | No
     try:
         for k, v in (globals or {}).items():
             setattr(obj.globals, k, v)
-        obj._load()
+        obj.load()
     except BaseException:
         obj.close()
         raise
     return obj
-

@@ -10,14 +10,18 @@ from __future__ import annotations
 import mmap
 import os
 import stat
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from . import _sys
+from ._fd import OwnedFD
 from ._fs import BPFFS, is_bpffs
 from .errors import BPFError
 from .mapref import MapRef
 
-__all__ = ["RingInfo", "find_lost_map", "list_rings", "map_btf", "pinned_paths", "ring_info"]
+__all__ = ["RingInfo", "find_lost_map", "list_rings", "map_btf", "pinned_paths", "read_lost",
+           "ring_info"]
 
 PAGE = mmap.PAGESIZE
 RING_TYPES = (_sys.MAP_TYPE_RINGBUF, _sys.MAP_TYPE_USER_RINGBUF)
@@ -39,7 +43,7 @@ class RingInfo:
     lost: int | None = None  #: from the bpfring.h ``<name>__lost`` counter, when found
     btf_id: int = 0
 
-    def asdict(self) -> dict:
+    def asdict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -67,32 +71,34 @@ def pinned_paths(root: str = BPFFS) -> dict[int, list[str]]:
             try:
                 if not stat.S_ISREG(os.lstat(path).st_mode):
                     continue
-                fd = _sys.obj_get(path)
+                fd = OwnedFD(_sys.obj_get(path), "pinned object")
             except (OSError, BPFError):
                 continue
-            try:
-                info = _sys.map_info(fd)
-            except BPFError:
-                continue  # a pinned program or link, not a map
-            finally:
-                os.close(fd)
+            with fd:
+                try:
+                    info = _sys.map_info(fd.fileno())
+                except BPFError:
+                    continue  # a pinned program or link, not a map
             out.setdefault(info.id, []).append(path)
     return out
 
 
-def _programs_using(map_id: int):
+def _open(fd: int, what: str = "map") -> OwnedFD:
+    return OwnedFD(fd, what)
+
+
+def _programs_using(map_id: int) -> Iterator[tuple[list[int], int]]:
     """Yield (map ids, btf id) of every program that uses ``map_id``."""
     for pid in _sys.prog_ids():
         try:
-            pfd = _sys.prog_get_fd_by_id(pid)
+            pfd = _open(_sys.prog_get_fd_by_id(pid), "program")
         except BPFError:
             continue
-        try:
-            ids, btf_id = _sys.prog_info(pfd)
-        except BPFError:
-            continue
-        finally:
-            os.close(pfd)
+        with pfd:
+            try:
+                ids, btf_id = _sys.prog_info(pfd.fileno())
+            except BPFError:
+                continue
         if map_id in ids:
             yield ids, btf_id
 
@@ -101,20 +107,14 @@ def map_btf(map_id: int) -> bytes | None:
     """Raw BTF of the object a map belongs to: the map's own BTF when it has
     one, else the BTF of a program using it (ring maps carry no BTF of their
     own, since they have no key or value type)."""
-    fd = _sys.map_get_fd_by_id(map_id)
-    try:
-        btf_id = _sys.map_info(fd).btf_id
-    finally:
-        os.close(fd)
+    with _open(_sys.map_get_fd_by_id(map_id)) as fd:
+        btf_id = _sys.map_info(fd.fileno()).btf_id
     if not btf_id:
         btf_id = next((b for _, b in _programs_using(map_id) if b), 0)
     if not btf_id:
         return None
-    bfd = _sys.btf_get_fd_by_id(btf_id)
-    try:
-        return _sys.btf_raw(bfd)
-    finally:
-        os.close(bfd)
+    with _open(_sys.btf_get_fd_by_id(btf_id), "BTF object") as bfd:
+        return _sys.btf_raw(bfd.fileno())
 
 
 def find_lost_map(ring_id: int, ring_name: str) -> int | None:
@@ -126,24 +126,20 @@ def find_lost_map(ring_id: int, ring_name: str) -> int | None:
     for ids, _btf in _programs_using(ring_id):
         for mid in ids:
             try:
-                fd = _sys.map_get_fd_by_id(mid)
+                fd = _open(_sys.map_get_fd_by_id(mid))
             except BPFError:
                 continue
-            try:
-                info = _sys.map_info(fd)
-            finally:
-                os.close(fd)
+            with fd:
+                info = _sys.map_info(fd.fileno())
             if info.type == _sys.MAP_TYPE_PERCPU_ARRAY and info.name == want:
                 return mid
     return None
 
 
 def read_lost(lost_map_id: int) -> int:
-    fd = _sys.map_get_fd_by_id(lost_map_id)
-    try:
-        return _sys.percpu_sum(fd)
-    finally:
-        os.close(fd)
+    """The sum over CPUs of a ``<ring>__lost`` counter."""
+    with _open(_sys.map_get_fd_by_id(lost_map_id)) as fd:
+        return _sys.percpu_sum(fd.fileno())
 
 
 def _describe(fd: int, pins: dict[int, list[str]] | None, with_lost: bool) -> RingInfo:
@@ -172,16 +168,15 @@ def list_rings(with_lost: bool = True) -> list[RingInfo]:
     out = []
     for mid in _sys.map_ids():
         try:
-            fd = _sys.map_get_fd_by_id(mid)
+            fd = _open(_sys.map_get_fd_by_id(mid))
         except BPFError:
             continue
-        try:
-            if _sys.map_info(fd).type in RING_TYPES:
-                out.append(_describe(fd, pins, with_lost))
-        except (BPFError, OSError):
-            continue  # went away, or cannot be mapped
-        finally:
-            os.close(fd)
+        with fd:
+            try:
+                if _sys.map_info(fd.fileno()).type in RING_TYPES:
+                    out.append(_describe(fd.fileno(), pins, with_lost))
+            except (BPFError, OSError):
+                continue  # went away, or cannot be mapped
     return out
 
 
@@ -189,10 +184,7 @@ def ring_info(ref: MapRef | str) -> RingInfo:
     """Describe one ring named the bpftool way."""
     if isinstance(ref, str):
         ref = MapRef.parse(ref)
-    fd = ref.open()
-    try:
-        info = _sys.map_info(fd)
+    with ref.open_owned() as fd:
+        info = _sys.map_info(fd.fileno())
         pins = pinned_paths() if info.type in RING_TYPES else None
-        return _describe(fd, pins, True)
-    finally:
-        os.close(fd)
+        return _describe(fd.fileno(), pins, True)
