@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# Public name -> the module (in this package) that defines it.
+# Public name -> the module (in this package) that defines it ("module:attr"
+# where the module's name for it differs).
 _EXPORTS: dict[str, str] = {
     # errors
     "AttachError": "errors",
@@ -40,10 +41,12 @@ _EXPORTS: dict[str, str] = {
     "Sample": "ringbuf",
     "UserRingBuffer": "ringbuf",
     "Poller": "poller",
+    "PerfBuffer": "perfbuf",
     # objects
     "BPFObject": "object",
     "Program": "object",
     "load": "object",
+    "open": "object:open_object",
     "open_object": "object",
     "Link": "link",
     "Map": "maps",
@@ -72,6 +75,7 @@ __all__ = [
     "MapRef",
     "MapTypeError",
     "NotMountedError",
+    "PerfBuffer",
     "Poller",
     "Program",
     "RecordTooLarge",
@@ -89,6 +93,7 @@ __all__ = [
     "build_source",
     "cache_dir",
     "load",
+    "open",
     "open_object",
 ]
 
@@ -100,7 +105,8 @@ def __getattr__(name: str) -> Any:
     when the package imported them all (``bpfring.bridge.load(...)``)."""
     where = _EXPORTS.get(name)
     if where is not None:
-        value = getattr(importlib.import_module(f"{__name__}.{where}"), name)
+        module, _, attr = where.partition(":")
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), attr or name)
         globals()[name] = value
         return value
     if name.isidentifier() and not name.startswith("__"):
@@ -159,5 +165,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     from .mapref import MapRef
     from .maps import Map
     from .object import BPFObject, Program, load, open_object
+    from .object import open_object as open
+    from .perfbuf import PerfBuffer
     from .poller import Poller
     from .ringbuf import RingBuffer, Sample, UserRingBuffer

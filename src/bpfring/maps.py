@@ -103,14 +103,122 @@ class Map:
 
     def _init(self, shape: _Shape) -> None:
         self.name = shape.name
-        self.type = shape.type
-        self.key_size = shape.key_size
-        self.value_size = shape.value_size
-        self.max_entries = shape.max_entries
         #: True for the maps libbpf makes for global variables (.bss, .data, ...)
         self.internal = shape.internal
         self._shape = shape
         self._codecs: tuple[ElementCodec, ElementCodec] | None = None
+        self._inner: Map | None = None
+
+    # The map's definition.  For a map of an opened object that is not loaded
+    # yet every one of these can be set (libbpf's bpf_map__set_*): that is how
+    # user space configures what the BPF C leaves open (a ring's size, a map's
+    # type for the libbpf-tools ring/perf switch, ...).  Elsewhere they are
+    # read-only.
+
+    @property
+    def type(self) -> int:
+        """The map type (``BPF_MAP_TYPE_*``)."""
+        return self._shape.type
+
+    @type.setter
+    def type(self, value: int) -> None:
+        self._set("type", lib.bpf_map__set_type, int(value))
+
+    @property
+    def key_size(self) -> int:
+        return self._shape.key_size
+
+    @key_size.setter
+    def key_size(self, value: int) -> None:
+        self._set("key_size", lib.bpf_map__set_key_size, int(value))
+
+    @property
+    def value_size(self) -> int:
+        return self._shape.value_size
+
+    @value_size.setter
+    def value_size(self, value: int) -> None:
+        self._set("value_size", lib.bpf_map__set_value_size, int(value))
+
+    @property
+    def max_entries(self) -> int:
+        """Entries (bytes for ring buffers; libbpf rounds a ring up to a power
+        of two pages at load; 0 for a perf event array: one per CPU)."""
+        return self._shape.max_entries
+
+    @max_entries.setter
+    def max_entries(self, value: int) -> None:
+        self._set("max_entries", lib.bpf_map__set_max_entries, int(value))
+
+    @property
+    def flags(self) -> int:
+        """``map_flags`` (``BPF_F_*``)."""
+        where = self._in_object
+        if where is not None and not where.obj.closed:
+            return int(lib.bpf_map__map_flags(where.ptr))
+        return self.info.flags
+
+    @flags.setter
+    def flags(self, value: int) -> None:
+        self._set("flags", lib.bpf_map__set_map_flags, int(value))
+
+    @property
+    def autocreate(self) -> bool:
+        """Whether load creates this map (off: the programs using it must not
+        be loaded either, as with the libbpf-tools ``heap`` map)."""
+        where = self._in_object
+        return bool(lib.bpf_map__autocreate(where.ptr)) if where is not None else True
+
+    @autocreate.setter
+    def autocreate(self, value: bool) -> None:
+        self._set("autocreate", lib.bpf_map__set_autocreate, bool(value))
+
+    @property
+    def pin_path(self) -> str | None:
+        """Where libbpf pins the map at load, reusing a map already pinned
+        there (``None``: not pinned)."""
+        where = self._in_object
+        if where is None:
+            return None
+        return cstr(lib.bpf_map__pin_path(where.ptr)) or None
+
+    @pin_path.setter
+    def pin_path(self, value: str | os.PathLike[str] | None) -> None:
+        if value is not None:
+            ensure_bpffs(os.path.dirname(os.path.abspath(value)) or "/")
+        self._set("pin_path", lib.bpf_map__set_pin_path,
+                  None if value is None else os.fsencode(value))
+
+    @property
+    def inner_map(self) -> Map | None:
+        """For a map-in-map (array/hash of maps): the prototype of its inner
+        maps, given as a :class:`Map` (set before load)."""
+        return self._inner
+
+    @inner_map.setter
+    def inner_map(self, value: Map) -> None:
+        self._set("inner_map", lib.bpf_map__set_inner_map_fd, value.fd)
+        self._inner = value
+
+    def _set(self, what: str, setter: Any, value: object) -> None:
+        """Apply a libbpf ``bpf_map__set_*`` to a map of an opened, not yet
+        loaded object, then re-read the definition."""
+        where = self._in_object
+        if where is None:
+            raise BPFError(f"map {self.name!r}: {what} of an existing kernel map cannot change",
+                           hint=f"set {what} on obj.maps[...] between bpfring.open() and "
+                                "obj.load()")
+        if where.obj.closed:
+            raise ValueError(f"map {self.name!r}: its BPF object is closed")
+        if where.obj.loaded:
+            raise BPFError(f"map {self.name!r}: cannot set {what} after load",
+                           hint=f"open with bpfring.open(), set {what}, then call obj.load()")
+        ret = int(setter(where.ptr, value))
+        if ret < 0:
+            raise _sys.error_from_errno(-ret, f"setting {what} of map {self.name!r} to "
+                                              f"{value!r}")
+        self._shape = _libbpf_shape(where.ptr, self.name)
+        self._codecs = None
 
     @classmethod
     def _from_libbpf(cls, obj: BPFObject, ptr: int) -> Map:
@@ -125,7 +233,7 @@ class Map:
         """Called by the object after load: libbpf may have changed sizes (it
         rounds ring sizes up to a valid size)."""
         if self._in_object is not None:
-            self.max_entries = int(lib.bpf_map__max_entries(self._in_object.ptr))
+            self._shape = _libbpf_shape(self._in_object.ptr, self.name)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Map:

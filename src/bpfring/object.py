@@ -26,6 +26,7 @@ from .build import build, build_source
 from .errors import AttachError, BPFError, BPFPermissionError, LoadError, MapTypeError
 from .link import Link
 from .maps import Map
+from .perfbuf import PerfBuffer
 from .ringbuf import RingBuffer, UserRingBuffer
 
 if TYPE_CHECKING:
@@ -38,7 +39,33 @@ log = logging.getLogger("bpfring")
 _PROG_TYPE_SYSCALL = 31
 # Section prefixes whose attachment needs tracefs (tracepoint ids are read from it).
 _TRACEFS_SECTIONS = ("tracepoint/", "tp/")
-_RING_TYPES = (_sys.MAP_TYPE_RINGBUF, _sys.MAP_TYPE_USER_RINGBUF)
+_EVENT_TYPES = (_sys.MAP_TYPE_RINGBUF, _sys.MAP_TYPE_USER_RINGBUF,
+                _sys.MAP_TYPE_PERF_EVENT_ARRAY)
+# The kernel's verifier log can be long (complex programs: megabytes); it is
+# kept in rotating mode, so a bounded buffer still holds its end, the reason.
+_LOG_BUF_SIZE = 16 << 20
+# Trailing verifier lines that are statistics, not the reason for a rejection.
+_LOG_NOISE = re.compile(r"^(processed \d+ insns|verification time|stack depth|"
+                        r"-- END PROG LOAD LOG|mark_read|max_states_per_insn)")
+
+
+def verifier_reason(log_text: str) -> str:
+    """The verifier's last meaningful line: what it rejected."""
+    for line in reversed(log_text.splitlines()):
+        line = line.strip()
+        if line and not _LOG_NOISE.match(line):
+            return line
+    return ""
+
+
+def kernel_has_ringbuf() -> bool:
+    """Whether this kernel has BPF ring buffers (5.8+): try to make one."""
+    try:
+        fd = _sys.map_create(_sys.MAP_TYPE_RINGBUF, 0, 0, mmap.PAGESIZE)
+    except BPFError:
+        return False
+    os.close(fd)
+    return True
 
 
 class Closeable(Protocol):
@@ -81,13 +108,71 @@ class Program:
                            hint="leave autoload on for programs you want to run or attach")
         return fd
 
+    # Configuration before load (libbpf's bpf_program__set_*): a tool that
+    # ships variants for different kernels turns off the ones whose attach
+    # point is missing, or retargets a program.
+
     @property
     def type(self) -> int:
+        """The program type (``BPF_PROG_TYPE_*``), settable before load."""
         return int(lib.bpf_program__type(self._ptr))
+
+    @type.setter
+    def type(self, value: int) -> None:
+        self._set("type", lib.bpf_program__set_type, int(value))
+
+    @property
+    def expected_attach_type(self) -> int:
+        """``BPF_*`` attach type the verifier checks the program against."""
+        return int(lib.bpf_program__expected_attach_type(self._ptr))
+
+    @expected_attach_type.setter
+    def expected_attach_type(self, value: int) -> None:
+        self._set("expected_attach_type", lib.bpf_program__set_expected_attach_type,
+                  int(value))
 
     @property
     def autoload(self) -> bool:
+        """Whether :meth:`BPFObject.load` loads this program (set before load)."""
         return bool(lib.bpf_program__autoload(self._ptr))
+
+    @autoload.setter
+    def autoload(self, value: bool) -> None:
+        self._set("autoload", lib.bpf_program__set_autoload, bool(value))
+
+    @property
+    def flags(self) -> int:
+        """``prog_flags`` for the load (``BPF_F_SLEEPABLE``, ...)."""
+        return int(lib.bpf_program__flags(self._ptr))
+
+    @flags.setter
+    def flags(self, value: int) -> None:
+        self._set("flags", lib.bpf_program__set_flags, int(value))
+
+    def set_attach_target(self, function: str | None, program_fd: int = 0) -> None:
+        """Retarget a ``fentry``/``fexit``/``tp_btf``/``freplace``-style
+        program before load: ``function`` in the kernel (``program_fd`` 0) or
+        in the BPF program ``program_fd``."""
+        name = None if function is None else function.encode()
+        self._obj._check_open()
+        self._preload_check("the attach target")
+        ret = int(lib.bpf_program__set_attach_target(self._ptr, program_fd, name))
+        if ret < 0:
+            raise _sys.error_from_errno(-ret, f"setting the attach target of program "
+                                              f"{self.name!r} to {function!r}")
+
+    def _preload_check(self, what: str) -> None:
+        if self._obj.loaded:
+            raise BPFError(f"program {self.name!r}: cannot set {what} after load",
+                           hint=f"open with bpfring.open(), set {what}, then call obj.load()")
+
+    def _set(self, what: str, setter: Any, value: object) -> None:
+        self._obj._check_open()
+        self._preload_check(what)
+        ret = int(setter(self._ptr, value))
+        if ret < 0:
+            raise _sys.error_from_errno(-ret, f"setting {what} of program {self.name!r} "
+                                              f"to {value!r}")
 
     def attach(self) -> Link:
         """Attach by the program's ``SEC()`` (tracepoint, kprobe, raw_tp, ...).
@@ -248,10 +333,14 @@ class BPFObject:
     (its ring buffers, bridges), detaches its links and unloads it.
     """
 
-    def __init__(self, ptr: int, name: str) -> None:
+    def __init__(self, ptr: int, name: str, *, log_buf: ctypes.Array[ctypes.c_char] | None = None
+                 ) -> None:
         self._ptr: int | None = ptr
         self.name = name
         self.loaded = False
+        # Where libbpf has the kernel write verifier logs (see open_object);
+        # must live as long as libbpf may load from this object.
+        self._log_buf = log_buf
         self._links: list[Link] = []
         self._adopted: list[Closeable] = []
         self.maps: dict[str, Map] = {}
@@ -298,13 +387,20 @@ class BPFObject:
             ret = lib.bpf_object__load(ptr)
         if ret < 0:
             err = -ret
-            text = "\n".join(lines)
+            # The kernel wrote the failing program's verifier log into our own
+            # buffer (open_object passes it as kernel_log_buf), whole: libbpf
+            # then neither truncates it to its 4 KiB message buffer nor prints it.
+            verifier = self._log_buf.value.decode(errors="replace") if self._log_buf else ""
+            text = "\n".join([*lines, verifier] if verifier else lines)
             what = f"loading BPF object {self.name!r}"
-            if err in (_errno.EPERM, _errno.EACCES) and "BEGIN PROG LOAD LOG" not in text:
+            if err in (_errno.EPERM, _errno.EACCES) and not verifier:
                 raise _sys.error_from_errno(err, what)
-            raise LoadError(f"{what} failed: {os.strerror(err)}", errno=err, log=text,
-                            hint="read the verifier log below; the last lines say what it "
-                                 "rejected")
+            reason = verifier_reason(verifier) or next(
+                (ln for ln in reversed(lines) if "failed to load object" not in ln), "")
+            raise LoadError(f"{what} failed: {os.strerror(err)}"
+                            + (f": {reason}" if reason else ""), errno=err, log=text,
+                            hint="read the verifier log (exc.log); its last lines say what "
+                                 "it rejected")
         self.loaded = True
         for mp in self.maps.values():
             mp._object_loaded()
@@ -408,12 +504,17 @@ class BPFObject:
         try:
             m = self.maps[name]
         except KeyError:
-            rings = [n for n, mp in self.maps.items() if mp.type in _RING_TYPES]
-            raise KeyError(f"no map named {name!r}; ring maps here: {rings}") from None
+            rings = [n for n, mp in self.maps.items() if mp.type in _EVENT_TYPES]
+            raise KeyError(f"no map named {name!r}; ring and perf maps here: {rings}") from None
         if m.type != want:
+            hint = None
+            if m.type == _sys.MAP_TYPE_PERF_EVENT_ARRAY:
+                hint = "use obj.perf_buffer(name), or obj.event_buffer(name) for either kind"
+            elif m.type == _sys.MAP_TYPE_RINGBUF and want == _sys.MAP_TYPE_PERF_EVENT_ARRAY:
+                hint = "use obj.ring_buffer(name), or obj.event_buffer(name) for either kind"
             raise MapTypeError(
                 f"map {name!r} is a {_sys.MAP_TYPE_NAMES.get(m.type, m.type)} map, not a "
-                f"{_sys.MAP_TYPE_NAMES[want]} map")
+                f"{_sys.MAP_TYPE_NAMES[want]} map", hint=hint)
         return m
 
     def _record(self, kw: dict[str, Any]) -> None:
@@ -433,6 +534,59 @@ class BPFObject:
         if lost is not None and "lost_map" not in kw:
             kw["lost_map"] = lost.fd
         return self.adopt(RingBuffer(m.fd, **kw))
+
+    def perf_buffer(self, name: str, **kw: Any) -> PerfBuffer:
+        """A :class:`~bpfring.perfbuf.PerfBuffer` for the object's
+        PERF_EVENT_ARRAY map ``name`` (one event per online CPU), closed
+        with the object; ``record="event"`` decodes that type of the BTF."""
+        self._record(kw)
+        m = self._ring_map(name, _sys.MAP_TYPE_PERF_EVENT_ARRAY)
+        return self.adopt(PerfBuffer(m.fd, **kw))
+
+    def event_buffer(self, name: str, **kw: Any) -> RingBuffer | PerfBuffer:
+        """A consumer for the events map ``name``, whichever kind it is (ring
+        buffer or perf event array, e.g. after :meth:`prepare_event_buffer`
+        chose); keyword arguments go to that consumer."""
+        self._check_open()
+        m = self.maps.get(name)
+        if m is not None and m.type == _sys.MAP_TYPE_PERF_EVENT_ARRAY:
+            return self.perf_buffer(name, **kw)
+        return self.ring_buffer(name, **kw)
+
+    def prepare_event_buffer(self, name: str = "events", kind: str = "auto",
+                             heap: str | None = "heap") -> str:
+        """Choose, before load, how the events map ``name`` reaches user
+        space, the way libbpf-tools' ``bpf_buffer__new`` does: a ring buffer
+        where the kernel has them (``kind="auto"``), else a perf event array.
+
+        Ring buffer: the per-CPU scratch map ``heap`` (only the perf path
+        uses it) is not created.  Perf event array: the map's type, key and
+        value sizes and entry count are switched (4-byte keys and values, one
+        slot per CPU).  The BPF side picks its path itself (for example with
+        ``bpf_core_type_exists(struct bpf_ringbuf)``).  Returns the kind
+        chosen, ``"ringbuf"`` or ``"perf"``.
+        """
+        self._check_open()
+        if kind not in ("auto", "ringbuf", "perf"):
+            raise ValueError(f"kind must be 'auto', 'ringbuf' or 'perf', not {kind!r}")
+        try:
+            m = self.maps[name]
+        except KeyError:
+            raise KeyError(f"no map named {name!r} in BPF object {self.name!r}") from None
+        if kind == "auto":
+            kind = "ringbuf" if kernel_has_ringbuf() else "perf"
+        if kind == "ringbuf":
+            if m.type != _sys.MAP_TYPE_RINGBUF:
+                raise MapTypeError(f"map {name!r} is a {m.type_name} map; the ring buffer path "
+                                   "needs it declared as BPF_MAP_TYPE_RINGBUF")
+            if heap is not None and heap in self.maps:
+                self.maps[heap].autocreate = False
+        else:
+            m.type = _sys.MAP_TYPE_PERF_EVENT_ARRAY
+            m.key_size = 4
+            m.value_size = 4
+            m.max_entries = 0
+        return kind
 
     def user_ring_buffer(self, name: str, **kw: Any) -> UserRingBuffer:
         """A :class:`UserRingBuffer` producer for the object's USER_RINGBUF map
@@ -460,14 +614,34 @@ IncludeDirs = Iterable[str | os.PathLike[str]]
 
 def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
                 name: str | None = None, include_dirs: IncludeDirs = (),
-                defines: Defines = None) -> BPFObject:
-    """Open (not load) a BPF object from a .bpf.c path, .o path, C text or ELF bytes.
+                defines: Defines = None, cflags: Iterable[str] = (),
+                globals: Mapping[str, Any] | None = None,
+                btf_custom_path: str | os.PathLike[str] | None = None) -> BPFObject:
+    """Open (not load) a BPF object from a .bpf.c path, .o path, C text or ELF
+    bytes: ``bpfring.open()``.
 
-    C is compiled with :func:`bpfring.build` on the way (the toolchain layer
-    sits below the objects, see ``docs/design.md``)."""
+    C is compiled with :func:`bpfring.build` on the way, with ``include_dirs``,
+    ``defines`` and extra ``cflags`` (the toolchain layer sits below the
+    objects, see ``docs/design.md``).  Between this and :meth:`BPFObject.load`
+    the object can be configured: map sizes and types (``obj.maps[n].max_entries
+    = ...``), programs' ``autoload``, ``globals`` (also given here), a map's
+    :meth:`~bpfring.Map.reuse_fd`.  ``btf_custom_path`` makes libbpf resolve
+    CO-RE relocations against that BTF file instead of the running kernel's.
+    """
     opts = _libbpf.OpenOpts()
     opts.sz = ctypes.sizeof(opts)
+    log_buf = ctypes.create_string_buffer(_LOG_BUF_SIZE)
+    opts.kernel_log_buf = ctypes.cast(log_buf, ctypes.c_void_p)
+    opts.kernel_log_size = _LOG_BUF_SIZE
+    opts.kernel_log_level = 0  # libbpf asks for the log (level 1) only on failure
+    custom = None
+    if btf_custom_path is not None:
+        custom = os.fsencode(btf_custom_path)
+        if not os.path.exists(custom):
+            raise FileNotFoundError(_errno.ENOENT, "no such BTF file", os.fsdecode(custom))
+        opts.btf_custom_path = custom
     dirs = list(include_dirs)
+    flags = list(cflags)
     if isinstance(src, bytes | bytearray | memoryview):
         data = bytes(src)
         if not data.startswith(b"\x7fELF"):
@@ -476,18 +650,20 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
         oname = name or "bpf_obj"
         opts.object_name = oname.encode()
         buf = ctypes.create_string_buffer(data, len(data))
-        ptr = lib.bpf_object__open_mem(buf, len(data), ctypes.byref(opts))
+        with capture_log():
+            ptr = lib.bpf_object__open_mem(buf, len(data), ctypes.byref(opts))
         what = "object bytes"
     else:
         text = os.fspath(src)
         if not os.path.exists(text) and _looks_like_source(text):
-            path = build_source(text, name=name or "prog", include_dirs=dirs, defines=defines)
+            path = build_source(text, name=name or "prog", include_dirs=dirs, defines=defines,
+                                cflags=flags)
         else:
             path = Path(text)
             if not path.exists():
                 raise FileNotFoundError(_errno.ENOENT, "no such BPF source or object", text)
             if path.suffix == ".c":
-                path = build(path, include_dirs=dirs, defines=defines)
+                path = build(path, include_dirs=dirs, defines=defines, cflags=flags)
         if name:
             oname = name
         elif os.path.exists(text):
@@ -502,23 +678,32 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
     if not ptr:
         err = ctypes.get_errno() or _errno.EINVAL
         raise LoadError(f"libbpf cannot open {what}: {os.strerror(err)}", errno=err)
-    return BPFObject(ptr, oname)
+    obj = BPFObject(ptr, oname, log_buf=log_buf)
+    try:
+        for k, v in (globals or {}).items():
+            setattr(obj.globals, k, v)
+    except BaseException:
+        obj.close()
+        raise
+    return obj
 
 
 def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
          globals: Mapping[str, Any] | None = None, name: str | None = None,
-         include_dirs: IncludeDirs = (), defines: Defines = None) -> BPFObject:
-    """Open and load a BPF object.
+         include_dirs: IncludeDirs = (), defines: Defines = None,
+         cflags: Iterable[str] = (),
+         btf_custom_path: str | os.PathLike[str] | None = None) -> BPFObject:
+    """Open and load a BPF object: :func:`open_object` then :meth:`BPFObject.load`.
 
     ``src`` is a ``.bpf.c`` file (compiled with :func:`bpfring.build` first), a
     compiled ``.bpf.o`` file, C source text, or the bytes of an object file.
     ``globals`` sets ``.rodata``/``.data``/``.bss`` variables by name before
-    the programs are verified (so ``const volatile`` knobs take effect).
+    the programs are verified (so ``const volatile`` knobs take effect); the
+    build options are those of :func:`open_object`.
     """
-    obj = open_object(src, name=name, include_dirs=include_dirs, defines=defines)
+    obj = open_object(src, name=name, include_dirs=include_dirs, defines=defines,
+                      cflags=cflags, globals=globals, btf_custom_path=btf_custom_path)
     try:
-        for k, v in (globals or {}).items():
-            setattr(obj.globals, k, v)
         obj.load()
     except BaseException:
         obj.close()
