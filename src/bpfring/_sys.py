@@ -298,7 +298,7 @@ class SupportsFd(Protocol):
 def _fd_of(obj: int | SupportsFd) -> int:
     if isinstance(obj, int):
         return obj
-    fd = obj.fd
+    fd = getattr(obj, "fd", None)
     if not isinstance(fd, int):
         raise TypeError(f"expected a program/map or an fd, got {type(obj).__name__}")
     return fd
@@ -326,14 +326,18 @@ class Attr:
 
     def __call__(self) -> int:
         """Issue the command; return the result or raise a :class:`BPFError`."""
-        call, args = _raw_syscall, self._args
-        while True:
-            ret: int = call(*args)
+        ret: int = _raw_syscall(*self._args)
+        return ret if ret >= 0 else self.failed(ctypes.get_errno())
+
+    def failed(self, err: int) -> int:
+        """After a call failed with ``err``: raise its error, or issue the
+        command again if a signal interrupted it (EINTR)."""
+        while err == _errno.EINTR:
+            ret: int = _raw_syscall(*self._args)
             if ret >= 0:
                 return ret
             err = ctypes.get_errno()
-            if err != _errno.EINTR:
-                raise error_from_errno(err, self.what)
+        raise error_from_errno(err, self.what)
 
 
 class _Pinned:
@@ -386,8 +390,11 @@ class PreparedRun:
 
     def run(self) -> int:
         """Run the program once; return its return value (a C ``int``)."""
-        self._attr()
-        return int(_RUN_RETVAL.unpack_from(self._attr.buf, _RUN_RETVAL.offset)[0])
+        attr = self._attr
+        if _raw_syscall(*attr._args) < 0:
+            attr.failed(ctypes.get_errno())
+        ret: int = _RUN_RETVAL.unpack_from(attr.buf, _RUN_RETVAL.offset)[0]
+        return ret
 
     @property
     def retval(self) -> int:
@@ -472,26 +479,21 @@ class PreparedUpdate:
         for _ in range(n):
             pack(buf, off, kp, vp)
             if call(*args) < 0:
-                err = ctypes.get_errno()
-                if err != _errno.EINTR:
-                    raise error_from_errno(err, attr.what)
-                attr()  # interrupted: issue it again (raises on a real error)
+                attr.failed(ctypes.get_errno())
             kp += ks
             vp += vs
 
     def update_batch(self, start: int = 0, n: int | None = None) -> int:
-        """One BPF_MAP_UPDATE_BATCH over elements ``start .. start + n - 1``;
-        return how many the kernel applied (all, or it raises)."""
+        """One BPF_MAP_UPDATE_BATCH over elements ``start .. start + n - 1``
+        (default: to the end); return how many the kernel applied (all of
+        them, or it raises)."""
         n = self._range(start, n)
         buf = self._batch.buf
         _BATCH_PTRS.pack_into(buf, _BATCH_PTRS.offset, self._kp + self.key_size * start,
                               self._vp + self.value_size * start, n)
-        try:
-            self._batch()
-        except BPFError as e:
-            e.applied = _BATCH_COUNT.unpack_from(buf, _BATCH_COUNT.offset)[0]  # type: ignore[attr-defined]
-            raise
-        return int(_BATCH_COUNT.unpack_from(buf, _BATCH_COUNT.offset)[0])
+        self._batch()
+        done: int = _BATCH_COUNT.unpack_from(buf, _BATCH_COUNT.offset)[0]
+        return done
 
 
 # --------------------------------------------------------------------------------------
