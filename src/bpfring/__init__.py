@@ -6,6 +6,7 @@ through BPF ring buffers (kernel -> user ``RingBuffer``, user -> kernel
 from __future__ import annotations
 
 from . import btf
+from ._sys import PreparedRun, PreparedUpdate
 from .bridge import MapBridge
 from .build import build, build_source, cache_dir
 from .errors import (
@@ -15,6 +16,7 @@ from .errors import (
     BTFError,
     BuildError,
     KernelTooOld,
+    LibbpfNotFound,
     LoadError,
     MapTypeError,
     NotMountedError,
@@ -42,6 +44,7 @@ __all__ = [
     "BTFError",
     "BuildError",
     "KernelTooOld",
+    "LibbpfNotFound",
     "Link",
     "LoadError",
     "Map",
@@ -50,6 +53,8 @@ __all__ = [
     "MapTypeError",
     "NotMountedError",
     "Poller",
+    "PreparedRun",
+    "PreparedUpdate",
     "Program",
     "RecordTooLarge",
     "RingBuffer",
