@@ -197,10 +197,31 @@ def _hex(text: str) -> bytes:
         raise _Usage(f"not hex: {text!r}") from None
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import main as bench_main
+def _bench_main(argv: Sequence[str]) -> int:
+    """Run ``benchmarks.main(argv)`` from the source checkout bpfring is
+    imported from (``src/bpfring`` next to ``benchmarks/``): the suites are
+    not part of the installed package."""
+    import importlib
+    from pathlib import Path
 
-    return bench_main(args.bench_args)
+    root = Path(__file__).resolve().parent.parent.parent
+    bench_dir = root / "benchmarks"
+    if not ((bench_dir / "__init__.py").is_file() and (root / "src" / "bpfring").is_dir()):
+        raise BPFError("the benchmarks are not installed with bpfring: they live in its "
+                       "source checkout",
+                       hint="in a checkout of bpfring, run 'pip install -e .' and then "
+                       "'bpfring bench', or 'python benchmarks/bench_rings.py'")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    mod = importlib.import_module("benchmarks")
+    if Path(mod.__file__ or "").resolve().parent != bench_dir:
+        raise BPFError(f"'import benchmarks' found {mod.__file__}, not {bench_dir}",
+                       hint="another package called 'benchmarks' shadows bpfring's")
+    return int(mod.main(list(argv)))
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    return _bench_main(args.bench_args)
 
 
 class _VersionAction(argparse.Action):
@@ -299,10 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["bench"]:
         # Everything after "bench" belongs to the suite's own parser
         # (argparse's REMAINDER would not pass on a leading "--option").
-        from .bench import main as bench_main
-
         try:
-            return bench_main(argv[1:])
+            return _bench_main(argv[1:])
         except KeyboardInterrupt:
             return 130
         except BPFError as e:

@@ -280,36 +280,19 @@ class LineProc:
         self._err.close()
 
 
-class ProgRunner:
-    """BPF_PROG_TEST_RUN of one program with a reusable attr and ctx (the
-    helper calls it in a tight loop; ``Program.run`` builds both every call)."""
+def _lost_counter(map_fd: int) -> Callable[[], int]:
+    """Reader of the live ring's per-CPU lost-record counter (``live__lost``,
+    from ``<bpfring/ring.bpf.h>``): the sum over CPUs of slot 0."""
+    import bpfring
 
-    _ATTR = 128
+    counter = bpfring.Map(map_fd)
+    key = bytes(4)
 
-    def __init__(self, prog_fd: int, ctx_size: int) -> None:
-        from bpfring import _sys
+    def read() -> int:
+        raw = counter.lookup_raw(key)
+        return sum(memoryview(raw).cast("Q")) if raw else 0
 
-        self._sys = _sys
-        self.ctx = ctypes.create_string_buffer(ctx_size)
-        self.attr = ctypes.create_string_buffer(self._ATTR)
-        struct.pack_into("<I", self.attr, 0, prog_fd)
-        struct.pack_into("<IIQ", self.attr, 40, ctx_size, 0, ctypes.addressof(self.ctx))
-        self._addr = ctypes.addressof(self.attr)
-        self._call = _sys._syscall
-        self._nr = _sys.NR_BPF
-
-    def run(self) -> int:
-        while self._call(self._nr, self._sys.PROG_TEST_RUN, self._addr, self._ATTR) < 0:
-            err = ctypes.get_errno()
-            if err != 4:  # EINTR
-                raise self._sys.error_from_errno(err, "BPF_PROG_TEST_RUN")
-        return struct.unpack_from("<i", self.attr, 4)[0]
-
-
-def _percpu_sum(map_fd: int) -> int:
-    from bpfring import _sys
-
-    return _sys.percpu_sum(map_fd)
+    return read
 
 
 def _helper_main() -> None:
@@ -321,18 +304,23 @@ def _helper_main() -> None:
     ``drain N``: call drain() on the live user ring until N samples were
     drained; answers ``done T_START T_END DRAINED ERRORS``.
     """
+    import bpfring
+
     prod_fd, drain_fd, lost_fd, cpu = (int(a) for a in sys.argv[1:5])
     with contextlib.suppress(OSError):
         os.sched_setaffinity(0, {cpu})
-    produce = ProgRunner(prod_fd, 16)
-    drain = ProgRunner(drain_fd, 8)
+    # BPF_PROG_TEST_RUN prepared once: the helper calls them in tight loops
+    # (Program.run builds the attributes and the context every call).
+    produce = bpfring.PreparedRun(prod_fd, ctx_size=16, what="BPF_PROG_TEST_RUN")
+    drain = bpfring.PreparedRun(drain_fd, ctx_size=8, what="BPF_PROG_TEST_RUN")
+    lost = _lost_counter(lost_fd)
     struct.pack_into("<II", drain.ctx, 0, 1, 0)
     print("ready", flush=True)
     for line in sys.stdin:
         cmd, *args = line.split()
         if cmd == "produce":
             n, batch = int(args[0]), int(args[1])
-            lost0 = _percpu_sum(lost_fd)
+            lost0 = lost()
             ctx = produce.ctx
             done = 0
             t0 = _mono()
@@ -342,21 +330,21 @@ def _helper_main() -> None:
                 produce.run()
                 done += k
             t1 = _mono()
-            lost_main = _percpu_sum(lost_fd) - lost0
+            lost_main = lost() - lost0
             # Make up for the lost records, a batch at a time, pausing while
             # the ring is full, so that the consumer gets exactly n records.
             topped, seq = 0, n
             deadline = time.monotonic() + 60
-            while (deficit := _percpu_sum(lost_fd) - lost0 - topped) > 0:
+            while (deficit := lost() - lost0 - topped) > 0:
                 if time.monotonic() > deadline:
                     break
                 k = min(batch, deficit)
                 struct.pack_into("<QII", ctx, 0, seq, k, 1)
-                before = _percpu_sum(lost_fd)
+                before = lost()
                 produce.run()
                 seq += k
                 topped += k
-                if _percpu_sum(lost_fd) != before:
+                if lost() != before:
                     time.sleep(20e-6)  # the ring is full: let the consumer catch up
             print(f"done {t0} {t1} {lost_main} {topped}", flush=True)
         elif cmd == "drain":
@@ -417,9 +405,9 @@ class LibbpfCtypes:
 def _bench_dir() -> Path:
     """A private directory for the baseline binaries, inside bpfring's cache
     (0700, owned by us; never a shared /tmp path)."""
-    from bpfring.build import cache_dir
+    import bpfring
 
-    d = cache_dir() / "bench"
+    d = bpfring.cache_dir() / "bench"
     d.mkdir(mode=0o700, exist_ok=True)
     st = d.stat()
     if st.st_uid != os.getuid() or st.st_mode & 0o077:
@@ -703,7 +691,12 @@ class Bench:
         if self.helper is not None:
             self.helper.close()
         fds = [self.produce.fd, self.drain.fd, self.obj.maps["live__lost"].fd]
-        code = "from bpfring.bench.rings import _helper_main; _helper_main()"
+        # The helper imports this module and bpfring from where we found them.
+        import bpfring
+
+        paths = [str(HERE.parent), str(Path(bpfring.__file__).resolve().parent.parent)]
+        code = (f"import sys; sys.path[:0] = {paths!r}; "
+                "from benchmarks.rings import _helper_main; _helper_main()")
         self.helper = LineProc([sys.executable, "-c", code, *map(str, fds), str(self.cpus[1])],
                                "producer/drain helper", pass_fds=fds)
         self.helper.expect("ready", 60, final=False)
