@@ -366,7 +366,7 @@ class PreparedRun:
     a program fd; the fd must stay open while this object is used.
     """
 
-    __slots__ = ("_attr", "_ctx", "_data", "ctx", "data")
+    __slots__ = ("_args", "_attr", "_ctx", "_data", "_retval", "ctx", "data")
 
     def __init__(self, program: int | SupportsFd, *, ctx_size: int = 0, data_size: int = 0,
                  repeat: int = 0, what: str | None = None) -> None:
@@ -387,19 +387,24 @@ class PreparedRun:
             _RUN_CTX.pack_into(buf, _RUN_CTX.offset, ctx_size, 0, self._ctx.addr)
         if data_size:
             _RUN_DATA.pack_into(buf, _RUN_DATA.offset, data_size, 0, self._data.addr)
+        # The hot path reads these two without a lookup through the Attr.
+        self._args = self._attr._args
+        # retval: a u32 the program returns as a C int (the kernel's byte order).
+        off = _RUN_RETVAL.offset
+        self._retval = memoryview(buf)[off:off + _RUN_RETVAL.size].cast("i")
 
     def run(self) -> int:
         """Run the program once; return its return value (a C ``int``)."""
-        attr = self._attr
-        if _raw_syscall(*attr._args) < 0:
-            attr.failed(ctypes.get_errno())
-        ret: int = _RUN_RETVAL.unpack_from(attr.buf, _RUN_RETVAL.offset)[0]
+        if _raw_syscall(*self._args) < 0:
+            self._attr.failed(ctypes.get_errno())
+        ret: int = self._retval[0]
         return ret
 
     @property
     def retval(self) -> int:
         """The return value of the last run."""
-        return int(_RUN_RETVAL.unpack_from(self._attr.buf, _RUN_RETVAL.offset)[0])
+        ret: int = self._retval[0]
+        return ret
 
     @property
     def duration(self) -> int:
