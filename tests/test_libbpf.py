@@ -23,15 +23,21 @@ import bpfring
 from bpfring import _libbpf
 
 
-def _run(code: str, *, hide: list[str] | None = None) -> dict[str, object]:
-    env = dict(os.environ, PYTHON=sys.executable, CODE=code)
+def _spawn(args: list[str], hide: list[str] | None) -> subprocess.CompletedProcess[str]:
+    """``python ARGS``, with the files in ``hide`` covered by /dev/null."""
     if hide is None:
-        cmd = [sys.executable, "-c", code]
-    else:
-        script = 'for f; do mount --bind /dev/null "$f" || exit 97; done; exec "$PYTHON" -c "$CODE"'
-        cmd = ["unshare", "--mount", "--propagation", "private", "--",
-               "sh", "-c", script, "sh", *hide]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+        cmd = [sys.executable, *args]
+    else:  # sh -c SCRIPT sh N FILE... ARG...: mount over the N files, then exec python
+        cmd = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+               'n=$1; shift; i=0; while [ $i -lt $n ]; do mount --bind /dev/null "$1" '
+               '|| exit 97; shift; i=$((i+1)); done; exec "$PYTHON" "$@"',
+               "sh", str(len(hide)), *hide, *args]
+    env = dict(os.environ, PYTHON=sys.executable)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+
+
+def _run(code: str, *, hide: list[str] | None = None) -> dict[str, object]:
+    out = _spawn(["-c", code], hide)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -72,14 +78,22 @@ print(json.dumps(out))
 """
 
 
-def test_libbpf_missing_raises_bpferror_with_the_package() -> None:
+@pytest.fixture(scope="module")
+def hidden() -> list[str]:
+    """The libbpf files to hide (skips where hiding is impossible)."""
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         if REQUIRE_KERNEL:
             pytest.fail("hiding libbpf needs root and unshare(1)")
         pytest.skip("hiding libbpf needs root and unshare(1)")
     files = _libbpf_files()
     assert files, "no libbpf file found to hide"
-    got = _run(_PROBE, hide=files)
+    check = _spawn(["-c", "import ctypes; ctypes.CDLL('libbpf.so.1')"], files)
+    assert check.returncode != 0 and "libbpf" in check.stderr, "libbpf still loads"
+    return files
+
+
+def test_libbpf_missing_raises_bpferror_with_the_package(hidden: list[str]) -> None:
+    got = _run(_PROBE, hide=hidden)
     assert got["loaded_after_import"] is False
     assert got["loaded_at_end"] is False
     errors = got["errors"]
@@ -90,6 +104,19 @@ def test_libbpf_missing_raises_bpferror_with_the_package() -> None:
         assert "libbpf.so.1 not found" in e["message"]
         assert "apt-get install libbpf1" in e["hint"] and "libbpf-dev" in e["hint"]
         assert "\n" not in e["str"]  # one line, as the CLI prints it
+
+
+def test_cli_without_libbpf(hidden: list[str]) -> None:
+    """``bpfring --help`` and ``--version`` need no libbpf; a command that
+    does says what to install, on one line, exit status 1."""
+    for args in (["--help"], ["--version"]):
+        out = _spawn(["-m", "bpfring", *args], hidden)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.startswith(("usage: bpfring", "bpfring ")), out.stdout
+    out = _spawn(["-m", "bpfring", "demo", "--count", "1"], hidden)  # builds, then loads
+    assert out.returncode == 1, out.stderr
+    assert out.stderr.startswith("bpfring: error: libbpf.so.1 not found"), out.stderr
+    assert out.stderr.count("\n") == 1 and "(hint: apt-get install libbpf1" in out.stderr
 
 
 def test_libbpf_opened_on_first_use_only() -> None:
