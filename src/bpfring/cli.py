@@ -201,22 +201,27 @@ def _bench_main(argv: Sequence[str]) -> int:
     """Run ``benchmarks.main(argv)`` from the source checkout bpfring is
     imported from (``src/bpfring`` next to ``benchmarks/``): the suites are
     not part of the installed package."""
-    import importlib
+    import importlib.util
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent.parent
-    bench_dir = root / "benchmarks"
-    if not ((bench_dir / "__init__.py").is_file() and (root / "src" / "bpfring").is_dir()):
+    init = root / "benchmarks" / "__init__.py"
+    if not (init.is_file() and (root / "src" / "bpfring").is_dir()):
         raise BPFError("the benchmarks are not installed with bpfring: they live in its "
                        "source checkout",
                        hint="in a checkout of bpfring, run 'pip install -e .' and then "
                        "'bpfring bench', or 'python benchmarks/bench_rings.py'")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    mod = importlib.import_module("benchmarks")
-    if Path(mod.__file__ or "").resolve().parent != bench_dir:
-        raise BPFError(f"'import benchmarks' found {mod.__file__}, not {bench_dir}",
-                       hint="another package called 'benchmarks' shadows bpfring's")
+    mod = sys.modules.get("benchmarks")
+    if mod is None or Path(mod.__file__ or "").resolve() != init:
+        # Load this checkout's package by path: no sys.path change, and no
+        # other top-level "benchmarks" can stand in for it.
+        spec = importlib.util.spec_from_file_location(
+            "benchmarks", init, submodule_search_locations=[str(init.parent)])
+        if spec is None or spec.loader is None:
+            raise BPFError(f"cannot load {init}")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["benchmarks"] = mod
+        spec.loader.exec_module(mod)
     return int(mod.main(list(argv)))
 
 
