@@ -11,11 +11,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the checkout: `benchmarks` is importable from here
 try:
-    from bpfring.bench.rings import main
+    import bpfring  # noqa: F401
 except ImportError:  # not installed: use the checkout's src/
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
-    from bpfring.bench.rings import main
+    sys.path.insert(1, str(ROOT / "src"))
+
+from benchmarks.rings import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

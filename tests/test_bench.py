@@ -1,21 +1,31 @@
-"""Smoke tests of ``bpfring bench rings``.
+"""Smoke tests of ``bpfring bench rings``, and of where the benchmarks live.
 
 The benchmark runs in a subprocess with ``--quick --json``; the test checks
 the report's structure and that every case that ran reports a positive rate.
 Nothing here asserts on timings: those belong to the benchmark's own output.
+The suites are the checkout's ``benchmarks/`` package, not part of the
+installed library: ``bpfring bench`` finds them from a checkout and says what
+to do from a wheel, and they use bpfring's public API only.
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from bpfring.bench import rings
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = ROOT / "benchmarks"
+if str(ROOT) not in sys.path:  # the checkout's benchmarks package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import rings  # noqa: E402
 
 
 def _has_matplotlib() -> bool:
@@ -119,3 +129,76 @@ def test_bench_rings_plot_needs_matplotlib(monkeypatch: pytest.MonkeyPatch, tmp_
     assert rings.main(["--plot", str(tmp_path / "x.png")]) == 2
     err = capsys.readouterr().err
     assert "matplotlib" in err and "bpfring[plot]" in err
+
+
+# --- where the benchmarks live ------------------------------------------------------------
+
+
+def test_benchmarks_use_the_public_api_only() -> None:
+    """No benchmark imports or reaches into a private bpfring module."""
+    public_modules = {"bpfring", "bpfring.btf"}
+    files = sorted(BENCH_DIR.rglob("*.py"))
+    assert {p.name for p in files} >= {"__init__.py", "bridge.py", "procs.py", "cases.py"}
+    bad = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            where = f"{path.name}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.Import):
+                bad += [f"{where} import {a.name}" for a in node.names
+                        if a.name.startswith("bpfring") and a.name not in public_modules]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("bpfring"):
+                if node.level or node.module not in public_modules:
+                    bad.append(f"{where} from {node.module} import ...")
+                bad += [f"{where} from {node.module} import {a.name}" for a in node.names
+                        if a.name.startswith("_")]
+            elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                  and node.value.id == "bpfring" and node.attr.startswith("_")
+                  and not node.attr.startswith("__")):
+                bad.append(f"{where} bpfring.{node.attr}")
+    assert not bad, "private bpfring API in benchmarks/: " + ", ".join(bad)
+
+
+def test_no_bench_files_in_the_package() -> None:
+    pkg = ROOT / "src" / "bpfring"
+    assert not (pkg / "bench").exists()
+    text = (ROOT / "pyproject.toml").read_text()
+    assert "bench" not in text.split("[tool.setuptools.package-data]")[1].split("[")[0]
+    for c in ("rings.bpf.c", "libbpf_consume.c", "libbpf_produce.c"):
+        f = BENCH_DIR / c
+        assert f.is_file() and not f.is_symlink(), c
+
+
+def test_bench_from_an_installed_package_says_what_to_do(tmp_path: Path) -> None:
+    """bpfring imported from outside a checkout (as from a wheel): one line
+    on stderr with the hint, exit status 1, no traceback."""
+    site = tmp_path / "site-packages"
+    shutil.copytree(ROOT / "src" / "bpfring", site / "bpfring",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import bpfring.cli as c; "
+            "assert c.__file__.startswith(sys.argv[1]), c.__file__; "
+            "sys.exit(c.main(sys.argv[2:]))")
+    for args in (["bench"], ["bench", "rings", "--quick"]):
+        out = subprocess.run([sys.executable, "-c", code, str(site), *args], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60, env=env)
+        assert out.returncode == 1, out.stderr
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1, out.stderr
+        assert lines[0].startswith("bpfring: error: the benchmarks are not installed")
+        assert "(hint: in a checkout of bpfring" in lines[0] and "bench_rings.py" in lines[0]
+
+
+def test_bench_entry_points_from_a_checkout() -> None:
+    """``bpfring bench``, ``python -m benchmarks`` and the scripts run the same suites."""
+    for suite, cmd in (("rings", ["-m", "bpfring", "bench", "rings", "--help"]),
+                       ("rings", ["-m", "bpfring", "bench", "--help"]),
+                       ("bridge", ["-m", "benchmarks", "bridge", "--help"]),
+                       ("rings", [str(BENCH_DIR / "bench_rings.py"), "--help"]),
+                       ("bridge", [str(BENCH_DIR / "bench_bridge.py"), "--help"])):
+        out = subprocess.run([sys.executable, *cmd], cwd=ROOT, capture_output=True, text=True,
+                             timeout=60)
+        assert out.returncode == 0, (cmd, out.stderr)
+        assert out.stdout.startswith(f"usage: bpfring bench {suite}"), (cmd, out.stdout)
+    out = subprocess.run([sys.executable, "-m", "bpfring", "bench", "nosuch"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "unknown benchmark suite 'nosuch'" in out.stderr

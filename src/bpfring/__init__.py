@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "BTFError": "errors",
     "BuildError": "errors",
     "KernelTooOld": "errors",
+    "LibbpfNotFound": "errors",
     "LoadError": "errors",
     "MapTypeError": "errors",
     "NotMountedError": "errors",
@@ -41,6 +42,8 @@ _EXPORTS: dict[str, str] = {
     "Sample": "ringbuf",
     "UserRingBuffer": "ringbuf",
     "Poller": "poller",
+    "PreparedRun": "_sys",
+    "PreparedUpdate": "_sys",
     "PerfBuffer": "perfbuf",
     # objects
     "BPFObject": "object",
@@ -68,6 +71,7 @@ __all__ = [
     "BTFError",
     "BuildError",
     "KernelTooOld",
+    "LibbpfNotFound",
     "Link",
     "LoadError",
     "Map",
@@ -77,6 +81,8 @@ __all__ = [
     "NotMountedError",
     "PerfBuffer",
     "Poller",
+    "PreparedRun",
+    "PreparedUpdate",
     "Program",
     "RecordTooLarge",
     "RingBuffer",
@@ -142,6 +148,7 @@ sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     from . import btf
+    from ._sys import PreparedRun, PreparedUpdate
     from .bridge import MapBridge
     from .build import build, build_source, cache_dir
     from .errors import (
@@ -151,6 +158,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
         BTFError,
         BuildError,
         KernelTooOld,
+        LibbpfNotFound,
         LoadError,
         MapTypeError,
         NotMountedError,

@@ -27,7 +27,7 @@ def _fs_type(path: str) -> int | None:
     buf = StatFs()
     if _libc.statfs(os.fsencode(path), ctypes.byref(buf)) != 0:
         return None
-    return buf.f_type & 0xFFFFFFFF
+    return int(buf.f_type) & 0xFFFFFFFF
 
 
 def _ensure(path: str, fstype: str, magic: int, why: str) -> str:

@@ -3,6 +3,7 @@
 Used only to open, load and attach BPF objects: relocation, CO-RE, map
 creation and the verifier dance are libbpf's job.  Ring buffers and map I/O do
 not go through libbpf (see :mod:`bpfring.ringbuf` and :mod:`bpfring._sys`).
+The library is opened on first use (see :class:`_Lib`), not at import.
 
 libbpf's own messages are routed to ``logging.getLogger("bpfring")``; while an
 object loads, they are also captured so that a :class:`~bpfring.LoadError`
@@ -27,25 +28,16 @@ from ctypes import (
     c_uint32,
     c_void_p,
 )
+from typing import Any
 
-from .errors import BPFError
+from .errors import LibbpfNotFound
 
 log = logging.getLogger("bpfring")
 libbpf_log = logging.getLogger("bpfring.libbpf")
 
+#: The Debian/Ubuntu packages that provide the library, for the hint.
+_APT_HINT = "apt-get install libbpf1 (or libbpf-dev, which also brings the headers)"
 
-def _load_lib() -> ctypes.CDLL:
-    for name in ("libbpf.so.1", ctypes.util.find_library("bpf")):
-        if not name:
-            continue
-        try:
-            return ctypes.CDLL(name, use_errno=True)
-        except OSError:
-            continue
-    raise BPFError("libbpf.so.1 not found", hint="apt-get install libbpf1 (or libbpf-dev)")
-
-
-lib = _load_lib()
 libc = ctypes.CDLL(None, use_errno=True)
 libc.vsnprintf.argtypes = [c_char_p, c_size_t, c_char_p, c_void_p]
 libc.vsnprintf.restype = c_int
@@ -69,69 +61,131 @@ class OpenOpts(Structure):
     ]
 
 
-def _fn(name: str, restype, *argtypes) -> None:
-    f = getattr(lib, name)
-    f.restype = restype
-    f.argtypes = list(argtypes)
-
-
 obj_p = c_void_p
-_fn("bpf_object__open_mem", obj_p, c_void_p, c_size_t, POINTER(OpenOpts))
-_fn("bpf_object__open_file", obj_p, c_char_p, POINTER(OpenOpts))
-_fn("bpf_object__load", c_int, obj_p)
-_fn("bpf_object__close", None, obj_p)
-_fn("bpf_object__name", c_char_p, obj_p)
-_fn("bpf_object__btf", c_void_p, obj_p)
-_fn("btf__raw_data", c_void_p, c_void_p, POINTER(c_uint32))
-_fn("bpf_object__next_map", c_void_p, obj_p, c_void_p)
-_fn("bpf_map__name", c_char_p, c_void_p)
-_fn("bpf_map__fd", c_int, c_void_p)
-_fn("bpf_map__type", c_int, c_void_p)
-_fn("bpf_map__max_entries", c_uint32, c_void_p)
-_fn("bpf_map__set_max_entries", c_int, c_void_p, c_uint32)
-_fn("bpf_map__key_size", c_uint32, c_void_p)
-_fn("bpf_map__value_size", c_uint32, c_void_p)
-_fn("bpf_map__is_internal", c_bool, c_void_p)
-_fn("bpf_map__btf_key_type_id", c_uint32, c_void_p)
-_fn("bpf_map__btf_value_type_id", c_uint32, c_void_p)
-_fn("bpf_map__initial_value", c_void_p, c_void_p, POINTER(c_size_t))
-_fn("bpf_map__set_pin_path", c_int, c_void_p, c_char_p)
-_fn("bpf_map__reuse_fd", c_int, c_void_p, c_int)
-_fn("bpf_map__set_type", c_int, c_void_p, c_int)
-_fn("bpf_map__set_key_size", c_int, c_void_p, c_uint32)
-_fn("bpf_map__set_value_size", c_int, c_void_p, c_uint32)
-_fn("bpf_map__map_flags", c_uint32, c_void_p)
-_fn("bpf_map__set_map_flags", c_int, c_void_p, c_uint32)
-_fn("bpf_map__autocreate", c_bool, c_void_p)
-_fn("bpf_map__set_autocreate", c_int, c_void_p, c_bool)
-_fn("bpf_map__pin_path", c_char_p, c_void_p)
-_fn("bpf_map__set_inner_map_fd", c_int, c_void_p, c_int)
-_fn("bpf_object__next_program", c_void_p, obj_p, c_void_p)
-_fn("bpf_program__name", c_char_p, c_void_p)
-_fn("bpf_program__section_name", c_char_p, c_void_p)
-_fn("bpf_program__fd", c_int, c_void_p)
-_fn("bpf_program__type", c_int, c_void_p)
-_fn("bpf_program__autoload", c_bool, c_void_p)
-_fn("bpf_program__set_autoload", c_int, c_void_p, c_bool)
-_fn("bpf_program__set_type", c_int, c_void_p, c_int)
-_fn("bpf_program__expected_attach_type", c_int, c_void_p)
-_fn("bpf_program__set_expected_attach_type", c_int, c_void_p, c_int)
-_fn("bpf_program__flags", c_uint32, c_void_p)
-_fn("bpf_program__set_flags", c_int, c_void_p, c_uint32)
-_fn("bpf_program__set_attach_target", c_int, c_void_p, c_int, c_char_p)
-_fn("bpf_program__attach", c_void_p, c_void_p)
-_fn("bpf_link__destroy", c_int, c_void_p)
-_fn("bpf_link__fd", c_int, c_void_p)
-
 PRINT_FN = CFUNCTYPE(c_int, c_int, c_char_p, c_void_p)
-_fn("libbpf_set_print", c_void_p, PRINT_FN)
+
+#: The libbpf functions bpfring calls: name -> (restype, argtypes), set on
+#: the library when it is opened.
+_PROTOTYPES: dict[str, tuple[Any, tuple[Any, ...]]] = {
+    "bpf_object__open_mem": (obj_p, (c_void_p, c_size_t, POINTER(OpenOpts))),
+    "bpf_object__open_file": (obj_p, (c_char_p, POINTER(OpenOpts))),
+    "bpf_object__load": (c_int, (obj_p,)),
+    "bpf_object__close": (None, (obj_p,)),
+    "bpf_object__name": (c_char_p, (obj_p,)),
+    "bpf_object__btf": (c_void_p, (obj_p,)),
+    "btf__raw_data": (c_void_p, (c_void_p, POINTER(c_uint32))),
+    "bpf_object__next_map": (c_void_p, (obj_p, c_void_p)),
+    "bpf_map__name": (c_char_p, (c_void_p,)),
+    "bpf_map__fd": (c_int, (c_void_p,)),
+    "bpf_map__type": (c_int, (c_void_p,)),
+    "bpf_map__max_entries": (c_uint32, (c_void_p,)),
+    "bpf_map__set_max_entries": (c_int, (c_void_p, c_uint32)),
+    "bpf_map__key_size": (c_uint32, (c_void_p,)),
+    "bpf_map__value_size": (c_uint32, (c_void_p,)),
+    "bpf_map__is_internal": (c_bool, (c_void_p,)),
+    "bpf_map__btf_key_type_id": (c_uint32, (c_void_p,)),
+    "bpf_map__btf_value_type_id": (c_uint32, (c_void_p,)),
+    "bpf_map__initial_value": (c_void_p, (c_void_p, POINTER(c_size_t))),
+    "bpf_map__set_pin_path": (c_int, (c_void_p, c_char_p)),
+    "bpf_map__reuse_fd": (c_int, (c_void_p, c_int)),
+    "bpf_map__set_type": (c_int, (c_void_p, c_int)),
+    "bpf_map__set_key_size": (c_int, (c_void_p, c_uint32)),
+    "bpf_map__set_value_size": (c_int, (c_void_p, c_uint32)),
+    "bpf_map__map_flags": (c_uint32, (c_void_p,)),
+    "bpf_map__set_map_flags": (c_int, (c_void_p, c_uint32)),
+    "bpf_map__autocreate": (c_bool, (c_void_p,)),
+    "bpf_map__set_autocreate": (c_int, (c_void_p, c_bool)),
+    "bpf_map__pin_path": (c_char_p, (c_void_p,)),
+    "bpf_map__set_inner_map_fd": (c_int, (c_void_p, c_int)),
+    "bpf_object__next_program": (c_void_p, (obj_p, c_void_p)),
+    "bpf_program__name": (c_char_p, (c_void_p,)),
+    "bpf_program__section_name": (c_char_p, (c_void_p,)),
+    "bpf_program__fd": (c_int, (c_void_p,)),
+    "bpf_program__type": (c_int, (c_void_p,)),
+    "bpf_program__autoload": (c_bool, (c_void_p,)),
+    "bpf_program__set_autoload": (c_int, (c_void_p, c_bool)),
+    "bpf_program__set_type": (c_int, (c_void_p, c_int)),
+    "bpf_program__expected_attach_type": (c_int, (c_void_p,)),
+    "bpf_program__set_expected_attach_type": (c_int, (c_void_p, c_int)),
+    "bpf_program__flags": (c_uint32, (c_void_p,)),
+    "bpf_program__set_flags": (c_int, (c_void_p, c_uint32)),
+    "bpf_program__set_attach_target": (c_int, (c_void_p, c_int, c_char_p)),
+    "bpf_program__attach": (c_void_p, (c_void_p,)),
+    "bpf_link__destroy": (c_int, (c_void_p,)),
+    "bpf_link__fd": (c_int, (c_void_p,)),
+    "libbpf_set_print": (c_void_p, (PRINT_FN,)),
+}
+
+
+def _open_cdll() -> ctypes.CDLL:
+    """dlopen libbpf: the soname first, then whatever the linker cache knows."""
+    tried = []
+    for name in ("libbpf.so.1", ctypes.util.find_library("bpf")):
+        if not name or name in tried:
+            continue
+        tried.append(name)
+        try:
+            return ctypes.CDLL(name, use_errno=True)
+        except OSError as e:
+            log.debug("cannot open %s: %s", name, e)
+    raise LibbpfNotFound(
+        f"libbpf.so.1 not found (tried {', '.join(tried)}): bpfring needs libbpf 1.1 or "
+        "newer to open, load and attach BPF objects", hint=_APT_HINT)
+
+
+class _Lib:
+    """``libbpf.so.1``, opened on first use.
+
+    ``import bpfring`` must work where libbpf is missing (``--help``, BTF
+    tools, ring buffers opened by fd or pin need no libbpf), so the library is
+    opened when a function is first looked up (``lib.bpf_object__load``); its
+    absence then raises :class:`~bpfring.errors.LibbpfNotFound` with the
+    package to install.  Opening sets every prototype and routes libbpf's
+    messages to logging.  Looked-up functions are cached as attributes of
+    this object, so later calls cost what a plain CDLL attribute costs.
+    """
+
+    def __init__(self) -> None:
+        self._cdll: ctypes.CDLL | None = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> ctypes.CDLL:
+        with self._lock:
+            if self._cdll is None:
+                cdll = _open_cdll()
+                for name, (restype, argtypes) in _PROTOTYPES.items():
+                    try:
+                        f = getattr(cdll, name)
+                    except AttributeError:
+                        raise LibbpfNotFound(
+                            f"{cdll._name} has no {name}(): libbpf 1.1 or newer is needed",
+                            hint=_APT_HINT) from None
+                    f.restype = restype
+                    f.argtypes = list(argtypes)
+                cdll.libbpf_set_print(_print)
+                self._cdll = cdll
+            return self._cdll
+
+    @property
+    def loaded(self) -> bool:
+        """Whether libbpf has been opened (for tests and diagnostics)."""
+        return self._cdll is not None
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        f = getattr(self._cdll or self._open(), name)
+        setattr(self, name, f)  # next time: found in the instance dict
+        return f
+
+
+lib = _Lib()
 
 _LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 _capture = threading.local()
 
 
-@PRINT_FN
-def _print(level: int, fmt: bytes, va_list: int) -> int:
+def _print_line(level: int, fmt: bytes, va_list: int) -> int:
     # libbpf hands us printf-style arguments as a va_list; on the SysV x86-64
     # and AArch64 ABIs a va_list parameter is passed as a pointer, so libc's
     # vsnprintf can format it for us.
@@ -152,7 +206,8 @@ def _print(level: int, fmt: bytes, va_list: int) -> int:
     return 0
 
 
-lib.libbpf_set_print(_print)
+# The C callback, kept alive here for as long as libbpf may call it.
+_print = PRINT_FN(_print_line)
 
 
 class capture_log:

@@ -201,10 +201,36 @@ def _hex(text: str) -> bytes:
         raise _Usage(f"not hex: {text!r}") from None
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import main as bench_main
+def _bench_main(argv: Sequence[str]) -> int:
+    """Run ``benchmarks.main(argv)`` from the source checkout bpfring is
+    imported from (``src/bpfring`` next to ``benchmarks/``): the suites are
+    not part of the installed package."""
+    import importlib.util
+    from pathlib import Path
 
-    return bench_main(args.bench_args)
+    root = Path(__file__).resolve().parent.parent.parent
+    init = root / "benchmarks" / "__init__.py"
+    if not (init.is_file() and (root / "src" / "bpfring").is_dir()):
+        raise BPFError("the benchmarks are not installed with bpfring: they live in its "
+                       "source checkout",
+                       hint="in a checkout of bpfring, run 'pip install -e .' and then "
+                       "'bpfring bench', or 'python benchmarks/bench_rings.py'")
+    mod = sys.modules.get("benchmarks")
+    if mod is None or Path(mod.__file__ or "").resolve() != init:
+        # Load this checkout's package by path: no sys.path change, and no
+        # other top-level "benchmarks" can stand in for it.
+        spec = importlib.util.spec_from_file_location(
+            "benchmarks", init, submodule_search_locations=[str(init.parent)])
+        if spec is None or spec.loader is None:
+            raise BPFError(f"cannot load {init}")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules["benchmarks"] = mod
+        spec.loader.exec_module(mod)
+    return int(mod.main(list(argv)))
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    return _bench_main(args.bench_args)
 
 
 class _VersionAction(argparse.Action):
@@ -303,10 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["bench"]:
         # Everything after "bench" belongs to the suite's own parser
         # (argparse's REMAINDER would not pass on a leading "--option").
-        from .bench import main as bench_main
-
         try:
-            return bench_main(argv[1:])
+            return _bench_main(argv[1:])
         except KeyboardInterrupt:
             return 130
         except BPFError as e:

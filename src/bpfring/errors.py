@@ -14,6 +14,7 @@ The CLI prints ``message (hint: ...)`` on one line.
 from __future__ import annotations
 
 import errno as _errno
+from typing import Any
 
 __all__ = [
     "AttachError",
@@ -22,6 +23,7 @@ __all__ = [
     "BTFError",
     "BuildError",
     "KernelTooOld",
+    "LibbpfNotFound",
     "LoadError",
     "MapTypeError",
     "NotMountedError",
@@ -41,7 +43,7 @@ class BPFError(OSError):
     short suggestion for the user, or ``None``.
     """
 
-    def __init__(self, message: str, *, errno: int | None = None, hint: str | None = None):
+    def __init__(self, message: str, *, errno: int | None = None, hint: str | None = None) -> None:
         if errno is not None:
             super().__init__(errno, message)
         else:
@@ -57,7 +59,7 @@ class BPFError(OSError):
             text = f"{text} (hint: {self.hint})"
         return text
 
-    def __reduce__(self):  # keep pickling (multiprocessing) working
+    def __reduce__(self) -> tuple[Any, ...]:  # keep pickling (multiprocessing) working
         return (_rebuild, (type(self), self.message, self.errno, self.hint))
 
 
@@ -77,10 +79,16 @@ class NotMountedError(BPFError):
     """A pseudo file system bpfring needs (tracefs, bpffs) is not mounted."""
 
 
+class LibbpfNotFound(BPFError):
+    """``libbpf.so.1`` (1.1 or newer) cannot be opened; the hint names the
+    package.  Raised on first use of libbpf (opening or loading an object),
+    not at import."""
+
+
 class BuildError(BPFError):
     """Compiling BPF C failed; ``diagnostics`` holds the compiler's output."""
 
-    def __init__(self, message: str, *, diagnostics: str = "", **kw) -> None:
+    def __init__(self, message: str, *, diagnostics: str = "", **kw: Any) -> None:
         super().__init__(message, **kw)
         self.diagnostics = diagnostics
 
@@ -96,7 +104,7 @@ class ToolNotFound(BuildError, FileNotFoundError):
 class LoadError(BPFError):
     """libbpf or the verifier refused the object; ``log`` holds the verifier log."""
 
-    def __init__(self, message: str, *, log: str = "", **kw) -> None:
+    def __init__(self, message: str, *, log: str = "", **kw: Any) -> None:
         super().__init__(message, **kw)
         self.log = log
 
@@ -116,7 +124,7 @@ class MapTypeError(BPFError, TypeError):
 class RingFull(BPFError):
     """No room in a ring buffer for the requested record (ENOSPC)."""
 
-    def __init__(self, message: str = "ring buffer is full", **kw) -> None:
+    def __init__(self, message: str = "ring buffer is full", **kw: Any) -> None:
         kw.setdefault("errno", _errno.ENOSPC)
         super().__init__(message, **kw)
 
@@ -124,7 +132,7 @@ class RingFull(BPFError):
 class RecordTooLarge(BPFError, ValueError):
     """A record can never fit in the ring, whatever the consumer does (E2BIG)."""
 
-    def __init__(self, message: str, **kw) -> None:
+    def __init__(self, message: str, **kw: Any) -> None:
         kw.setdefault("errno", _errno.E2BIG)
         super().__init__(message, **kw)
 
@@ -132,7 +140,7 @@ class RecordTooLarge(BPFError, ValueError):
 class SampleError(BPFError, RuntimeError):
     """A reserved sample was misused: submitted or discarded twice, or used after."""
 
-    def __init__(self, message: str, **kw) -> None:
+    def __init__(self, message: str, **kw: Any) -> None:
         kw.setdefault("errno", _errno.EINVAL)
         super().__init__(message, **kw)
 
@@ -141,7 +149,7 @@ class RingCorrupted(BPFError):
     """The shared ring memory holds content the protocol forbids (bad length,
     misaligned position): another producer or consumer misbehaved."""
 
-    def __init__(self, message: str, **kw) -> None:
+    def __init__(self, message: str, **kw: Any) -> None:
         kw.setdefault("errno", _errno.EINVAL)
         super().__init__(message, **kw)
 

@@ -9,8 +9,9 @@ each batch size N ("ops per flush") every case applies the same N keys and
 values, taken from the same numpy arrays:
 
 * ``syscall``: one ``bpf(BPF_MAP_UPDATE_ELEM)`` per operation, issued as
-  cheaply as Python allows (one prebuilt attribute block, key and value
-  pointers computed from the arrays' base addresses, ctypes ``syscall``);
+  cheaply as Python allows (``bpfring.PreparedUpdate``: one prebuilt
+  attribute block, key and value pointers computed from the arrays' base
+  addresses, ctypes ``syscall`` with prebuilt arguments);
 * ``batch``: one ``BPF_MAP_UPDATE_BATCH`` over the arrays (no copy, same
   pointer arithmetic);
 * ``bridge``: ``MapBridge.update_many(keys, values)`` then ``flush()`` (one
@@ -36,12 +37,10 @@ sample is checked with a lookup after the clock stopped.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import random
 import statistics
-import struct
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -49,8 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _sys
-from ..bridge import MapBridge
+from bpfring import MapBridge, PreparedUpdate
 
 #: The benchmark program: the map, its bridge and a piggyback tracepoint.
 BPF_SOURCE = r"""
@@ -110,42 +108,18 @@ QUICK = {"rounds": 3, "ops": 8192, "latency_samples": 40}
 
 class Baselines:
     """The two system-call baselines, as cheap as Python can issue them:
-    attribute blocks built once, pointers computed from the arrays' base
-    addresses (taken once), ctypes syscall."""
-
-    _PTRS = struct.Struct("<QQ")
+    ``bpfring.PreparedUpdate`` builds the attribute blocks once, computes the
+    key and value pointers from the arrays' base addresses and issues the
+    ctypes syscall with prebuilt arguments."""
 
     def __init__(self, map_fd: int, keys: np.ndarray, values: np.ndarray) -> None:
-        self.fd = map_fd
-        self.keys, self.values = keys, values  # keep the memory alive
-        self._kp, self._vp = keys.ctypes.data, values.ctypes.data
-        # union bpf_attr for BPF_MAP_UPDATE_ELEM: map_fd, key, value, flags.
-        self._elem = bytearray(128)
-        self._celem = (ctypes.c_char * 128).from_buffer(self._elem)
-        struct.pack_into("<I", self._elem, 0, map_fd)
-        # ... and for BPF_MAP_UPDATE_BATCH: in/out_batch, keys, values, count, map_fd.
-        self._batch = bytearray(128)
-        self._cbatch = (ctypes.c_char * 128).from_buffer(self._batch)
-
-    def per_op(self, start: int, n: int) -> None:
-        """One BPF_MAP_UPDATE_ELEM for each of elements start .. start + n - 1."""
-        attr, addr = self._elem, ctypes.addressof(self._celem)
-        nr, call, pack, cmd = _sys.NR_BPF, _sys._syscall, self._PTRS.pack_into, \
-            _sys.MAP_UPDATE_ELEM
-        kp, vp = self._kp, self._vp
-        for i in range(start, start + n):
-            pack(attr, 8, kp + KEY_SIZE * i, vp + VALUE_SIZE * i)
-            if call(nr, cmd, addr, 128) < 0:
-                raise _sys.error_from_errno(ctypes.get_errno(), "map update")
+        self._up = PreparedUpdate(map_fd, keys, values)
+        #: One BPF_MAP_UPDATE_ELEM for each of elements start .. start + n - 1.
+        self.per_op: Callable[[int, int], None] = self._up.update_each
 
     def batch(self, start: int, n: int) -> None:
         """One BPF_MAP_UPDATE_BATCH over elements start .. start + n - 1 (no copy)."""
-        struct.pack_into("<QQQQII", self._batch, 0, 0, 0, self._kp + KEY_SIZE * start,
-                         self._vp + VALUE_SIZE * start, n, self.fd)
-        if _sys._syscall(_sys.NR_BPF, _sys.MAP_UPDATE_BATCH,
-                         ctypes.addressof(self._cbatch), 128) < 0:
-            raise _sys.error_from_errno(ctypes.get_errno(), "map update batch")
-        done = struct.unpack_from("<I", self._batch, 32)[0]
+        done = self._up.update_batch(start, n)
         if done != n:
             raise RuntimeError(f"BPF_MAP_UPDATE_BATCH applied {done} of {n}")
 
