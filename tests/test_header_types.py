@@ -126,6 +126,9 @@ def test_nothing_else_in_the_object_changes(kept: b.BuildResult,
             continue
         assert a[name] == k[name], name
     assert "tp/sched/sched_process_exit" in a and ".maps" in a
+    # Function and line info too: clang handles the anchors (globals) after
+    # the functions, so even the string offsets .BTF.ext uses stay put.
+    assert a[".BTF.ext"] == k[".BTF.ext"]
     # Every named type of the plain object is still there.
     pb, kb = _btf.load(plain.path), _btf.load(kept.path)
     names = {(t.kind, t.name) for t in pb.iter_types() if t.name}
@@ -235,7 +238,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return src / "exitsnoop.bpf.c"
 
 
-def test_cache_keeps_header_types_and_dependencies(project: Path) -> None:
+def test_cache_keeps_header_types_and_dependencies(project: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     first = b.build_info(project)
     assert first.kept_types == EXITSNOOP_TYPES and not first.cached
     # The dependencies are the program's, not the generated wrapper's.
@@ -251,11 +255,9 @@ def test_cache_keeps_header_types_and_dependencies(project: Path) -> None:
     assert not off.cached and off.key != first.key and off.kept_types == ()
     assert b.build_info(project, keep_types=False).cached
     # ... and so is the environment default.
-    os.environ["BPFRING_KEEP_TYPES"] = "none"
-    try:
+    with monkeypatch.context() as m:
+        m.setenv("BPFRING_KEEP_TYPES", "none")
         assert b.build_info(project).key == off.key
-    finally:
-        del os.environ["BPFRING_KEEP_TYPES"]
     # A header change rebuilds and keeps the new type.
     header = project.parent / "exitsnoop.h"
     header.write_text(header.read_text().replace(
@@ -271,9 +273,13 @@ def test_cache_keeps_header_types_and_dependencies(project: Path) -> None:
     assert not again.cached and again.path.read_bytes() == data
 
 
-def test_keep_types_option_is_checked(project: Path) -> None:
+def test_keep_types_option_is_checked(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="keep_types"):
         b.build_info(project, keep_types="everything")
+    with monkeypatch.context() as m:
+        m.setenv("BPFRING_KEEP_TYPES", "sometimes")
+        with pytest.raises(ValueError, match=r"\$BPFRING_KEEP_TYPES"):
+            b.build_info(project)
     assert kt.normalize_mode(True) == "headers"
     assert kt.normalize_mode("ALL") == "all"
     assert kt.normalize_mode("0") == kt.normalize_mode(None) == "none"

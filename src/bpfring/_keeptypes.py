@@ -94,12 +94,13 @@ _IDENT_RE = re.compile(r"[A-Za-z_]\w*")
 _C_KEYWORDS = frozenset({"struct", "union", "enum", "class"})
 
 
-def normalize_mode(value: object) -> str:
+def normalize_mode(value: object, env: str | None = None) -> str:
     """The ``keep_types`` option as one of :data:`MODES`.
 
     ``True`` means ``"headers"``; ``False`` and ``None`` mean ``"none"``.
     Strings are matched case-insensitively (``"0"``, ``"off"``, ``"no"`` are
-    ``"none"``), so the value can come from an environment variable.
+    ``"none"``), so the value can come from an environment variable, named
+    by ``env`` in the error for a bad value.
     """
     if value is True:
         return "headers"
@@ -113,7 +114,8 @@ def normalize_mode(value: object) -> str:
             return "headers"
         if v in ("0", "no", "off", "false", ""):
             return "none"
-    raise ValueError(f"keep_types must be True, False, 'headers', 'all' or 'none', "
+    what = f"${env} (the default of keep_types)" if env else "keep_types"
+    raise ValueError(f"{what} must be True, False, 'headers', 'all' or 'none', "
                      f"not {value!r}")
 
 
