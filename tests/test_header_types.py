@@ -502,3 +502,58 @@ def test_header_btf_for_an_object_built_elsewhere(tmp_path: Path, plain: b.Build
         b.header_btf(bad)
     with pytest.raises(FileNotFoundError):
         b.header_btf(tmp_path / "missing.h")
+
+
+def test_ast_dump_parsing_follows_the_printed_files() -> None:
+    """The text dump names a file only when it changes; quoted types that
+    mention a file (``unnamed struct at ...``) do not change it."""
+    dump = "\n".join([
+        "TranslationUnitDecl 0x1 <<invalid sloc>> <invalid sloc>",
+        "|-TypedefDecl 0x2 <<invalid sloc>> <invalid sloc> implicit __int128_t '__int128'",
+        "|-RecordDecl 0x3 </k/vmlinux.h:1:1, line:3:1> line:1:8 struct task definition",
+        "| `-FieldDecl 0x4 <line:2:2, col:6> col:6 x 'int'",
+        "|-TypedefDecl 0x5 <line:4:1, col:20> col:20 u32 'unsigned int'",
+        "|-EnumDecl 0x6 <./ev.h:1:1, line:3:1> line:1:6 kind",
+        "| |-PackedAttr 0x7 <col:20>",
+        "| `-EnumConstantDecl 0x8 <line:2:2> col:2 K_A 'int'",
+        "|-VarDecl 0x9 <line:4:1, col:40> col:40 v 'struct (unnamed struct at /k/vmlinux.h:9:1)'",
+        "|-RecordDecl 0xa <line:5:1, col:20> col:8 struct event definition",
+        "| `-FieldDecl 0xb <col:10, col:14> col:14 k 'enum kind':'enum kind'",
+        "|-EnumDecl 0xc <line:6:1, col:10> col:6 fwd",
+        "|-RecordDecl 0xd <line:7:1, col:8> col:8 struct fwd_only",
+        "|-TypedefDecl 0xe prev 0x5 <line:8:1, col:20> col:20 u32 'unsigned int'",
+        "|-RecordDecl 0xf <line:9:9, col:30> col:9 struct definition",
+        "|-TypedefDecl 0x10 <col:1, col:32> col:32 referenced pair_t 'struct pair_t':'pair_t'",
+        "|-TypedefDecl 0x11 <line:10:1, col:30> col:30 opaque_t 'struct fwd_only'",
+        "|-TypedefDecl 0x12 <line:11:1, col:30> col:30 arr_t 'int[]'",
+        "|-FunctionDecl 0x13 <p.bpf.c:1:1, line:3:1> line:1:5 f 'int (void)'",
+        "| `-CompoundStmt 0x14 <col:9, line:3:1>",
+        "|   `-DeclStmt 0x15 <line:2:2, col:30>",
+        "|     `-RecordDecl 0x16 <col:2, col:28> col:9 struct local definition",
+        "`-RecordDecl 0x17 <./ev.h:12:1, col:20> col:8 struct last definition",
+        "",
+    ])
+    spellings = {"/k/vmlinux.h": "/k/vmlinux.h", "./ev.h": "/w/ev.h", "p.bpf.c": "/w/p.bpf.c"}
+    got = kt.parse_ast(dump, spellings, {"/w/ev.h"})
+    assert [a.spelling for a in got] == ["enum kind", "struct event", "pair_t", "struct last"]
+    assert [a.typedef for a in got] == [False, False, True, False]
+    # The vmlinux.h part and the program's own file are attributed correctly too.
+    assert [a.spelling for a in kt.parse_ast(dump, spellings, {"/k/vmlinux.h"})] == [
+        "struct task", "u32"]
+    assert kt.parse_ast(dump, spellings, {"/w/p.bpf.c"}) == []
+
+
+def test_wrapper_text() -> None:
+    anchors = [kt.Anchor("struct event", "event", False), kt.Anchor("pair_t", "pair_t", True)]
+    text, owner = kt.wrapper("/w/p.bpf.c", anchors)
+    lines = text.splitlines()
+    assert lines[2] == '#include "/w/p.bpf.c"'
+    assert "#ifndef event" in lines and "#ifndef pair_t" in lines
+    tag = kt._tag("/w/p.bpf.c")
+    first = next(i for i, ln in enumerate(lines, 1) if ln.startswith("struct event *"))
+    assert lines[first - 1] == (f"struct event *__bpfring_keep_{tag}_0 "
+                                '__attribute__((section(".bpfring.keep"), used));')
+    assert owner[first] == 0
+    assert {i for i, ln in enumerate(lines, 1) if "pair_t" in ln and "#ifndef" not in ln} == {
+        k for k, v in owner.items() if v == 1}
+    assert kt._tag("/w/other.bpf.c") != tag

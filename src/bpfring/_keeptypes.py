@@ -287,12 +287,15 @@ def _anchor(dump: str, m: re.Match[str], in_wanted: Callable[[str], bool]) -> An
     if prev is not None and not in_wanted(prev):
         return None
     # Typedefs of types that stay incomplete ("typedef struct opaque opaque_t;",
-    # "typedef int arr_t[];"): skip the obvious ones here; the _Static_assert
+    # "typedef int arr_t[];"): skip the obvious ones here (a struct declared
+    # somewhere, "... struct opaque", but never defined); the _Static_assert
     # in the wrapper catches the rest.
     quoted = re.findall(r"'([^']*)'", m.group("rest") or "")
     real = quoted[-1] if quoted else ""
-    rec = re.fullmatch(r"(struct|union) (\w+)", real)
-    if real.endswith("[]") or (rec and dump.find(f" {real} definition\n") < 0):
+    if real.endswith("[]"):
+        return None
+    if (re.fullmatch(r"(struct|union) \w+", real) and dump.find(f" {real}\n") >= 0
+            and dump.find(f" {real} definition\n") < 0):
         return None
     return Anchor(name, name, True)
 
