@@ -8,7 +8,10 @@ Public API:
 * :func:`build_source` / :func:`build_source_info` compile C text (this is what
   ``bpfring.load("...C source...")`` uses).
 * :func:`vmlinux_header` generates (once per kernel) the ``vmlinux.h`` header
-  with every kernel type, from the kernel's own BTF.
+  with every kernel type and the kernel's kfunc prototypes, from the kernel's
+  own BTF.
+* :func:`header_btf` gives the BTF of the types a C header declares (for a
+  ``.bpf.o`` built elsewhere without them).
 * :func:`cache_dir` returns the per-user private cache directory.
 
 Why a cache: compiling even a small BPF program takes a few hundred
@@ -28,9 +31,17 @@ compile actually read (from clang's ``-MD`` dependency output) and its
 SHA-256.  A lookup re-hashes those files; if any changed, was removed, or the
 object's own hash does not match, the program is rebuilt.
 
+Header types (the ``keep_types`` option, :mod:`bpfring._keeptypes`): after
+the compile, the types declared in the program's own headers are put into
+its BTF by a second compile of a generated wrapper.  The wrapper is a
+function of what the first key and the dependency hashes already cover
+(plus the option and the generator's version, which are in the first key),
+so the cache stays exact; the dependencies listed are those of the program.
+
 Environment: ``BPFRING_CACHE_DIR`` (cache location), ``BPFRING_CLANG`` and
 ``BPFRING_BPFTOOL`` (name or path of the tools; default ``clang`` and
-``bpftool``).  All are read on every call.
+``bpftool``), ``BPFRING_KEEP_TYPES`` (default of the ``keep_types`` option:
+``headers``, ``all`` or ``none``).  All are read on every call.
 """
 
 from __future__ import annotations
@@ -52,10 +63,14 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
+from . import _keeptypes, _kfuncs
 from ._cache import Untrusted, private_root, private_subdir, read_trusted, sha256_trusted
 from .errors import BTFError, BuildError, ToolNotFound
+
+if TYPE_CHECKING:
+    from .btf import BTF
 
 __all__ = [
     "KERNEL_BTF",
@@ -65,6 +80,7 @@ __all__ = [
     "build_source",
     "build_source_info",
     "cache_dir",
+    "header_btf",
     "target_arch",
     "vmlinux_header",
 ]
@@ -137,6 +153,8 @@ class BuildResult:
     ``dependencies`` lists every file the compile read (source and headers);
     a change in any of them causes a rebuild.  ``warnings`` is clang's
     output when the object was built (also kept for cache hits).
+    ``kept_types`` names the header types added to the object's BTF (see
+    the ``keep_types`` option of :func:`build`), e.g. ``("struct event",)``.
     """
 
     path: Path
@@ -147,6 +165,7 @@ class BuildResult:
     command: tuple[str, ...]
     warnings: str
     elapsed: float
+    kept_types: tuple[str, ...] = ()
 
 
 # --------------------------------------------------------------------------
@@ -304,10 +323,14 @@ def vmlinux_header(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Return the path of a ``vmlinux.h`` describing the running kernel.
 
     It is generated with ``bpftool btf dump file /sys/kernel/btf/vmlinux
-    format c`` and cached under a SHA-256 of the kernel's BTF, so it is
-    regenerated only when the kernel changes.  The header's own hash is
-    recorded and checked on every call.  Raises :class:`BTFError` if the
-    kernel has no BTF, :class:`ToolNotFound` if bpftool is needed but missing.
+    format c`` plus ``extern ... __weak __ksym`` prototypes of the kernel's
+    kfuncs (written from the kernel BTF's ``bpf_kfunc`` tags, see
+    :mod:`bpfring._kfuncs`; define ``BPF_NO_KFUNC_PROTOTYPES`` before the
+    ``#include`` to leave them out), and cached under a SHA-256 of the
+    kernel's BTF, so it is regenerated only when the kernel changes.  The
+    header's own hash is recorded and checked on every call.  Raises
+    :class:`BTFError` if the kernel has no BTF, :class:`ToolNotFound` if
+    bpftool is needed but missing.
     """
     root = _cache_root(cache_dir)
     header, _ = _vmlinux(root)
@@ -327,7 +350,9 @@ def _vmlinux(root: Path) -> tuple[Path, str]:
         ) from None
     except PermissionError as exc:
         raise BTFError(f"cannot read {KERNEL_BTF}: {exc.strerror}", errno=exc.errno) from None
-    directory = _subdir(root, "vmlinux", btf_hash[:32])
+    # The directory also names the kfunc generator's version: a vmlinux.h
+    # written by an older bpfring (without prototypes) is not reused.
+    directory = _subdir(root, "vmlinux", f"{btf_hash[:32]}-k{_kfuncs.VERSION}")
     header = directory / "vmlinux.h"
     recorded = directory / "vmlinux.h.sha256"
     with _locked(directory / ".lock"):
@@ -354,10 +379,22 @@ def _vmlinux(root: Path) -> tuple[Path, str]:
                 hint="a bpftool older than the kernel may not understand its BTF; "
                      "install a newer bpftool",
             )
-        _atomic_write(header, proc.stdout)
-        digest = hashlib.sha256(proc.stdout).hexdigest()
+        data = _kfuncs.insert(proc.stdout, _kfunc_block())
+        _atomic_write(header, data)
+        digest = hashlib.sha256(data).hexdigest()
         _atomic_write(recorded, digest.encode() + b"\n")
         return header, digest
+
+
+def _kfunc_block() -> str:
+    """Kfunc prototypes for vmlinux.h from the kernel's BTF ("" if it has none)."""
+    from .btf import load as load_btf
+
+    try:
+        return _kfuncs.prototypes(load_btf(KERNEL_BTF))
+    except (OSError, BTFError) as exc:  # the types alone are still useful
+        log.warning("no kfunc prototypes in vmlinux.h: cannot read %s: %s", KERNEL_BTF, exc)
+        return ""
 
 
 # --------------------------------------------------------------------------
@@ -555,6 +592,7 @@ def build_info(
     defines: Mapping[str, object] | None = None,
     cflags: Sequence[str] = (),
     cache_dir: str | os.PathLike[str] | None = None,
+    keep_types: bool | str | None = None,
 ) -> BuildResult:
     """Compile ``source`` like :func:`build`, and say how it went.
 
@@ -566,6 +604,9 @@ def build_info(
     _check_seq("include_dirs", include_dirs)
     _check_seq("cflags", cflags)
     src = Path(os.path.abspath(source))
+    keep_mode = _keeptypes.normalize_mode(keep_types if keep_types is not None else
+                                          os.environ.get("BPFRING_KEEP_TYPES", "headers"),
+                                          "BPFRING_KEEP_TYPES" if keep_types is None else None)
     try:
         source_hash = _sha256_file(src)
     except FileNotFoundError:
@@ -610,6 +651,7 @@ def build_info(
         "source": str(src),
         "source_sha256": source_hash,
         "vmlinux_sha256": vmlinux_hash,
+        "keep_types": [keep_mode, _keeptypes.VERSION],
     })
     objdir = _subdir(root, "obj", key1[:2])
     manifest = objdir / f"{key1}.json"
@@ -623,21 +665,23 @@ def build_info(
         return BuildResult(
             path=obj, cached=True, key=key1, source=src,
             dependencies=tuple(Path(p) for p, _ in entry["deps"]),
-            command=(clang, *args, "-c", str(src)), warnings=warnings,
-            elapsed=time.perf_counter() - t0,
+            command=(clang, *args, *map(str, entry.get("extra_args", ())), "-c", str(src)),
+            warnings=warnings, elapsed=time.perf_counter() - t0,
+            kept_types=tuple(map(str, entry.get("kept", ()))),
         )
 
     work = Path(tempfile.mkdtemp(dir=_subdir(root, "tmp"), prefix="build-"))
     try:
         out, depfile = work / "out.bpf.o", work / "out.d"
-        cmd = [clang, *args, "-c", str(src), "-o", str(out),
-               "-MD", "-MF", str(depfile), "-MT", "obj"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
-                              check=False)
+        cmd, proc, extra = _compile(clang, args, src, out, depfile, vmlinux_dir)
         if proc.returncode != 0:
             _raise_compile_error(src, proc.stderr, proc.returncode, vmlinux_error)
         cwd = os.getcwd()
         deps = _parse_depfile(depfile.read_text(errors="surrogateescape"), cwd)
+        kept = _keeptypes.keep(clang, [*args, *extra], src, deps, work, keep_mode,
+                               exclude_dirs=[root / "vmlinux", root / "sysinc", INCLUDE_DIR])
+        if kept is not None:
+            out = kept.path
         dep_hashes = [[d, _sha256_file(d)] for d in deps]
         key2 = _sha256_json({"key": key1, "deps": dep_hashes})
         stem = src.name.split(".")[0] or "prog"
@@ -645,7 +689,8 @@ def build_info(
         obj_hash = _sha256_file(out)
         warnings = proc.stderr.strip()
         entry = {"object": obj.name, "sha256": obj_hash, "deps": dep_hashes,
-                 "warnings": warnings, "built": time.time()}
+                 "warnings": warnings, "built": time.time(), "extra_args": extra,
+                 "kept": list(kept.types) if kept else []}
         with _locked(objdir / f"{key1}.lock"):
             os.replace(out, obj)
             others = [e for e in _read_manifest(manifest) if e.get("object") != obj.name]
@@ -661,7 +706,43 @@ def build_info(
         path=obj, cached=False, key=key1, source=src,
         dependencies=tuple(Path(d) for d in deps),
         command=tuple(cmd), warnings=warnings, elapsed=time.perf_counter() - t0,
+        kept_types=kept.types if kept else (),
     )
+
+
+#: Compiles of one program at most: the first, then again without the
+#: vmlinux.h kfunc prototypes it declares differently.
+_KFUNC_ATTEMPTS = 4
+
+
+def _compile(clang: str, args: list[str], src: Path, out: Path, depfile: Path,
+             vmlinux_dir: Path | None,
+             ) -> tuple[list[str], subprocess.CompletedProcess[str], list[str]]:
+    """Run clang on ``src``: (command, result, flags added to ``args``).
+
+    A program may declare a kfunc itself in a way that conflicts with the
+    prototype in vmlinux.h (an older kernel's signature, a missing
+    ``const``); then clang fails, and we compile again without the
+    prototypes it complained about, so the program's own declarations win.
+    """
+    header = vmlinux_dir / "vmlinux.h" if vmlinux_dir is not None else None
+    extra: list[str] = []
+    skipped: set[str] = set()
+    for _ in range(_KFUNC_ATTEMPTS):
+        cmd = [clang, *args, *extra, "-c", str(src), "-o", str(out),
+               "-MD", "-MF", str(depfile), "-MT", "obj"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
+                              check=False)
+        if proc.returncode == 0 or header is None:
+            break
+        names = _kfuncs.conflicts(proc.stderr, header) - skipped
+        if not names:
+            break
+        log.info("%s declares kfunc(s) %s differently from vmlinux.h; compiling again "
+                 "with its own declarations", src, ", ".join(sorted(names)))
+        skipped |= names
+        extra = _kfuncs.skip_flags(skipped)
+    return cmd, proc, extra
 
 
 def _raise_compile_error(src: Path, stderr: str, status: int,
@@ -698,6 +779,7 @@ def build(
     defines: Mapping[str, object] | None = None,
     cflags: Sequence[str] = (),
     cache_dir: str | os.PathLike[str] | None = None,
+    keep_types: bool | str | None = None,
 ) -> Path:
     """Compile a ``.bpf.c`` file into a BPF object and return the object's path.
 
@@ -715,9 +797,20 @@ def build(
     not modify it.  Raises :class:`BuildError` (with ``diagnostics``) when
     clang fails and :class:`ToolNotFound` when clang is missing; clang
     warnings are logged to the ``bpfring`` logger at WARNING level.
+
+    ``keep_types`` puts into the object's BTF the structs, unions, enums and
+    typedefs declared in the program's own headers, which clang otherwise
+    leaves out when the program uses them only through pointers (the usual
+    ``struct event *e = bpf_ringbuf_reserve(...)``): ``"headers"`` (the
+    default, also ``True``), ``"all"`` (the ``.bpf.c`` file's own types
+    too) or ``"none"`` (``False``: compile the program exactly as given).
+    When not given, ``$BPFRING_KEEP_TYPES`` decides (default ``headers``).
+    It costs a second compile, only for programs whose headers declare
+    types; the program's code, maps and sections stay the same (see
+    :mod:`bpfring._keeptypes`).
     """
     return build_info(source, include_dirs=include_dirs, defines=defines, cflags=cflags,
-                      cache_dir=cache_dir).path
+                      cache_dir=cache_dir, keep_types=keep_types).path
 
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
@@ -754,12 +847,13 @@ def build_source_info(
     defines: Mapping[str, object] | None = None,
     cflags: Sequence[str] = (),
     cache_dir: str | os.PathLike[str] | None = None,
+    keep_types: bool | str | None = None,
 ) -> BuildResult:
     """Compile C source text like :func:`build_source`; return a :class:`BuildResult`."""
     root = _cache_root(cache_dir)
     path = _write_source(text, name, root)
     return build_info(path, include_dirs=include_dirs, defines=defines, cflags=cflags,
-                      cache_dir=root)
+                      cache_dir=root, keep_types=keep_types)
 
 
 def build_source(
@@ -770,6 +864,7 @@ def build_source(
     defines: Mapping[str, object] | None = None,
     cflags: Sequence[str] = (),
     cache_dir: str | os.PathLike[str] | None = None,
+    keep_types: bool | str | None = None,
 ) -> Path:
     """Compile BPF C given as text and return the object's path.
 
@@ -777,7 +872,47 @@ def build_source(
     (named after the text's hash, so identical text hits the cache), then
     compiled by :func:`build`.  ``#include "..."`` of your own headers needs
     their directory in ``include_dirs``; ``vmlinux.h``, ``<bpf/...>`` and
-    ``<bpfring/...>`` are always available.
+    ``<bpfring/...>`` are always available.  ``keep_types`` is as for
+    :func:`build`.
     """
     return build_source_info(text, name, include_dirs=include_dirs, defines=defines,
-                             cflags=cflags, cache_dir=cache_dir).path
+                             cflags=cflags, cache_dir=cache_dir,
+                             keep_types=keep_types).path
+
+
+def header_btf(
+    header: str | os.PathLike[str],
+    *,
+    include_dirs: Sequence[str | os.PathLike[str]] = (),
+    defines: Mapping[str, object] | None = None,
+    cflags: Sequence[str] = (),
+    vmlinux: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> BTF:
+    """BTF for the types declared in a C header, for objects built elsewhere.
+
+    A ``.bpf.o`` compiled by another build usually lacks the types of its
+    header (``struct event`` used only through a pointer); given that
+    header, this compiles a translation unit that includes ``vmlinux.h``
+    (unless ``vmlinux=False``, for headers that include kernel headers
+    themselves) and then ``header``, keeping every struct, union, enum and
+    typedef declared in the header and the headers it includes from its
+    own directories (as the ``keep_types`` build option does), and returns
+    that BTF (:class:`bpfring.btf.BTF`).  The result is cached like any
+    build.  Raises :class:`BuildError` if the header does not compile.
+    """
+    from .btf import load as load_btf
+
+    path = Path(os.path.abspath(header))
+    if not path.is_file():
+        raise FileNotFoundError(errno.ENOENT, "header not found", str(header))
+    if any(c in str(path) for c in '"\n\\'):
+        raise ValueError(f"cannot #include a header whose path contains quotes, "
+                         f"backslashes or newlines: {path!r}")
+    lines = ['#include "vmlinux.h"'] if vmlinux else []
+    lines.append(f'#include "{path}"')
+    name = re.sub(r"[^A-Za-z0-9_-]", "_", path.name.split(".")[0]) or "header"
+    result = build_source_info("\n".join(lines) + "\n", f"{name}.header",
+                               include_dirs=[path.parent, *include_dirs], defines=defines,
+                               cflags=cflags, cache_dir=cache_dir, keep_types="headers")
+    return load_btf(result.path)
