@@ -267,6 +267,8 @@ def resolve_binary(binary: str | os.PathLike[str], pid: int = -1) -> str:
                               hint="give the path of an executable or shared library")
     elif ".so" in text or text.startswith("lib"):
         path = _find_library(text, pid)
+        if path is None and ".so" not in text:
+            path = shutil.which(text)  # "libtool" is a program, not a library
         if path is None:
             raise AttachError(f"cannot find the library {text!r}", errno=_errno.ENOENT,
                               hint="give its full path, or its soname as 'ldconfig -p' lists "
@@ -608,8 +610,7 @@ class AttachMethods:
         cpu-clock, page-faults, ..., hardware ones where a PMU exists).
         Returns one link per CPU."""
         self._require((PROG_PERF_EVENT,), "attach_perf_event")
-        prog_fd = self._prog_fd()
-        del prog_fd
+        self._prog_fd()
         if event not in _perf.EVENTS:
             raise ValueError(f"unknown perf event {event!r}; known: {sorted(_perf.EVENTS)}")
         if frequency is None and period is None:
@@ -642,12 +643,12 @@ class AttachMethods:
                     pfd.close()
                     raise attach_error(self, target, err, lines)
                 pfd.detach()  # the libbpf link owns the perf fd now and closes it
-                links.append(self._adopt_link(_netattach.libbpf_link(ptr, self.name)))
+                links.append(_netattach.libbpf_link(ptr, self.name))
         except BaseException:
             for link in reversed(links):
                 link.close()
             raise
-        return links
+        return [self._adopt_link(link) for link in links]  # all or nothing
 
     # network and cgroups -----------------------------------------------------------
 
@@ -719,6 +720,8 @@ RUN_ONLY = "run only"
 NEEDS_TARGET = "needs a target"
 TARGET_MISSING = "target missing"
 NO_AUTO_ATTACH = "no auto-attach"
+UNSUPPORTED = "unsupported"
+_ENOTSUPP = 524  # kernel-internal errno: this kernel cannot attach that kind of program
 
 _KPROBE_HEADS = ("kprobe", "kretprobe", "ksyscall", "kretsyscall")
 _NEEDS_ARG = {
@@ -796,7 +799,7 @@ def missing_target(prog: AttachMethods) -> BPFError | None:
 class Skipped:
     """A program :func:`attach_all` did not attach: ``reason`` is one of
     "autoload off", "run only", "needs a target", "target missing",
-    "no auto-attach"; ``detail`` says what to do about it."""
+    "no auto-attach", "unsupported"; ``detail`` says what to do about it."""
 
     program: str
     section: str
@@ -829,7 +832,8 @@ def attach_all(programs: Iterable[AttachMethods], *, skip_missing: bool = False)
     that are only run, WARNING for the rest): programs with autoload off,
     ``SEC("syscall")`` programs, programs whose section names no target
     (XDP, TC, cgroup, perf event, a bare ``SEC("uprobe")``, ...), sections
-    libbpf cannot auto-attach, and -- with ``skip_missing`` -- programs whose
+    libbpf cannot auto-attach or this kernel cannot attach (ENOTSUPP, as
+    before), and -- with ``skip_missing`` -- programs whose
     target this kernel lacks (a missing tracepoint or kernel function, no
     kprobes).  Without ``skip_missing`` such a program raises its error; the
     links this call made are then detached again, so a failed call leaves
@@ -865,6 +869,8 @@ def attach_all(programs: Iterable[AttachMethods], *, skip_missing: bool = False)
                     skip(prog, TARGET_MISSING, str(e))
                 elif e.errno == _errno.EOPNOTSUPP and not missing:
                     skip(prog, NO_AUTO_ATTACH, str(e))
+                elif e.errno == _ENOTSUPP:
+                    skip(prog, UNSUPPORTED, str(e))
                 else:
                     if missing:
                         e.add_note("attach_all(skip_missing=True) skips programs whose "

@@ -216,6 +216,7 @@ class DetachLink(Link):
         self.priority = priority
         self._undo: Any = undo
         self._keep = list(keep)
+        self._pid = os.getpid()
         with _ATTACHED_LOCK:
             _ATTACHED.add(self)
 
@@ -251,8 +252,10 @@ class DetachLink(Link):
 
 @atexit.register
 def _detach_all_at_exit() -> None:
+    # Only in the process that attached: a forked child exiting normally must
+    # not undo its parent's attachments.
     with _ATTACHED_LOCK:
-        links = list(_ATTACHED)
+        links = [link for link in _ATTACHED if link._pid == os.getpid()]
     for link in links:
         link.close()
 
@@ -504,9 +507,28 @@ def _ns_key(ns: OwnedFD, ifindex: int) -> tuple[int, int, int]:
     return st.st_dev, st.st_ino, ifindex
 
 
+class _ExistsFilter(logging.Filter):
+    """Drops the kernel's "Exclusivity flag on" message libbpf logs as a
+    warning when the clsact qdisc we ask for exists already (normal for us)."""
+
+    active = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (getattr(self.active, "on", False)
+                    and "Exclusivity flag on" in record.getMessage())
+
+
+_EXISTS_FILTER = _ExistsFilter()
+logging.getLogger("bpfring.libbpf").addFilter(_EXISTS_FILTER)
+
+
 def _clsact_acquire(prog: Prog, target: str, key: tuple[int, int, int], ifindex: int) -> None:
     hook = _opts(_TcHook, ifindex=ifindex, attach_point=TC_INGRESS)
-    ret = _lib().bpf_tc_hook_create(byref(hook))
+    _EXISTS_FILTER.active.on = True
+    try:
+        ret = _lib().bpf_tc_hook_create(byref(hook))
+    finally:
+        _EXISTS_FILTER.active.on = False
     if ret < 0 and ret != -_errno.EEXIST:
         raise attach_error(prog, target, -ret, (), "creating the clsact qdisc failed "
                            "(the kernel needs CONFIG_NET_SCH_INGRESS)")

@@ -1,0 +1,1037 @@
+"""Explicit attach against the real kernel: tracepoints, raw tracepoints,
+uprobes/uretprobes (in a C program the tests build, and in libc), USDT,
+XDP, TC (clsact and tcx) on a veth pair between two private network
+namespaces, cgroups the tests make, perf event sampling, kprobes (absent on
+the test machine: a clear KernelTooOld), and attach_all's report.
+
+The programs are in tests/bpf/attach_*.bpf.c, the traced C program in
+tests/c/attach_target.c.  Until Program inherits AttachMethods, the tests
+call the mixin through a small adapter that gives it exactly the attributes
+it may rely on (_ptr, fd, name, section, type, _adopt_link).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import BPF_DIR, HERE, REQUIRE_KERNEL
+
+import bpfring
+from bpfring import AttachError, BPFError, KernelTooOld, _attach, _netattach, _perf, _sys
+from bpfring._attach import AttachMethods, AttachReport, attach_all
+from bpfring.btf import BTF, Kind
+
+# ---------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------
+
+
+class _Adapter(AttachMethods):
+    """A Program seen through the mixin's contract; links are registered
+    with the program's object, so closing the object detaches them."""
+
+    def __init__(self, prog) -> None:
+        self._prog = prog
+        self._ptr = prog._ptr
+        self.name = prog.name
+        self.section = prog.section
+
+    fd = property(lambda self: self._prog.fd)
+    type = property(lambda self: self._prog.type)
+
+    def _adopt_link(self, link):
+        self._prog._obj._links.append(link)
+        return link
+
+
+def A(prog) -> AttachMethods:
+    return prog if isinstance(prog, AttachMethods) else _Adapter(prog)
+
+
+def progs(obj) -> dict[str, AttachMethods]:
+    return {n: A(p) for n, p in obj.programs.items()}
+
+
+def wait_for(pred: Callable[[], bool], timeout: float = 3.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return pred()
+
+
+def prog_id(fd: int) -> int:
+    """``bpf_prog_info.id`` of a program fd."""
+    info = bytearray(64)
+    cinfo = (ctypes.c_char * len(info)).from_buffer(info)
+    attr = bytearray(128)
+    struct.pack_into("<IIQ", attr, 0, fd, len(info), ctypes.addressof(cinfo))
+    _sys.bpf(_sys.OBJ_GET_INFO_BY_FD, attr, "reading program info")
+    del cinfo
+    return struct.unpack_from("<I", info, 4)[0]
+
+
+def need_tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        msg = f"{name} is not installed (scripts/setup-system.sh installs it)"
+        if REQUIRE_KERNEL:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+# ---------------------------------------------------------------------------------
+# ABI tables against the kernel's BTF and libbpf's headers
+# ---------------------------------------------------------------------------------
+
+
+def _members(btf: BTF, type_id: int, prefix: str = "", base: int = 0
+             ) -> dict[str, tuple[int, int]]:
+    """name -> (byte offset, size) of every member, anonymous members flattened."""
+    out: dict[str, tuple[int, int]] = {}
+    for m in btf.resolve(type_id).members:
+        off = base + m.bit_offset // 8
+        inner = btf.resolve(m.type_id)
+        nested = inner.kind in (Kind.STRUCT, Kind.UNION)
+        if m.name:
+            out[prefix + m.name] = (off, btf.sizeof(m.type_id))
+            if nested:
+                out.update(_members(btf, m.type_id, prefix + m.name + ".", off))
+        elif nested:
+            out.update(_members(btf, m.type_id, prefix, off))
+    return out
+
+
+@pytest.fixture(scope="module")
+def vmlinux() -> BTF:
+    if not os.path.exists("/sys/kernel/btf/vmlinux"):
+        pytest.skip("the kernel exposes no BTF")
+    return BTF.vmlinux()
+
+
+def _enum(btf: BTF, name: str) -> dict[str, int]:
+    return {e.name: e.value for e in btf.find(name, "enum").enumerators}
+
+
+def test_link_create_attr_layout_matches_the_kernel(vmlinux):
+    members = _members(vmlinux, vmlinux.find("bpf_attr", "union").id)
+    for field, (off, fmt) in _netattach.LINK_CREATE_ATTR.items():
+        assert members[f"link_create.{field}"] == (off, struct.calcsize(fmt)), field
+    cmds = _enum(vmlinux, "bpf_cmd")
+    assert cmds["BPF_LINK_CREATE"] == _netattach.BPF_LINK_CREATE
+    types = _enum(vmlinux, "bpf_attach_type")
+    assert types["BPF_TCX_INGRESS"] == _netattach.BPF_TCX_INGRESS
+    assert types["BPF_TCX_EGRESS"] == _netattach.BPF_TCX_EGRESS
+    prog_types = _enum(vmlinux, "bpf_prog_type")
+    for name in ("KPROBE", "SCHED_CLS", "SCHED_ACT", "TRACEPOINT", "XDP", "PERF_EVENT",
+                 "RAW_TRACEPOINT", "RAW_TRACEPOINT_WRITABLE", "SYSCALL"):
+        assert prog_types[f"BPF_PROG_TYPE_{name}"] == getattr(_attach, f"PROG_{name}"), name
+    cgroup = {prog_types[f"BPF_PROG_TYPE_{n}"] for n in (
+        "CGROUP_SKB", "CGROUP_SOCK", "SOCK_OPS", "CGROUP_DEVICE", "CGROUP_SOCK_ADDR",
+        "CGROUP_SYSCTL", "CGROUP_SOCKOPT")}
+    assert cgroup == _attach.CGROUP_PROG_TYPES
+    # libbpf's attach type names, which attach_cgroup accepts, are the enum's
+    names = _attach.cgroup_attach_types()
+    assert names["cgroup_inet_egress"] == types["BPF_CGROUP_INET_EGRESS"]
+    assert names["cgroup_inet_sock_create"] == types["BPF_CGROUP_INET_SOCK_CREATE"]
+
+
+def test_perf_sampling_attr_layout_matches_the_kernel(vmlinux):
+    members = _members(vmlinux, vmlinux.find("perf_event_attr", "struct").id)
+    for field in ("type", "size", "config", "sample_period", "sample_type", "wakeup_events"):
+        assert members[field] == _perf.ATTR_FIELDS[field], field
+    assert members["sample_freq"][0] == _perf.ATTR_FIELDS["sample_period"][0]
+    attr = vmlinux.find("perf_event_attr", "struct")
+    bits = {m.name: vmlinux.member_bits(attr, m)[0] for m in attr.members if m.name}
+    flags = _perf.ATTR_FLAGS_OFFSET * 8
+    assert 1 << (bits["disabled"] - flags) == _perf.FLAG_DISABLED
+    assert 1 << (bits["freq"] - flags) == _perf.FLAG_FREQ
+    attr_bytes = _perf.sampling_attr(1, 0, frequency=99)
+    assert struct.unpack_from("<Q", attr_bytes, 16)[0] == 99
+    assert struct.unpack_from("<Q", attr_bytes, 40)[0] == _perf.FLAG_DISABLED | _perf.FLAG_FREQ
+    with pytest.raises(ValueError):
+        _perf.sampling_attr(1, 0, period=1, frequency=1)
+    with pytest.raises(ValueError):
+        _perf.sampling_attr(1, 0, period=0)
+
+
+_STRUCTS = {
+    "bpf_uprobe_opts": _attach._UprobeOpts, "bpf_usdt_opts": _attach._UsdtOpts,
+    "bpf_kprobe_opts": _attach._KprobeOpts, "bpf_ksyscall_opts": _attach._KsyscallOpts,
+    "bpf_perf_event_opts": _attach._PerfEventOpts,
+    "bpf_xdp_attach_opts": _netattach._XdpAttachOpts,
+    "bpf_xdp_query_opts": _netattach._XdpQueryOpts, "bpf_tc_hook": _netattach._TcHook,
+    "bpf_tc_opts": _netattach._TcOpts,
+}
+
+
+def test_libbpf_option_structs_match_libbpf_h(tmp_path):
+    gcc = need_tool("gcc")
+    lines = ["#include <stdio.h>", "#include <stddef.h>", "#include <bpf/libbpf.h>",
+             "int main(void) {"]
+    for cname, cls in _STRUCTS.items():
+        lines.append(f'printf("{cname} %zu\\n", sizeof(struct {cname}));')
+        for field, *_ in cls._fields_:
+            lines.append(f'printf("{cname}.{field} %zu\\n", offsetof(struct {cname}, {field}));')
+    lines.append("return 0; }")
+    src = tmp_path / "layout.c"
+    src.write_text("\n".join(lines) + "\n")
+    subprocess.run([gcc, "-o", str(tmp_path / "layout"), str(src)], check=True)
+    out = subprocess.run([str(tmp_path / "layout")], capture_output=True, text=True,
+                         check=True).stdout
+    c = dict(line.rsplit(" ", 1) for line in out.splitlines())
+    for cname, cls in _STRUCTS.items():
+        assert int(c[cname]) == ctypes.sizeof(cls), cname
+        for field, *_ in cls._fields_:
+            assert int(c[f"{cname}.{field}"]) == getattr(cls, field).offset, (cname, field)
+
+
+# ---------------------------------------------------------------------------------
+# Tracepoints, raw tracepoints, perf events, kprobes
+# ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trace_path(kernel) -> Path:
+    return bpfring.build(BPF_DIR / "attach_trace.bpf.c")
+
+
+@pytest.fixture
+def trace(trace_path):
+    with bpfring.load(trace_path, globals={"target_tgid": os.getpid()}) as obj:
+        yield obj
+
+
+def _getppid(n: int) -> None:
+    for _ in range(n):
+        os.getppid()
+
+
+def test_tracepoint_counts_and_detaches(trace):
+    p = progs(trace)["on_tracepoint"]
+    with p.attach_tracepoint("syscalls", "sys_enter_getppid") as link:
+        assert not link.closed and link.fd >= 0
+        _getppid(25)
+        assert trace.globals.tp_hits == 25
+    assert link.closed
+    _getppid(5)
+    assert trace.globals.tp_hits == 25
+    link.close()  # idempotent
+
+
+def test_raw_tracepoint_counts_and_detaches(trace):
+    p = progs(trace)["on_raw_tracepoint"]
+    link = p.attach_raw_tracepoint("sys_enter")
+    _getppid(17)
+    assert trace.globals.raw_hits == 17
+    link.close()
+    _getppid(3)
+    assert trace.globals.raw_hits == 17
+
+
+def test_links_detach_when_the_object_closes(trace_path):
+    obj = bpfring.load(trace_path, globals={"target_tgid": os.getpid()})
+    link = progs(obj)["on_tracepoint"].attach_tracepoint("syscalls", "sys_enter_getppid")
+    assert link in obj.links
+    obj.close()
+    assert link.closed
+
+
+def test_tracepoint_errors_name_program_and_target(trace):
+    p = progs(trace)
+    with pytest.raises(AttachError) as e:
+        p["on_tracepoint"].attach_tracepoint("syscalls", "sys_enter_getppidd")
+    assert e.value.errno == errno.ENOENT
+    assert "'on_tracepoint'" in str(e.value) and "syscalls:sys_enter_getppidd" in str(e.value)
+    assert "sys_enter_getppid" in e.value.hint  # a close match is suggested
+    with pytest.raises(AttachError) as e:
+        p["on_tracepoint"].attach_tracepoint("nosuch_category", "x")
+    assert e.value.errno == errno.ENOENT
+    with pytest.raises(AttachError) as e:
+        p["on_raw_tracepoint"].attach_raw_tracepoint("no_such_raw_tp")
+    assert e.value.errno == errno.ENOENT and "no_such_raw_tp" in str(e.value)
+    assert "without the category" in e.value.hint
+    with pytest.raises(AttachError) as e:  # wrong program type for the hook
+        p["on_raw_tracepoint"].attach_tracepoint("syscalls", "sys_enter_getppid")
+    assert "raw_tracepoint program, not tracepoint" in str(e.value)
+    with pytest.raises(ValueError):
+        p["on_tracepoint"].attach_tracepoint("syscalls/x", "y")
+    assert trace.links == []
+
+
+def test_attach_by_section_says_which_method_to_call(trace):
+    with pytest.raises(AttachError) as e:
+        AttachMethods.attach(progs(trace)["on_tracepoint"])
+    assert e.value.errno == errno.EOPNOTSUPP
+    assert "attach_tracepoint(category, name)" in e.value.hint
+
+
+def test_kprobes_report_the_missing_kernel_feature(trace):
+    pmu = os.path.isdir("/sys/bus/event_source/devices/kprobe")
+    events = any(os.path.exists(f"{d}/kprobe_events")
+                 for d in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"))
+    assert _attach.kprobes_available() == (pmu or events)
+    p = progs(trace)
+    if _attach.kprobes_available():  # a kernel with kprobes: they attach and count
+        with p["on_kprobe"].attach_kprobe("do_nanosleep"):
+            time.sleep(0.001)
+        assert trace.globals.kprobe_hits >= 1
+        return
+    calls = [lambda: p["on_kprobe"].attach_kprobe("do_nanosleep"),
+             lambda: p["on_kprobe"].attach_kretprobe("do_nanosleep"),
+             lambda: p["on_kprobe"].attach_kprobe("do_nanosleep", offset=4, cookie=3),
+             lambda: p["on_ksyscall"].attach_ksyscall("nanosleep"),
+             lambda: p["on_ksyscall"].attach_ksyscall("nanosleep", retprobe=True)]
+    for call in calls:
+        with pytest.raises(KernelTooOld) as e:
+            call()
+        assert "this kernel has no kprobes (CONFIG_KPROBES)" in str(e.value)
+        assert "'on_kprobe'" in str(e.value) or "'on_ksyscall'" in str(e.value)
+        assert e.value.hint and "tracepoint" in e.value.hint
+        assert isinstance(e.value, BPFError)
+    assert trace.links == []
+
+
+def _burn(seconds: float) -> None:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+
+
+def test_perf_event_sampling_on_every_cpu(trace):
+    p = progs(trace)["on_sample"]
+    cpus = _perf.online_cpus()
+    links = p.attach_perf_event(frequency=1000)
+    assert len(links) == len(cpus) and all(not link.closed for link in links)
+    _burn(0.3)
+    samples = list(trace.globals.samples)
+    # cpu-clock ticks on every CPU (idle or not); at 1 kHz for 0.3 s, well above 50
+    assert all(samples[c] > 50 for c in cpus), samples[:len(cpus)]
+    for link in links:
+        link.close()
+    before = list(trace.globals.samples)
+    _burn(0.1)
+    assert list(trace.globals.samples) == before
+
+
+def test_perf_event_by_period_on_chosen_cpus(trace):
+    p = progs(trace)["on_sample"]
+    links = p.attach_perf_event(period=2_000_000, cpus=[0])  # one sample per 2 ms of cpu 0
+    assert len(links) == 1
+    _burn(0.3)
+    samples = list(trace.globals.samples)
+    assert 50 < samples[0] < 300 and sum(samples) == samples[0], samples[:4]
+    links[0].close()
+
+
+def test_perf_event_errors(trace):
+    p = progs(trace)
+    with pytest.raises(ValueError):
+        p["on_sample"].attach_perf_event(frequency=10, period=10)
+    with pytest.raises(ValueError):
+        p["on_sample"].attach_perf_event(event="no-such-event")
+    with pytest.raises(ValueError):
+        p["on_sample"].attach_perf_event(cpus=[])
+    with pytest.raises(BPFError) as e:
+        p["on_sample"].attach_perf_event(cpus=[0, 4095])
+    assert "'on_sample'" in str(e.value) and "cpu 4095" in str(e.value)
+    with pytest.raises(AttachError):
+        p["on_tracepoint"].attach_perf_event()
+    assert trace.links == []  # the cpu 0 link made before the failure was closed again
+
+
+# ---------------------------------------------------------------------------------
+# uprobes and USDT
+# ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def target_bin(tmp_path_factory, kernel) -> Path:
+    gcc = need_tool("gcc")
+    out = tmp_path_factory.mktemp("attach") / "attach_target"
+    subprocess.run([gcc, "-O1", "-g", "-Wall", "-o", str(out),
+                    str(HERE / "c" / "attach_target.c")], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def uprobe_path(kernel) -> Path:
+    return bpfring.build(BPF_DIR / "attach_uprobe.bpf.c")
+
+
+@pytest.fixture
+def uprobe(uprobe_path):
+    with bpfring.load(uprobe_path) as obj:
+        yield obj
+
+
+class Target:
+    """A run of attach_target: started, blocked until go()."""
+
+    def __init__(self, binary: Path, rounds: int) -> None:
+        self.rounds = rounds
+        self.proc = subprocess.Popen([str(binary), str(rounds)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE)
+        self.pid = self.proc.pid
+
+    def go(self) -> int:
+        out, _ = self.proc.communicate(b"g", timeout=30)
+        assert self.proc.returncode == 0
+        return int(out)
+
+
+@pytest.fixture
+def run_target(target_bin):
+    started: list[Target] = []
+
+    def start(rounds: int) -> Target:
+        t = Target(target_bin, rounds)
+        started.append(t)
+        return t
+
+    yield start
+    for t in started:
+        if t.proc.poll() is None:
+            t.proc.kill()
+            t.proc.wait()
+
+
+def test_uprobe_and_uretprobe_on_a_function(uprobe, target_bin, run_target):
+    p = progs(uprobe)
+    entry = p["on_entry"].attach_uprobe(target_bin, "bpfring_target", cookie=0xC0FFEE)
+    ret = p["on_return"].attach_uretprobe(str(target_bin), "bpfring_target")
+    t = run_target(10)
+    assert t.go() == sum(2 * i + 1 for i in range(10))
+    e, r = uprobe.globals.entry, uprobe.globals.ret
+    assert (e.count, e.sum, e.cookie, e.pid) == (10, sum(range(10)), 0xC0FFEE, t.pid)
+    assert (r.count, r.sum, r.pid) == (10, sum(2 * i + 1 for i in range(10)), t.pid)
+    entry.close()
+    ret.close()
+    run_target(3).go()
+    assert uprobe.globals.entry.count == 10 and uprobe.globals.ret.count == 10
+
+
+def test_uprobe_pid_filter(uprobe, run_target, target_bin):
+    mine, other = run_target(4), run_target(6)
+    with A(uprobe.programs["on_entry"]).attach_uprobe(target_bin, "bpfring_target",
+                                                     pid=mine.pid):
+        other.go()
+        mine.go()
+        hits = uprobe.globals.entry
+    assert (hits.count, hits.pid) == (4, mine.pid)
+
+
+def test_uprobe_on_a_shared_library_by_name(uprobe, run_target):
+    t = run_target(7)
+    # "libc.so.6" is found from the process's own mappings (and ld.so's cache)
+    link = A(uprobe.programs["on_lib"]).attach_uprobe("libc.so.6", "getpid", pid=t.pid)
+    t.go()
+    assert (uprobe.globals.lib.count, uprobe.globals.lib.pid) == (7, t.pid)
+    link.close()
+    libc = _attach.resolve_binary("libc.so.6")
+    assert os.path.isabs(libc) and Path(libc).name.startswith("libc")
+    assert _attach.resolve_binary("libc.so.6", t.pid) == libc or os.path.samefile(
+        _attach.resolve_binary("libc.so.6", t.pid), libc)
+
+
+def _file_offset(binary: Path, symbol: str) -> int:
+    """A symbol's file offset, from readelf's symbol table and LOAD segments."""
+    readelf = need_tool("readelf")
+    syms = subprocess.run([readelf, "-sW", str(binary)], capture_output=True, text=True,
+                          check=True).stdout
+    vaddr = next(int(line.split()[1], 16) for line in syms.splitlines()
+                 if line.split()[-1:] == [symbol])
+    segs = subprocess.run([readelf, "-lW", str(binary)], capture_output=True, text=True,
+                          check=True).stdout
+    for line in segs.splitlines():
+        f = line.split()
+        if f[:1] == ["LOAD"]:
+            off, va, filesz = int(f[1], 16), int(f[2], 16), int(f[4], 16)
+            if va <= vaddr < va + filesz:
+                return vaddr - va + off
+    raise AssertionError(f"{symbol} is in no LOAD segment")
+
+
+def test_uprobe_at_an_offset(uprobe, run_target, target_bin):
+    p = A(uprobe.programs["on_offset"])
+    # bpfring_nops is four 1-byte nops then ret: +2 is an instruction boundary
+    by_symbol = p.attach_uprobe(target_bin, "bpfring_nops", offset=2, cookie=1)
+    run_target(5).go()
+    assert uprobe.globals.plain.count == 5 and uprobe.globals.plain.cookie == 1
+    by_symbol.close()
+    by_offset = p.attach_uprobe(target_bin, offset=_file_offset(target_bin, "bpfring_nops") + 3,
+                                cookie=2)
+    run_target(4).go()
+    assert uprobe.globals.plain.count == 9 and uprobe.globals.plain.cookie == 2
+    by_offset.close()
+
+
+def test_uprobe_errors_are_clear(uprobe, target_bin):
+    p = A(uprobe.programs["on_entry"])
+    cases = [
+        (lambda: p.attach_uprobe(target_bin, "no_such_function"), errno.ENOENT,
+         "no function 'no_such_function'"),
+        (lambda: p.attach_uprobe("/nonexistent/prog", "main"), errno.ENOENT, "no such binary"),
+        (lambda: p.attach_uprobe("libbpfring-nosuch.so.1", "f"), errno.ENOENT,
+         "cannot find the library"),
+        (lambda: p.attach_uprobe("bpfring-no-such-program", "f"), errno.ENOENT,
+         "on PATH"),
+        (lambda: p.attach_uprobe("/etc/hostname", "f"), errno.ENOEXEC, "not an ELF file"),
+        (lambda: p.attach_uprobe(target_bin, offset=1), errno.EINVAL, "not in a code segment"),
+        (lambda: p.attach_uprobe(target_bin, "bpfring_target", pid=2**22 + 1), errno.ESRCH,
+         "no process"),
+    ]
+    for call, err, text in cases:
+        with pytest.raises(AttachError) as e:
+            call()
+        assert e.value.errno == err, (text, e.value)
+        msg = str(e.value)
+        assert "'on_entry'" in msg and text in msg, msg
+        assert e.value.hint
+    with pytest.raises(ValueError):
+        p.attach_uprobe(target_bin)  # neither symbol nor offset
+    with pytest.raises(ValueError):
+        p.attach_uprobe(target_bin, "bpfring_target", cookie=-1)
+    with pytest.raises(AttachError) as e:  # a uprobe program is not an XDP program
+        p.attach_xdp("lo")
+    assert "kprobe program, not xdp" in str(e.value)
+    assert uprobe.links == []
+
+
+def test_usdt_probe(uprobe, run_target, target_bin):
+    p = A(uprobe.programs["on_usdt"])
+    t = run_target(6)
+    link = p.attach_usdt(target_bin, "bpfring", "tick", pid=t.pid, cookie=42)
+    t.go()
+    u = uprobe.globals.usdt_hits
+    assert (u.count, u.sum, u.cookie, u.pid) == (6, sum(range(6)), 42, t.pid)
+    link.close()
+    with pytest.raises(AttachError) as e:
+        p.attach_usdt(target_bin, "bpfring", "no_such_probe")
+    assert e.value.errno == errno.ENOENT and "bpfring:no_such_probe" in str(e.value)
+    assert "readelf -n" in e.value.hint
+
+
+# ---------------------------------------------------------------------------------
+# Network hooks on a veth pair between two private network namespaces
+# ---------------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_CLONE_NEWNET = 0x40000000
+PORT = 47011
+
+
+def _setns(fd: int) -> None:
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        raise OSError(ctypes.get_errno(), "setns")
+
+
+@contextmanager
+def in_netns(path: str) -> Iterator[None]:
+    """This thread in the network namespace at ``path`` for the block."""
+    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    ns = os.open(path, os.O_RDONLY)
+    try:
+        _setns(ns)
+        try:
+            yield
+        finally:
+            _setns(back)
+    finally:
+        os.close(ns)
+        os.close(back)
+
+
+@dataclass
+class NetPair:
+    """Namespaces a and b joined by veth va (10.199.0.1, in a) -- vb
+    (10.199.0.2, in b).  The test thread runs in b."""
+
+    a: str
+    b: str
+    ns_a: str
+    ns_b: str
+
+    def _send(self, where: str, dst: str, count: int) -> None:
+        with in_netns(where):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with s:
+            for i in range(count):
+                s.sendto(b"bpfring %d" % i, (dst, PORT))
+
+    def a_to_b(self, count: int) -> None:
+        """Packets that arrive on vb (ingress of b's interface)."""
+        self._send(self.ns_a, "10.199.0.2", count)
+
+    def b_to_a(self, count: int) -> None:
+        """Packets that leave through vb (egress of b's interface)."""
+        self._send(self.ns_b, "10.199.0.1", count)
+
+    def tc(self, *args: str) -> str:
+        return subprocess.run(["tc", *args], capture_output=True, text=True,
+                              check=True).stdout
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+@pytest.fixture
+def netpair(kernel) -> Iterator[NetPair]:
+    need_tool("ip")
+    need_tool("tc")
+    tag = f"{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    a, b = f"bpfring-a{tag}", f"bpfring-b{tag}"
+    made: list[str] = []
+    try:
+        for ns in (a, b):
+            _ip("netns", "add", ns)
+            made.append(ns)
+        _ip("link", "add", "name", "va", "netns", a, "address", "02:00:00:00:00:0a", "type",
+            "veth", "peer", "name", "vb", "netns", b, "address", "02:00:00:00:00:0b")
+        for ns, dev, mine, peer, peer_mac in ((a, "va", "10.199.0.1", "10.199.0.2", "0b"),
+                                               (b, "vb", "10.199.0.2", "10.199.0.1", "0a")):
+            _ip("-n", ns, "addr", "add", f"{mine}/24", "dev", dev)
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", ns, "link", "set", dev, "up")
+            # static neighbours: no ARP traffic, every test packet goes out at once
+            _ip("-n", ns, "neigh", "add", peer, "lladdr", f"02:00:00:00:00:{peer_mac}", "dev",
+                dev, "nud", "permanent")
+        pair = NetPair(a, b, f"/run/netns/{a}", f"/run/netns/{b}")
+        with in_netns(pair.ns_b):
+            yield pair
+    finally:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def net_path(kernel) -> Path:
+    return bpfring.build(BPF_DIR / "attach_net.bpf.c")
+
+
+@pytest.fixture
+def net(net_path):
+    with bpfring.load(net_path, globals={"port": PORT}) as obj:
+        yield obj
+
+
+def _count(obj, name: str, want: int) -> int:
+    wait_for(lambda: getattr(obj.globals, name) >= want)
+    time.sleep(0.02)  # and nothing more arrives
+    return getattr(obj.globals, name)
+
+
+def test_xdp_link(netpair, net):
+    p = progs(net)["count_xdp"]
+    link = p.attach_xdp("vb")
+    assert link.fd >= 0
+    q = _netattach.xdp_query(socket.if_nametoindex("vb"))
+    assert q["prog_id"] == prog_id(p.fd) and q["mode"] == "drv"  # veth has native XDP
+    netpair.a_to_b(20)
+    assert _count(net, "xdp_hits", 20) == 20
+    netpair.b_to_a(5)  # egress is not XDP's business
+    time.sleep(0.05)
+    assert net.globals.xdp_hits == 20
+    link.close()
+    assert _netattach.xdp_query(socket.if_nametoindex("vb"))["prog_id"] == 0
+    netpair.a_to_b(3)
+    time.sleep(0.05)
+    assert net.globals.xdp_hits == 20
+
+
+def test_xdp_skb_mode_detaches_on_close_from_any_namespace(netpair, net):
+    p = progs(net)["count_xdp"]
+    ifindex = socket.if_nametoindex("vb")
+    link = p.attach_xdp(ifindex, mode="skb")
+    q = _netattach.xdp_query(ifindex)
+    assert q["skb_prog_id"] == prog_id(p.fd) and q["mode"] == "skb"
+    with pytest.raises(BPFError):
+        link.fd  # noqa: B018 -- a netlink attachment has no link fd
+    netpair.a_to_b(12)
+    assert _count(net, "xdp_hits", 12) == 12
+    # a second program in the same mode is refused, with who is there in the hint
+    with pytest.raises(AttachError) as e:
+        p.attach_xdp("vb", mode="skb")
+    assert e.value.errno in (errno.EBUSY, errno.EEXIST) and "already has" in e.value.hint
+    with pytest.raises(AttachError) as e:  # and so is a link while it is there
+        p.attach_xdp("vb")
+    assert e.value.errno in (errno.EBUSY, errno.EEXIST)
+    # closing from another network namespace still detaches in vb's
+    with in_netns(netpair.ns_a):
+        link.close()
+    assert link.closed
+    assert _netattach.xdp_query(ifindex)["skb_prog_id"] == 0
+    link.close()  # idempotent
+    netpair.a_to_b(4)
+    time.sleep(0.05)
+    assert net.globals.xdp_hits == 12
+
+
+def test_xdp_errors(netpair, net):
+    p = progs(net)
+    with pytest.raises(AttachError) as e:
+        p["count_xdp"].attach_xdp("nosuch0")
+    assert e.value.errno == errno.ENODEV and "vb" in e.value.hint
+    assert "'count_xdp'" in str(e.value)
+    with pytest.raises(AttachError) as e:
+        p["count_xdp"].attach_xdp("vb", mode="hw")  # veth has no offload
+    assert "hw mode" in str(e.value)
+    with pytest.raises(ValueError):
+        p["count_xdp"].attach_xdp("vb", mode="turbo")
+    with pytest.raises(AttachError):
+        p["count_tc"].attach_xdp("vb")
+    assert net.links == []
+
+
+def _qdiscs(pair: NetPair) -> str:
+    return pair.tc("qdisc", "show", "dev", "vb")
+
+
+def test_tc_ingress_and_egress(netpair, net):
+    p = progs(net)
+    assert "clsact" not in _qdiscs(netpair)
+    ing = p["count_tc"].attach_tc("vb", direction="ingress")
+    eg = p["count_tc2"].attach_tc(socket.if_nametoindex("vb"), direction="egress")
+    assert "clsact" in _qdiscs(netpair)
+    assert ing.priority and ing.handle and eg.priority and eg.handle  # the kernel chose
+    assert "count_tc" in netpair.tc("filter", "show", "dev", "vb", "ingress")
+    netpair.a_to_b(9)
+    netpair.b_to_a(4)
+    assert _count(net, "tc_hits", 9) == 9
+    assert _count(net, "tc2_hits", 4) == 4
+    ing.close()
+    assert "clsact" in _qdiscs(netpair)  # the egress filter still uses it
+    netpair.a_to_b(3)
+    time.sleep(0.05)
+    assert net.globals.tc_hits == 9
+    eg.close()
+    eg.close()
+    # we made the qdisc and nothing else is on it: it goes
+    assert "clsact" not in _qdiscs(netpair)
+
+
+def test_tc_keeps_a_clsact_qdisc_it_did_not_make(netpair, net):
+    netpair.tc("qdisc", "add", "dev", "vb", "clsact")
+    link = A(net.programs["count_tc"]).attach_tc("vb")
+    netpair.a_to_b(2)
+    assert _count(net, "tc_hits", 2) == 2
+    link.close()
+    assert "clsact" in _qdiscs(netpair)
+    assert netpair.tc("filter", "show", "dev", "vb", "ingress").strip() == ""
+
+
+def test_tc_keeps_the_qdisc_while_others_use_it(netpair, net):
+    p = progs(net)
+    link = p["count_tc"].attach_tc("vb", direction="egress")
+    # someone else (libbpf directly, not through bpfring) adds a filter too
+    other = _netattach._opts(_netattach._TcOpts, prog_fd=p["count_tc2"].fd, priority=7,
+                             handle=7)
+    hook = _netattach._opts(_netattach._TcHook, ifindex=socket.if_nametoindex("vb"),
+                            attach_point=_netattach.TC_INGRESS)
+    assert _netattach._lib().bpf_tc_attach(ctypes.byref(hook), ctypes.byref(other)) == 0
+    assert _netattach.tc_filter_count(socket.if_nametoindex("vb")) >= 2
+    link.close()
+    assert "clsact" in _qdiscs(netpair)
+    netpair.a_to_b(5)
+    assert _count(net, "tc2_hits", 5) == 5  # their filter still works
+
+
+def test_tc_errors(netpair, net):
+    p = progs(net)
+    first = p["count_tc"].attach_tc("vb", priority=5, handle=1)
+    assert (first.priority, first.handle) == (5, 1)
+    with pytest.raises(AttachError) as e:
+        p["count_tc2"].attach_tc("vb", priority=5, handle=1)
+    assert e.value.errno == errno.EEXIST and "priority 5" in e.value.hint
+    first.close()
+    assert "clsact" not in _qdiscs(netpair)  # the failed attach did not keep it alive
+    for bad in (dict(direction="sideways"), dict(priority=70000), dict(handle=-1)):
+        with pytest.raises(ValueError):
+            p["count_tc"].attach_tc("vb", **bad)
+    with pytest.raises(AttachError) as e:
+        p["count_tc"].attach_tc("nosuch0")
+    assert e.value.errno == errno.ENODEV
+    assert [link.closed for link in net.links] == [True]
+
+
+def test_tc_detaches_when_the_object_closes(netpair, net_path):
+    obj = bpfring.load(net_path, globals={"port": PORT})
+    p = progs(obj)
+    p["count_tc"].attach_tc("vb")
+    p["count_xdp"].attach_xdp("vb", mode="skb")
+    assert len(obj.links) == 2
+    obj.close()
+    assert "clsact" not in _qdiscs(netpair)
+    assert _netattach.xdp_query(socket.if_nametoindex("vb"))["skb_prog_id"] == 0
+
+
+_EXIT_CHILD = """
+import os, signal, sys
+import bpfring
+from bpfring._attach import AttachMethods
+
+class Prog(AttachMethods):  # the mixin's default _adopt_link: the object does not own it
+    def __init__(self, p):
+        self._ptr, self.fd, self.name, self.section, self.type = (
+            p._ptr, p.fd, p.name, p.section, p.type)
+
+obj = bpfring.load(sys.argv[1], globals={"port": 1})
+progs = obj.programs
+Prog(progs["count_xdp"]).attach_xdp("vb", mode="skb")
+if sys.argv[2] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+Prog(progs["count_tc"]).attach_tc("vb", direction="egress")
+print("attached", flush=True)
+"""
+
+
+def test_netlink_attachments_are_undone_at_exit(netpair, net_path):
+    ifindex = socket.if_nametoindex("vb")
+    out = subprocess.run([sys.executable, "-c", _EXIT_CHILD, str(net_path), "exit"],
+                         capture_output=True, text=True, check=True).stdout
+    assert out == "attached\n"
+    assert _netattach.xdp_query(ifindex)["skb_prog_id"] == 0
+    assert "clsact" not in _qdiscs(netpair)
+    # A killed process cannot detach: the kernel keeps netlink attachments
+    # (as after "ip link set dev vb xdp obj ..."); XDP links would go.
+    proc = subprocess.run([sys.executable, "-c", _EXIT_CHILD, str(net_path), "kill"],
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode == -9
+    assert _netattach.xdp_query(ifindex)["skb_prog_id"] != 0
+
+
+def test_tcx_ingress_and_egress(netpair, net):
+    p = progs(net)
+    ing = p["count_tc"].attach_tcx("vb", "ingress")
+    eg = p["count_tc2"].attach_tcx("vb", direction="egress")
+    assert os.fstat(ing.fd) and ing.fd != eg.fd
+    assert "clsact" not in _qdiscs(netpair)  # tcx needs no qdisc
+    netpair.a_to_b(8)
+    netpair.b_to_a(6)
+    assert _count(net, "tc_hits", 8) == 8
+    assert _count(net, "tc2_hits", 6) == 6
+    ing.close()
+    eg.close()
+    assert ing.closed and eg.closed
+    with pytest.raises(ValueError):
+        ing.fd  # noqa: B018
+    netpair.a_to_b(3)
+    netpair.b_to_a(3)
+    time.sleep(0.05)
+    assert (net.globals.tc_hits, net.globals.tc2_hits) == (8, 6)
+    with pytest.raises(ValueError):
+        p["count_tc"].attach_tcx("vb", "sideways")
+    with pytest.raises(AttachError):
+        p["count_xdp"].attach_tcx("vb")
+
+
+# ---------------------------------------------------------------------------------
+# cgroups
+# ---------------------------------------------------------------------------------
+
+
+def _cgroup2_root() -> str | None:
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            parts = line.split()
+            if parts[2] == "cgroup2":
+                return parts[1]
+    return None
+
+
+@pytest.fixture
+def cgroup(kernel) -> Iterator[Path]:
+    root = _cgroup2_root()
+    if root is None:
+        if REQUIRE_KERNEL:
+            pytest.fail("no cgroup2 mount")
+        pytest.skip("no cgroup2 mount")
+    path = Path(root) / f"bpfring-test-{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        for pid in (path / "cgroup.procs").read_text().split():
+            try:
+                os.kill(int(pid), 9)
+            except ProcessLookupError:
+                pass
+        wait_for(lambda: not (path / "cgroup.procs").read_text().strip())
+        path.rmdir()
+
+
+_CHILD = """
+import ctypes, os, socket, sys
+sockets, packets, netns = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+if netns:
+    fd = os.open(netns, os.O_RDONLY)
+    assert ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000) == 0
+for _ in range(sockets):
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM).close()
+if packets:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for i in range(packets):
+            s.sendto(b"x", ("10.199.0.2", int(sys.argv[4])))
+"""
+
+
+def run_in_cgroup(cg: Path, sockets: int = 0, packets: int = 0, netns: str = "") -> None:
+    def join() -> None:
+        (cg / "cgroup.procs").write_text("0")
+
+    subprocess.run([sys.executable, "-I", "-S", "-c", _CHILD, str(sockets), str(packets),
+                    netns, str(PORT)], preexec_fn=join, check=True, timeout=60)
+
+
+def test_cgroup_sock_create(net, cgroup):
+    p = A(net.programs["count_sock_create"])
+    with p.attach_cgroup(cgroup):
+        run_in_cgroup(cgroup, sockets=5)
+        subprocess.run([sys.executable, "-I", "-S", "-c", _CHILD, "3", "0", "", "0"],
+                       check=True)  # not in the cgroup: not counted
+    assert net.globals.sock_creates == 5
+    run_in_cgroup(cgroup, sockets=2)
+    assert net.globals.sock_creates == 5
+
+
+def test_cgroup_skb_egress_by_section_and_by_explicit_type(net, cgroup, netpair):
+    p = progs(net)
+    fd = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        link = p["count_cg_egress"].attach_cgroup(fd)  # by fd; the SEC gives the type
+    finally:
+        os.close(fd)
+    run_in_cgroup(cgroup, packets=7, netns=netpair.ns_a)
+    assert net.globals.cg_hits == 7
+    link.close()
+    # SEC("cgroup/skb") names no direction: attach it at egress explicitly
+    link = p["count_cg_any"].attach_cgroup(str(cgroup), attach_type="cgroup_inet_egress")
+    assert isinstance(link, _netattach.FDLink) and link.fd >= 0
+    run_in_cgroup(cgroup, packets=4, netns=netpair.ns_a)
+    assert net.globals.cg_hits == 11
+    link.close()
+    run_in_cgroup(cgroup, packets=2, netns=netpair.ns_a)
+    assert net.globals.cg_hits == 11
+
+
+def test_cgroup_errors(net, cgroup, tmp_path):
+    p = progs(net)
+    with pytest.raises(AttachError) as e:
+        p["count_cg_egress"].attach_cgroup(tmp_path)
+    assert "not a cgroup v2 directory" in str(e.value) and "'count_cg_egress'" in str(e.value)
+    with pytest.raises(AttachError) as e:
+        p["count_cg_egress"].attach_cgroup(cgroup / "nosuch")
+    assert e.value.errno == errno.ENOENT
+    with pytest.raises(ValueError) as v:
+        p["count_cg_any"].attach_cgroup(cgroup, attach_type="inet_egres")
+    assert "cgroup_inet_egress" in str(v.value)
+    with pytest.raises(AttachError):
+        p["count_xdp"].attach_cgroup(cgroup)
+    assert net.links == []
+
+
+# ---------------------------------------------------------------------------------
+# attach_all
+# ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def all_path(kernel) -> Path:
+    return bpfring.build(BPF_DIR / "attach_all.bpf.c")
+
+
+@pytest.fixture
+def everything(all_path):
+    with bpfring.load(all_path, globals={"target_tgid": os.getpid()}) as obj:
+        yield obj
+
+
+def test_attach_all_stops_at_a_missing_target_and_leaves_nothing_attached(everything):
+    with pytest.raises(AttachError) as e:
+        attach_all(progs(everything).values())
+    assert e.value.errno == errno.ENOENT and "missing_tp" in str(e.value)
+    assert any("skip_missing=True" in n for n in e.value.__notes__)
+    assert all(link.closed for link in everything.links)
+    _getppid(3)
+    assert everything.globals.auto_tp_hits == 0 and everything.globals.auto_raw_hits == 0
+
+
+def test_attach_all_reports_what_it_skipped(everything, caplog):
+    caplog.set_level(logging.INFO, logger="bpfring")
+    report = attach_all(progs(everything).values(), skip_missing=True)
+    assert isinstance(report, AttachReport) and isinstance(report, list)
+    assert sorted(link.program for link in report) == ["auto_raw", "auto_tp"]
+    reasons = {s.program: s.reason for s in report.skipped}
+    assert reasons == {
+        "off": _attach.AUTOLOAD_OFF,
+        "missing_tp": _attach.TARGET_MISSING,
+        "kp": _attach.TARGET_MISSING,
+        "needs_ifc": _attach.NEEDS_TARGET,
+        "needs_tc": _attach.NEEDS_TARGET,
+        "needs_binary": _attach.NEEDS_TARGET,
+        "needs_cgroup": _attach.NEEDS_TARGET,
+        "run_me": _attach.RUN_ONLY,
+    }
+    details = {s.program: s.detail for s in report.skipped}
+    assert "attach_xdp" in details["needs_ifc"] and "attach_tc" in details["needs_tc"]
+    assert "attach_uprobe" in details["needs_binary"]
+    assert "attach_cgroup" in details["needs_cgroup"]
+    assert "no kprobes" in details["kp"] and "bpfring_nosuch" in details["missing_tp"]
+    # every skip was logged: warnings for the ones a user should look at
+    logged = {r.getMessage().split()[3]: r.levelno for r in caplog.records
+              if r.getMessage().startswith("not attaching program")}
+    assert set(logged) == set(reasons)
+    assert logged["needs_ifc"] == logging.WARNING and logged["missing_tp"] == logging.WARNING
+    assert logged["off"] == logging.INFO and logged["run_me"] == logging.INFO
+    assert "needs_tc" in repr(report)
+    _getppid(6)
+    assert (everything.globals.auto_tp_hits, everything.globals.auto_raw_hits) == (6, 6)
+    assert everything.globals.off_hits == 0
+    for link in report:
+        link.close()
+    _getppid(2)
+    assert everything.globals.auto_tp_hits == 6
+    # the run-only program is still there to run
+    assert everything.programs["run_me"].run(ctx=b"\0" * 8) == 7
+
+
+def test_attach_all_on_nothing():
+    report = attach_all([])
+    assert report == [] and report.skipped == [] and "none" in repr(report)
+
+
+def test_the_mixin_only_needs_the_documented_attributes(trace):
+    """The contract the lead wires into Program: _ptr, fd, name, section,
+    type and _adopt_link; nothing else of Program is touched."""
+    prog = trace.programs["on_tracepoint"]
+
+    class Minimal(AttachMethods):
+        __slots__ = ("_ptr", "fd", "name", "section", "type")
+
+    m = Minimal()
+    m._ptr, m.fd, m.name, m.section, m.type = (prog._ptr, prog.fd, prog.name, prog.section,
+                                               prog.type)
+    with m.attach_tracepoint("syscalls", "sys_enter_getppid"):
+        _getppid(2)
+    assert trace.globals.tp_hits == 2
+    link = m.attach_tracepoint("syscalls", "sys_enter_getppid")  # _adopt_link's default
+    assert re.search(r"<Link on_tracepoint attached", repr(link))
+    link.close()
