@@ -32,7 +32,7 @@ import pytest
 from conftest import BPF_DIR, HERE, REQUIRE_KERNEL
 
 import bpfring
-from bpfring import AttachError, BPFError, KernelTooOld, _attach, _netattach, _perf, _sys
+from bpfring import AttachError, BPFError, KernelTooOld, _attach, _netattach, _perf, _sys, _targets
 from bpfring._attach import AttachMethods, AttachReport, attach_all
 from bpfring.btf import BTF, Kind
 
@@ -148,7 +148,7 @@ def test_link_create_attr_layout_matches_the_kernel(vmlinux):
         "CGROUP_SYSCTL", "CGROUP_SOCKOPT")}
     assert cgroup == _attach.CGROUP_PROG_TYPES
     # libbpf's attach type names, which attach_cgroup accepts, are the enum's
-    names = _attach.cgroup_attach_types()
+    names = _attach.attach_types()
     assert names["cgroup_inet_egress"] == types["BPF_CGROUP_INET_EGRESS"]
     assert names["cgroup_inet_sock_create"] == types["BPF_CGROUP_INET_SOCK_CREATE"]
 
@@ -287,9 +287,9 @@ def test_kprobes_report_the_missing_kernel_feature(trace):
     pmu = os.path.isdir("/sys/bus/event_source/devices/kprobe")
     events = any(os.path.exists(f"{d}/kprobe_events")
                  for d in ("/sys/kernel/tracing", "/sys/kernel/debug/tracing"))
-    assert _attach.kprobes_available() == (pmu or events)
+    assert _targets.kprobes_available() == (pmu or events)
     p = progs(trace)
-    if _attach.kprobes_available():  # a kernel with kprobes: they attach and count
+    if _targets.kprobes_available():  # a kernel with kprobes: they attach and count
         with p["on_kprobe"].attach_kprobe("do_nanosleep"):
             time.sleep(0.001)
         assert trace.globals.kprobe_hits >= 1
@@ -445,10 +445,10 @@ def test_uprobe_on_a_shared_library_by_name(uprobe, run_target):
     t.go()
     assert (uprobe.globals.lib.count, uprobe.globals.lib.pid) == (7, t.pid)
     link.close()
-    libc = _attach.resolve_binary("libc.so.6")
+    libc = _targets.resolve_binary("libc.so.6")
     assert os.path.isabs(libc) and Path(libc).name.startswith("libc")
-    assert _attach.resolve_binary("libc.so.6", t.pid) == libc or os.path.samefile(
-        _attach.resolve_binary("libc.so.6", t.pid), libc)
+    assert _targets.resolve_binary("libc.so.6", t.pid) == libc or os.path.samefile(
+        _targets.resolve_binary("libc.so.6", t.pid), libc)
 
 
 def _file_offset(binary: Path, symbol: str) -> int:

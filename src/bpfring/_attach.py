@@ -15,7 +15,8 @@ not libbpf ``bpf_link`` objects and get their own small :class:`Link`
 subclasses: kernel links made here with ``BPF_LINK_CREATE`` (tcx, which
 libbpf 1.1 predates, and cgroups with an explicit attach type), and netlink
 attachments (XDP with an explicit mode, TC filters) that must be undone by a
-call -- see :mod:`bpfring._netattach`.
+call -- see :mod:`bpfring._netattach`.  Finding targets (binaries and
+libraries, cgroups, whether kprobes exist) is in :mod:`bpfring._targets`.
 """
 
 from __future__ import annotations
@@ -26,10 +27,6 @@ import errno as _errno
 import functools
 import logging
 import os
-import shutil
-import struct
-import subprocess
-import sys
 from collections.abc import Iterable, Sequence
 from ctypes import POINTER, Structure, byref, c_bool, c_char_p, c_int, c_size_t, c_uint64, c_void_p
 from dataclasses import dataclass
@@ -39,6 +36,15 @@ from . import _libbpf, _netattach, _perf
 from ._fd import OwnedFD
 from ._fs import ensure_tracefs
 from ._netattach import FDLink, _opts, attach_error, for_program
+from ._targets import (
+    cgroup_fd,
+    check_code_offset,
+    check_pid,
+    check_u64,
+    kprobes_available,
+    require_kprobes,
+    resolve_binary,
+)
 from .errors import AttachError, BPFError, KernelTooOld
 from .link import Link
 
@@ -122,7 +128,7 @@ def prog_type_name(t: int) -> str:
 
 
 @functools.cache
-def cgroup_attach_types() -> dict[str, int]:
+def attach_types() -> dict[str, int]:
     """Attach type names (libbpf's, e.g. ``cgroup_inet_egress``) to values."""
     out: dict[str, int] = {}
     for t in range(128):
@@ -138,7 +144,7 @@ def _attach_type(value: int | str) -> int:
         raise TypeError(f"attach_type must be an int or a name, not {type(value).__name__}")
     if isinstance(value, int):
         return value
-    names = cgroup_attach_types()
+    names = attach_types()
     key = value.strip().lower().removeprefix("bpf_")
     for cand in (key, f"cgroup_{key}"):
         if cand in names:
@@ -146,237 +152,6 @@ def _attach_type(value: int | str) -> int:
     close = difflib.get_close_matches(key, names, 3)
     raise ValueError(f"unknown attach type {value!r}" + (f"; did you mean {close}?" if close
                                                           else ""))
-
-
-# --- targets ------------------------------------------------------------------------
-
-
-def kprobes_available() -> bool:
-    """Whether this kernel can make kprobes (CONFIG_KPROBES + kprobe events).
-
-    Judged from the system, not from an errno: the ``kprobe`` perf PMU under
-    /sys/bus/event_source/devices (CONFIG_KPROBE_EVENTS with perf events), or
-    the legacy ``kprobe_events`` file of tracefs."""
-    if os.path.isdir("/sys/bus/event_source/devices/kprobe"):
-        return True
-    try:
-        tracefs = ensure_tracefs()
-    except BPFError:
-        tracefs = "/sys/kernel/tracing"
-    return os.path.exists(os.path.join(tracefs, "kprobe_events"))
-
-
-def _require_kprobes(prog: AttachMethods, target: str) -> None:
-    if not kprobes_available():
-        raise KernelTooOld(
-            f"attaching program {prog.name!r} to {target}: this kernel has no kprobes "
-            "(CONFIG_KPROBES)", errno=_errno.EOPNOTSUPP,
-            hint="use a tracepoint (SEC(\"tp/...\")) or raw tracepoint (SEC(\"raw_tp/...\")) "
-                 "instead, or a kernel built with CONFIG_KPROBES and CONFIG_KPROBE_EVENTS")
-
-
-def _ld_library_path() -> list[str]:
-    return [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
-
-
-def _system_lib_dirs() -> list[str]:
-    multiarch = f"{os.uname().machine}-linux-gnu"
-    return [f"/lib/{multiarch}", f"/usr/lib/{multiarch}", "/lib64", "/usr/lib64", "/lib",
-            "/usr/lib", "/usr/local/lib"]
-
-
-def _elf_ident(path: str) -> bytes | None:
-    """The first 20 bytes of an ELF file (class, data, machine), or None."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(20)
-    except OSError:
-        return None
-    return head if head[:4] == b"\x7fELF" else None
-
-
-def _same_abi(path: str) -> bool:
-    ours, theirs = _elf_ident(sys.executable), _elf_ident(path)
-    if theirs is None:
-        return False
-    # class (32/64-bit), byte order, machine: what ld.so matches on
-    return ours is None or (ours[4:6], ours[18:20]) == (theirs[4:6], theirs[18:20])
-
-
-def _mapped_library(name: str, pid: int) -> str | None:
-    """The file of a library ``name`` mapped into process ``pid``."""
-    try:
-        with open(f"/proc/{pid}/maps") as f:
-            for line in f:
-                fields = line.split(maxsplit=5)
-                path = fields[5].strip() if len(fields) == 6 else ""
-                base = os.path.basename(path)
-                if path.startswith("/") and (base == name or base.startswith(name + ".")):
-                    return path
-    except OSError:
-        pass
-    return None
-
-
-def _ldconfig_library(name: str) -> str | None:
-    """The library ``name`` from ld.so's cache (``ldconfig -p``)."""
-    ldconfig = shutil.which("ldconfig") or "/sbin/ldconfig"
-    try:
-        out = subprocess.run([ldconfig, "-p"], capture_output=True, text=True, check=False,
-                             timeout=10).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    for line in out.splitlines():
-        entry, sep, path = line.strip().partition(" => ")
-        soname = entry.split(" (")[0]
-        if sep and (soname == name or soname.startswith(name + ".")) and _same_abi(path):
-            return path
-    return None
-
-
-def _find_library(name: str, pid: int) -> str | None:
-    """Where the library ``name`` ("libc.so.6", "libssl.so") is, looked up as
-    the dynamic loader would: mapped in process ``pid`` (when given), in
-    LD_LIBRARY_PATH, in ld.so's cache, in the system directories; the first
-    file of the right ABI wins."""
-    if pid > 0 and (path := _mapped_library(name, pid)):
-        return path
-    for d in _ld_library_path():
-        p = os.path.join(d, name)
-        if os.path.isfile(p) and _same_abi(p):
-            return p
-    if path := _ldconfig_library(name):
-        return path
-    for d in _system_lib_dirs():
-        p = os.path.join(d, name)
-        if os.path.isfile(p) and _same_abi(p):
-            return p
-    return None
-
-
-def resolve_binary(binary: str | os.PathLike[str], pid: int = -1) -> str:
-    """The ELF file a uprobe or USDT probe goes into: a path as given, a
-    library by name ("libc.so.6"), or a program found on PATH."""
-    text = os.fspath(binary)
-    if not isinstance(text, str) or not text:
-        raise TypeError(f"binary must be a path or a library name, not {binary!r}")
-    if "/" in text:
-        path: str | None = os.path.abspath(text)
-        if not os.path.exists(text):
-            raise AttachError(f"no such binary: {text}", errno=_errno.ENOENT,
-                              hint="give the path of an executable or shared library")
-    elif ".so" in text or text.startswith("lib"):
-        path = _find_library(text, pid)
-        if path is None and ".so" not in text:
-            path = shutil.which(text)  # "libtool" is a program, not a library
-        if path is None:
-            raise AttachError(f"cannot find the library {text!r}", errno=_errno.ENOENT,
-                              hint="give its full path, or its soname as 'ldconfig -p' lists "
-                                   "it (e.g. libc.so.6)")
-    else:
-        path = shutil.which(text)
-        if path is None:
-            raise AttachError(f"cannot find the program {text!r} on PATH", errno=_errno.ENOENT,
-                              hint="give the path of the executable")
-    assert path is not None
-    if _elf_ident(path) is None:
-        raise AttachError(f"{path} is not an ELF file", errno=_errno.ENOEXEC,
-                          hint="uprobes and USDT probes go into executables and shared "
-                               "libraries (a script's interpreter, not the script)")
-    return path
-
-
-def _code_ranges(path: str) -> list[tuple[int, int]]:
-    """File offset ranges of the executable PT_LOAD segments of an ELF file."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(1 << 16)
-    except OSError:
-        return []
-    if len(data) < 52 or data[:4] != b"\x7fELF":
-        return []
-    bo = "<" if data[5] == 1 else ">"
-    is64 = data[4] == 2
-    if is64:
-        phoff, = struct.unpack_from(bo + "Q", data, 32)
-        phentsize, phnum = struct.unpack_from(bo + "HH", data, 54)
-    else:
-        phoff, = struct.unpack_from(bo + "I", data, 28)
-        phentsize, phnum = struct.unpack_from(bo + "HH", data, 42)
-    out = []
-    for i in range(phnum):
-        at = phoff + i * phentsize
-        if at + phentsize > len(data):
-            break
-        if is64:
-            ptype, pflags, poff, _va, _pa, filesz = struct.unpack_from(bo + "IIQQQQ", data, at)
-        else:
-            ptype, poff, _va, _pa, filesz, _msz, pflags = struct.unpack_from(bo + "7I", data,
-                                                                             at)
-        if ptype == 1 and pflags & 1:  # PT_LOAD, PF_X
-            out.append((poff, poff + filesz))
-    return out
-
-
-def _check_code_offset(path: str, offset: int) -> None:
-    ranges = _code_ranges(path)
-    if ranges and not any(lo <= offset < hi for lo, hi in ranges):
-        where = ", ".join(f"{lo:#x}-{hi:#x}" for lo, hi in ranges)
-        raise AttachError(f"file offset {offset:#x} is not in a code segment of {path}",
-                          errno=_errno.EINVAL,
-                          hint=f"its code is at file offsets {where}; or give symbol= (and "
-                               "offset= inside the function)")
-
-
-def _check_pid(pid: int) -> None:
-    if isinstance(pid, bool) or not isinstance(pid, int):
-        raise TypeError(f"pid must be an int, not {type(pid).__name__}")
-    if pid > 0 and not os.path.exists(f"/proc/{pid}"):
-        raise AttachError(f"no process with pid {pid}", errno=_errno.ESRCH,
-                          hint="pid=-1 probes every process")
-
-
-def _check_u64(name: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 64:
-        raise ValueError(f"{name} must be an int in [0, 2**64), not {value!r}")
-
-
-def _cgroup_fd(path_or_fd: str | os.PathLike[str] | int) -> tuple[OwnedFD | None, int, str]:
-    """(fd we opened or None, fd to use, description) of a cgroup v2 directory."""
-    if isinstance(path_or_fd, bool):
-        raise TypeError("cgroup must be a path or an open fd")
-    if isinstance(path_or_fd, int):
-        fd, what, owned = path_or_fd, f"cgroup fd {path_or_fd}", None
-        probe = f"/proc/self/fd/{fd}"
-    else:
-        path = os.fspath(path_or_fd)
-        try:
-            owned = OwnedFD(os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC),
-                            "cgroup")
-        except OSError as e:
-            raise AttachError(f"cannot open cgroup {path}: {e.strerror}", errno=e.errno,
-                              hint="give a directory of the cgroup v2 hierarchy, e.g. "
-                                   f"{_cgroup2_mount() or '/sys/fs/cgroup'}/...") from None
-        fd, what, probe = owned.fileno(), f"cgroup {path}", path
-    if _netattach.fs_type(probe) != _netattach.CGROUP2_SUPER_MAGIC:
-        if owned is not None:
-            owned.close()
-        raise AttachError(f"{what} is not a cgroup v2 directory", errno=_errno.EINVAL,
-                          hint=f"cgroup2 is mounted at {_cgroup2_mount() or '(nowhere)'}; "
-                               "BPF cgroup programs attach to cgroup v2 only")
-    return owned, fd, what
-
-
-def _cgroup2_mount() -> str | None:
-    try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) > 2 and parts[2] == "cgroup2":
-                    return parts[1]
-    except OSError:
-        pass
-    return None
 
 
 # --- the mixin ----------------------------------------------------------------------
@@ -511,13 +286,13 @@ class AttachMethods:
             raise ValueError(f"offset must be an int >= 0, not {offset!r}")
         if symbol is None and offset == 0:
             raise ValueError("give a symbol, or the file offset of the instruction to probe")
-        _check_u64("cookie", cookie)
+        check_u64("cookie", cookie)
         kind = "uretprobe" if retprobe else "uprobe"
         with for_program(self, f"{kind} {os.fspath(binary)}:{symbol or hex(offset)}"):
-            _check_pid(pid)
+            check_pid(pid)
             path = resolve_binary(binary, pid)
             if symbol is None:
-                _check_code_offset(path, offset)
+                check_code_offset(path, offset)
         where = (symbol or "") + (f"+{offset:#x}" if offset else "")
         target = f"{kind} {path}:{where}" + (f" (pid {pid})" if pid >= 0 else "")
         opts = _opts(_UprobeOpts, bpf_cookie=cookie, retprobe=retprobe,
@@ -548,9 +323,9 @@ class AttachMethods:
         for part in (provider, name):
             if not isinstance(part, str) or not part:
                 raise ValueError(f"bad USDT provider/name {part!r}")
-        _check_u64("cookie", cookie)
+        check_u64("cookie", cookie)
         with for_program(self, f"USDT {provider}:{name} in {os.fspath(binary)}"):
-            _check_pid(pid)
+            check_pid(pid)
             path = resolve_binary(binary, pid)
         target = f"USDT {provider}:{name} in {path}" + (f" (pid {pid})" if pid >= 0 else "")
         opts = _opts(_UsdtOpts, usdt_cookie=cookie)
@@ -572,10 +347,10 @@ class AttachMethods:
             raise ValueError(f"bad kernel function name {function!r}")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
             raise ValueError(f"offset must be an int >= 0, not {offset!r}")
-        _check_u64("cookie", cookie)
+        check_u64("cookie", cookie)
         target = f"{'kretprobe' if retprobe else 'kprobe'} {function}" + (
             f"+{offset:#x}" if offset else "")
-        _require_kprobes(self, target)
+        require_kprobes(self.name, target)
         opts = _opts(_KprobeOpts, bpf_cookie=cookie, offset=offset, retprobe=retprobe)
         return self._libbpf_link(
             target, _lib().bpf_program__attach_kprobe_opts, function.encode(), byref(opts),
@@ -592,9 +367,9 @@ class AttachMethods:
         self._require((PROG_KPROBE,), "attach_ksyscall")
         if not isinstance(name, str) or not name:
             raise ValueError(f"bad system call name {name!r}")
-        _check_u64("cookie", cookie)
+        check_u64("cookie", cookie)
         target = f"{'kretsyscall' if retprobe else 'ksyscall'} {name}"
-        _require_kprobes(self, target)
+        require_kprobes(self.name, target)
         opts = _opts(_KsyscallOpts, bpf_cookie=cookie, retprobe=retprobe)
         return self._libbpf_link(
             target, _lib().bpf_program__attach_ksyscall, name.encode(), byref(opts),
@@ -698,11 +473,11 @@ class AttachMethods:
         self._require(CGROUP_PROG_TYPES, "attach_cgroup")
         prog_fd = self._prog_fd()
         with for_program(self, f"cgroup {cgroup}"):
-            owned, fd, what = _cgroup_fd(cgroup)
+            owned, fd, what = cgroup_fd(cgroup)
         try:
             expected = _lib().bpf_program__expected_attach_type(self._ptr)
             at = expected if attach_type is None else _attach_type(attach_type)
-            names = {v: k for k, v in cgroup_attach_types().items()}
+            names = {v: k for k, v in attach_types().items()}
             target = f"{what} ({names.get(at, at)})"
             if at == expected:
                 return self._libbpf_link(target, _lib().bpf_program__attach_cgroup, fd)
@@ -779,7 +554,7 @@ def missing_target(prog: AttachMethods) -> BPFError | None:
     head, _, tail = prog.section.partition("/")
     if prog.type == PROG_KPROBE and head in _KPROBE_HEADS and tail and not kprobes_available():
         try:
-            _require_kprobes(prog, f"{head} {tail}")
+            require_kprobes(prog.name, f"{head} {tail}")
         except KernelTooOld as e:
             return e
     if prog.type == PROG_TRACEPOINT and head in ("tp", "tracepoint") and "/" in tail:

@@ -39,15 +39,12 @@ from ctypes import POINTER, Structure, byref, c_int, c_size_t, c_uint8, c_uint32
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from . import _fs, _libbpf, _sys
+from . import _libbpf, _sys
 from ._fd import OwnedFD
 from .errors import AttachError, BPFError, BPFPermissionError, KernelTooOld
 from .link import Link
 
 log = logging.getLogger("bpfring")
-
-CGROUP2_SUPER_MAGIC = 0x63677270
-
 
 class Prog(Protocol):
     """What attaching needs of a program (see :class:`bpfring._attach.AttachMethods`)."""
@@ -60,10 +57,6 @@ class Prog(Protocol):
     def fd(self) -> int: ...
 
     def _prog_fd(self) -> int: ...
-
-
-def fs_type(path: str) -> int | None:
-    return _fs._fs_type(path)
 
 
 # --- libbpf -------------------------------------------------------------------------
