@@ -463,17 +463,17 @@ class AttachMethods:
         self._require((PROG_SCHED_CLS,), "attach_tcx")
         return self._adopt_link(_netattach.attach_tcx(self, interface, direction))
 
-    def attach_cgroup(self, cgroup: str | os.PathLike[str] | int,
+    def attach_cgroup(self, path_or_fd: str | os.PathLike[str] | int,
                       attach_type: int | str | None = None) -> Link:
-        """Attach a cgroup program to the cgroup v2 directory ``cgroup`` (a
-        path, or an open fd) as a BPF link.  ``attach_type`` defaults to the
+        """Attach a cgroup program to a cgroup v2 directory (a path, or an
+        open fd of it) as a BPF link.  ``attach_type`` defaults to the
         one the program's ``SEC()`` implies ("cgroup_skb/egress" ->
         ``cgroup_inet_egress``); give it (libbpf's name or the enum value) for
         sections that do not say, e.g. ``SEC("cgroup/skb")``."""
         self._require(CGROUP_PROG_TYPES, "attach_cgroup")
         prog_fd = self._prog_fd()
-        with for_program(self, f"cgroup {cgroup}"):
-            owned, fd, what = cgroup_fd(cgroup)
+        with for_program(self, f"cgroup {path_or_fd}"):
+            owned, fd, what = cgroup_fd(path_or_fd)
         try:
             expected = _lib().bpf_program__expected_attach_type(self._ptr)
             at = expected if attach_type is None else _attach_type(attach_type)
@@ -500,29 +500,29 @@ _ENOTSUPP = 524  # kernel-internal errno: this kernel cannot attach that kind of
 
 _KPROBE_HEADS = ("kprobe", "kretprobe", "ksyscall", "kretsyscall")
 _NEEDS_ARG = {
-    "uprobe": "it needs a binary: prog.attach_uprobe(binary, symbol)",
-    "uprobe.s": "it needs a binary: prog.attach_uprobe(binary, symbol)",
-    "uretprobe": "it needs a binary: prog.attach_uretprobe(binary, symbol)",
-    "uretprobe.s": "it needs a binary: prog.attach_uretprobe(binary, symbol)",
-    "usdt": "it needs a probe: prog.attach_usdt(binary, provider, name)",
-    "kprobe": "it needs a kernel function: prog.attach_kprobe(function)",
-    "kretprobe": "it needs a kernel function: prog.attach_kretprobe(function)",
-    "ksyscall": "it needs a system call: prog.attach_ksyscall(name)",
-    "kretsyscall": "it needs a system call: prog.attach_ksyscall(name, retprobe=True)",
-    "tp": "it needs a tracepoint: prog.attach_tracepoint(category, name)",
-    "tracepoint": "it needs a tracepoint: prog.attach_tracepoint(category, name)",
-    "raw_tp": "it needs a raw tracepoint: prog.attach_raw_tracepoint(name)",
-    "raw_tracepoint": "it needs a raw tracepoint: prog.attach_raw_tracepoint(name)",
-    "raw_tp.w": "it needs a raw tracepoint: prog.attach_raw_tracepoint(name)",
-    "raw_tracepoint.w": "it needs a raw tracepoint: prog.attach_raw_tracepoint(name)",
+    "uprobe": "give it a binary with prog.attach_uprobe(binary, symbol)",
+    "uprobe.s": "give it a binary with prog.attach_uprobe(binary, symbol)",
+    "uretprobe": "give it a binary with prog.attach_uretprobe(binary, symbol)",
+    "uretprobe.s": "give it a binary with prog.attach_uretprobe(binary, symbol)",
+    "usdt": "give it a probe with prog.attach_usdt(binary, provider, name)",
+    "kprobe": "give it a kernel function with prog.attach_kprobe(function)",
+    "kretprobe": "give it a kernel function with prog.attach_kretprobe(function)",
+    "ksyscall": "give it a system call with prog.attach_ksyscall(name)",
+    "kretsyscall": "give it a system call with prog.attach_ksyscall(name, retprobe=True)",
+    "tp": "give it a tracepoint with prog.attach_tracepoint(category, name)",
+    "tracepoint": "give it a tracepoint with prog.attach_tracepoint(category, name)",
+    "raw_tp": "give it a raw tracepoint with prog.attach_raw_tracepoint(name)",
+    "raw_tracepoint": "give it a raw tracepoint with prog.attach_raw_tracepoint(name)",
+    "raw_tp.w": "give it a raw tracepoint with prog.attach_raw_tracepoint(name)",
+    "raw_tracepoint.w": "give it a raw tracepoint with prog.attach_raw_tracepoint(name)",
 }
 _NEEDS_BY_TYPE = {
-    PROG_XDP: "it needs a network interface: prog.attach_xdp(interface)",
-    PROG_SCHED_CLS: "it needs a network interface: prog.attach_tc(interface, "
+    PROG_XDP: "give it a network interface with prog.attach_xdp(interface)",
+    PROG_SCHED_CLS: "give it a network interface with prog.attach_tc(interface, "
                     "direction=...) or prog.attach_tcx(interface, direction)",
-    PROG_SCHED_ACT: "it needs a network interface: prog.attach_tc(interface, "
+    PROG_SCHED_ACT: "give it a network interface with prog.attach_tc(interface, "
                     "direction=...)",
-    PROG_PERF_EVENT: "it needs a sampling event: prog.attach_perf_event(frequency=...)",
+    PROG_PERF_EVENT: "give it a sampling event with prog.attach_perf_event(frequency=...)",
     1: "socket filters attach to a socket (setsockopt SO_ATTACH_BPF with prog.fd)",
     14: "sk_skb programs attach to a sockmap/sockhash (BPF_PROG_ATTACH)",
     16: "sk_msg programs attach to a sockmap/sockhash (BPF_PROG_ATTACH)",
@@ -539,7 +539,7 @@ def needs_target(prog: AttachMethods) -> str | None:
     """Why ``prog`` cannot attach by its ``SEC()`` alone (which ``attach_*``
     call it needs), or None when its section names the target."""
     if prog.type in CGROUP_PROG_TYPES:
-        return "it needs a cgroup: prog.attach_cgroup(path)"
+        return "give it a cgroup with prog.attach_cgroup(path)"
     if prog.type in _NEEDS_BY_TYPE:
         return _NEEDS_BY_TYPE[prog.type]
     head, _, tail = prog.section.partition("/")
