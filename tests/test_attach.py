@@ -685,6 +685,21 @@ def test_xdp_skb_mode_detaches_on_close_from_any_namespace(netpair, net):
     assert net.globals.xdp_hits == 12
 
 
+def test_xdp_skb_mode_leaves_a_program_that_replaced_ours(netpair, net, all_path, caplog):
+    ifindex = socket.if_nametoindex("vb")
+    link = A(net.programs["count_xdp"]).attach_xdp("vb", mode="skb")
+    with bpfring.load(all_path) as other:
+        theirs = other.programs["needs_ifc"].fd
+        # another tool replaces our program (plain netlink attach, no "only if none")
+        assert _netattach._lib().bpf_xdp_attach(ifindex, theirs, _netattach.XDP_MODES["skb"],
+                                                None) == 0
+        link.close()  # must not remove theirs
+        assert "replaced ours" in caplog.text
+        assert _netattach.xdp_query(ifindex)["skb_prog_id"] == prog_id(theirs)
+        assert _netattach._lib().bpf_xdp_detach(ifindex, _netattach.XDP_MODES["skb"],
+                                                None) == 0
+
+
 def test_xdp_errors(netpair, net):
     p = progs(net)
     with pytest.raises(AttachError) as e:
@@ -736,6 +751,18 @@ def test_tc_keeps_a_clsact_qdisc_it_did_not_make(netpair, net):
     link.close()
     assert "clsact" in _qdiscs(netpair)
     assert netpair.tc("filter", "show", "dev", "vb", "ingress").strip() == ""
+
+
+def test_tc_close_after_the_filter_or_qdisc_went_away(netpair, net, caplog):
+    p = progs(net)
+    link = p["count_tc"].attach_tc("vb")
+    netpair.tc("filter", "del", "dev", "vb", "ingress")  # someone removed our filter
+    link.close()
+    link = p["count_tc"].attach_tc("vb", direction="egress")
+    netpair.tc("qdisc", "del", "dev", "vb", "clsact")  # and the qdisc, with it
+    link.close()
+    assert "failed" not in caplog.text  # already gone is not an error
+    assert "clsact" not in _qdiscs(netpair)
 
 
 def test_tc_keeps_the_qdisc_while_others_use_it(netpair, net):

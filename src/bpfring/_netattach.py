@@ -33,7 +33,7 @@ import socket
 import struct
 import threading
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from ctypes import POINTER, Structure, byref, c_int, c_size_t, c_uint8, c_uint32, c_void_p
 from dataclasses import dataclass
@@ -200,14 +200,15 @@ class DetachLink(Link):
     is logged, not raised, so closing an object always completes.  Links
     still attached at interpreter exit are detached then."""
 
-    def __init__(self, program: str, target: str, undo: Any, keep: Sequence[OwnedFD] = (),
-                 *, handle: int | None = None, priority: int | None = None) -> None:
+    def __init__(self, program: str, target: str, undo: Callable[[], None],
+                 keep: Sequence[OwnedFD] = (), *, handle: int | None = None,
+                 priority: int | None = None) -> None:
         self._ptr = None
         self.program = program
         self.target = target
         self.handle = handle
         self.priority = priority
-        self._undo: Any = undo
+        self._undo: Callable[[], None] | None = undo
         self._keep = list(keep)
         self._pid = os.getpid()
         with _ATTACHED_LOCK:
@@ -394,9 +395,6 @@ def attach_xdp(prog: Prog, ifc: str | int, mode: str | None) -> Link:
     with for_program(prog, f"XDP on {ifc}"):
         ifindex, ifname = interface(ifc)
     prog_fd = prog._prog_fd()
-    hints = {_errno.EBUSY: "", _errno.EEXIST: "",
-             _errno.EOPNOTSUPP: f"the driver of {ifname} does not support XDP in {mode} mode; "
-                                "mode='skb' works on every interface"}
     if mode is None:
         target = f"XDP on {ifname}"
         with _libbpf.capture_log() as lines:
@@ -417,9 +415,12 @@ def attach_xdp(prog: Prog, ifc: str | int, mode: str | None) -> Link:
         err = -ret
         pfd.close()
         ns.close()
-        hint = hints.get(err) or None
+        hint = None
         if err in (_errno.EBUSY, _errno.EEXIST):
             hint = _xdp_busy(ifindex, ifname)
+        elif err == _errno.EOPNOTSUPP:
+            hint = (f"the driver of {ifname} does not support XDP in {mode} mode; "
+                    "mode='skb' works on every interface")
         raise attach_error(prog, target, err, lines, hint)
 
     def undo() -> None:
