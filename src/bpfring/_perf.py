@@ -18,6 +18,7 @@ import struct
 
 from .errors import BPFError, BPFPermissionError, KernelTooOld
 
+PERF_TYPE_HARDWARE = 0
 PERF_TYPE_SOFTWARE = 1
 PERF_COUNT_SW_BPF_OUTPUT = 10
 PERF_SAMPLE_RAW = 1 << 10
@@ -40,7 +41,28 @@ ATTR_FIELDS: dict[str, tuple[int, int]] = {
     "wakeup_events": (48, 4),
 }
 ATTR_FLAGS_OFFSET = 40
+FLAG_DISABLED = 1 << 0
+FLAG_FREQ = 1 << 10  # sample_period holds sample_freq (same union, offset 16)
 FLAG_WATERMARK = 1 << 14
+
+# Events a sampling program can be attached to (perf's own names), as
+# (perf type, config).  Software events exist on every kernel with perf
+# events; hardware ones need a PMU, which many VMs do not expose.
+EVENTS: dict[str, tuple[int, int]] = {
+    "cpu-clock": (PERF_TYPE_SOFTWARE, 0),
+    "task-clock": (PERF_TYPE_SOFTWARE, 1),
+    "page-faults": (PERF_TYPE_SOFTWARE, 2),
+    "context-switches": (PERF_TYPE_SOFTWARE, 3),
+    "cpu-migrations": (PERF_TYPE_SOFTWARE, 4),
+    "minor-faults": (PERF_TYPE_SOFTWARE, 5),
+    "major-faults": (PERF_TYPE_SOFTWARE, 6),
+    "cycles": (PERF_TYPE_HARDWARE, 0),
+    "instructions": (PERF_TYPE_HARDWARE, 1),
+    "cache-references": (PERF_TYPE_HARDWARE, 2),
+    "cache-misses": (PERF_TYPE_HARDWARE, 3),
+    "branches": (PERF_TYPE_HARDWARE, 4),
+    "branch-misses": (PERF_TYPE_HARDWARE, 5),
+}
 
 _NR_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241, "riscv64": 241, "i686": 336,
                        "s390x": 331}
@@ -72,9 +94,32 @@ def bpf_output_attr(wakeup_events: int = 1, watermark: int | None = None) -> byt
     return attr
 
 
+def sampling_attr(perf_type: int, config: int, *, period: int | None = None,
+                  frequency: int | None = None, disabled: bool = True) -> bytearray:
+    """A ``perf_event_attr`` for a sampling event (what a ``SEC("perf_event")``
+    program is attached to): one overflow every ``period`` events, or about
+    ``frequency`` per second (the kernel adjusts the period).  ``disabled``
+    events count nothing until enabled (libbpf enables them once attached)."""
+    if (period is None) == (frequency is None):
+        raise ValueError("give exactly one of period and frequency")
+    rate = period if period is not None else frequency
+    if not isinstance(rate, int) or isinstance(rate, bool) or rate <= 0:
+        raise ValueError(f"period/frequency must be a positive int, not {rate!r}")
+    attr = bytearray(ATTR_SIZE)
+    for name, value in (("type", perf_type), ("size", ATTR_SIZE), ("config", config),
+                        ("sample_period", rate)):
+        off, size = ATTR_FIELDS[name]
+        struct.pack_into("<Q" if size == 8 else "<I", attr, off, value)
+    flags = (FLAG_DISABLED if disabled else 0) | (FLAG_FREQ if frequency is not None else 0)
+    struct.pack_into("<Q", attr, ATTR_FLAGS_OFFSET, flags)
+    return attr
+
+
 def perf_event_open(attr: bytearray, pid: int, cpu: int, group_fd: int = -1,
-                    flags: int = PERF_FLAG_FD_CLOEXEC) -> int:
-    """perf_event_open(2); return the new fd or raise a :class:`BPFError`."""
+                    flags: int = PERF_FLAG_FD_CLOEXEC, what: str = "BPF output") -> int:
+    """perf_event_open(2); return the new fd or raise a :class:`BPFError`.
+
+    ``what`` names the event in error messages."""
     try:
         nr = _NR_PERF_EVENT_OPEN[platform.machine()]
     except KeyError:
@@ -90,14 +135,24 @@ def perf_event_open(attr: bytearray, pid: int, cpu: int, group_fd: int = -1,
         err = ctypes.get_errno()
         if err == _errno.EINTR:
             continue
-        what = f"perf_event_open(BPF output, cpu {cpu})"
+        event = what
+        what = f"perf_event_open({event}, cpu {cpu})"
         if err in (_errno.EPERM, _errno.EACCES):
             raise BPFPermissionError(
                 f"{what}: {os.strerror(err)}", errno=err,
                 hint="run as root or grant CAP_PERFMON; kernel.perf_event_paranoid "
                      "limits unprivileged perf events")
-        if err == _errno.ENOENT:
-            raise KernelTooOld(f"{what}: this kernel has no BPF output events", errno=err)
+        if err in (_errno.ENOENT, _errno.EOPNOTSUPP):
+            raise KernelTooOld(f"{what}: this kernel (or machine) has no {event} events",
+                               errno=err,
+                               hint="hardware events need a PMU, which many VMs lack; "
+                                    "use a software event such as cpu-clock"
+                               if event in EVENTS and EVENTS[event][0] == PERF_TYPE_HARDWARE
+                               else None)
+        if err == _errno.ENODEV:
+            raise BPFError(f"{what}: no such CPU (offline?)", errno=err,
+                           hint="attach to online CPUs only (see "
+                                "/sys/devices/system/cpu/online)")
         if err == _errno.EMFILE:
             raise BPFError(f"{what}: too many open files", errno=err,
                            hint="raise the fd limit (ulimit -n): one fd per CPU is needed")
