@@ -52,6 +52,8 @@ _EXPORTS: dict[str, str] = {
     "open": "object:open_object",
     "open_object": "object",
     "Link": "link",
+    "AttachReport": "_attach",
+    "Skipped": "_attach",
     "Map": "maps",
     "MapRef": "mapref",
     # features
@@ -65,6 +67,7 @@ _SUBMODULES = frozenset({"btf"})
 
 __all__ = [
     "AttachError",
+    "AttachReport",
     "BPFError",
     "BPFObject",
     "BPFPermissionError",
@@ -90,6 +93,7 @@ __all__ = [
     "RingFull",
     "Sample",
     "SampleError",
+    "Skipped",
     "ToolNotFound",
     "TypeNotFound",
     "UserRingBuffer",
@@ -148,6 +152,7 @@ sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     from . import btf
+    from ._attach import AttachReport, Skipped
     from ._sys import PreparedRun, PreparedUpdate
     from .bridge import MapBridge
     from .build import build, build_source, cache_dir

@@ -171,6 +171,11 @@ class _Lib:
         """Whether libbpf has been opened (for tests and diagnostics)."""
         return self._cdll is not None
 
+    def __getitem__(self, name: str) -> Any:
+        """A new function object for ``name`` (``cdll[name]``), whose
+        prototype the caller sets without touching the shared attributes."""
+        return (self._cdll or self._open())[name]
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)

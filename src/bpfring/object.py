@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import _libbpf, _sys
-from ._fs import ensure_tracefs
+from ._attach import AttachMethods, AttachReport, attach_all
 from ._libbpf import capture_log, cstr, lib
 from .build import build, build_source
-from .errors import AttachError, BPFError, BPFPermissionError, LoadError, MapTypeError
+from .errors import BPFError, LoadError, MapTypeError
 from .link import Link
 from .maps import Map
 from .perfbuf import PerfBuffer
@@ -36,9 +36,6 @@ __all__ = ["BPFObject", "Closeable", "Program", "load", "open_object"]
 
 log = logging.getLogger("bpfring")
 
-_PROG_TYPE_SYSCALL = 31
-# Section prefixes whose attachment needs tracefs (tracepoint ids are read from it).
-_TRACEFS_SECTIONS = ("tracepoint/", "tp/")
 _EVENT_TYPES = (_sys.MAP_TYPE_RINGBUF, _sys.MAP_TYPE_USER_RINGBUF,
                 _sys.MAP_TYPE_PERF_EVENT_ARRAY)
 # The kernel's verifier log can be long (complex programs: megabytes); it is
@@ -80,7 +77,7 @@ class Closeable(Protocol):
 _C = TypeVar("_C", bound=Closeable)
 
 
-class Program:
+class Program(AttachMethods):
     """One BPF program of a :class:`BPFObject`."""
 
     def __init__(self, obj: BPFObject, ptr: int) -> None:
@@ -174,33 +171,10 @@ class Program:
             raise _sys.error_from_errno(-ret, f"setting {what} of program {self.name!r} "
                                               f"to {value!r}")
 
-    def attach(self) -> Link:
-        """Attach by the program's ``SEC()`` (tracepoint, kprobe, raw_tp, ...).
-
-        The link lives until :meth:`Link.close` or until the object is closed.
-        """
-        obj = self._obj
-        obj._check_open()
-        if self.section.startswith(_TRACEFS_SECTIONS):
-            ensure_tracefs()
-        with capture_log() as lines:
-            ptr = lib.bpf_program__attach(self._ptr)
-        if not ptr:
-            err = ctypes.get_errno() or _errno.EINVAL
-            what = f"attaching program {self.name!r} (SEC(\"{self.section}\"))"
-            detail = "; ".join(lines[-3:])
-            if err in (_errno.EPERM, _errno.EACCES):
-                raise BPFPermissionError(f"{what}: {os.strerror(err)}", errno=err,
-                                         hint="attaching needs CAP_BPF and CAP_PERFMON (root)")
-            hint = None
-            if err == _errno.ENOENT and self.section.startswith(_TRACEFS_SECTIONS):
-                hint = "check the tracepoint name under /sys/kernel/tracing/events"
-            elif err == _errno.EOPNOTSUPP:
-                hint = "this section type cannot be auto-attached; use run() for SEC(\"syscall\")"
-            raise AttachError(f"{what}: {os.strerror(err)}" + (f" ({detail})" if detail else ""),
-                              errno=err, hint=hint)
-        link = Link(ptr, self.name)
-        obj._links.append(link)
+    def _adopt_link(self, link: Link) -> Link:
+        """Keep ``link`` with the object: closing the object detaches it."""
+        self._obj._check_open()
+        self._obj._links.append(link)
         return link
 
     def run(self, data: bytes = b"", ctx: bytes | None = None) -> int:
@@ -476,24 +450,18 @@ class BPFObject:
             raise BPFError(f"BPF object {self.name!r} has no BTF", hint="compile with -g")
         return btf.types
 
-    def attach(self) -> list[Link]:
-        """Attach every loaded program that has an auto-attachable ``SEC()``.
+    def attach(self, *, skip_missing: bool = False) -> AttachReport:
+        """Attach every loaded program whose ``SEC()`` names its target.
 
-        ``SEC("syscall")`` programs and others without an attach point are
-        skipped (run them with :meth:`Program.run`).  Returns the new links.
+        Returns the links made, a list with a ``.skipped`` list of what was
+        not attached and why (autoload off, needs a target such as an
+        interface or binary: use ``prog.attach_xdp(...)`` and the like,
+        run-only programs); skips are logged.  A program whose target is
+        missing on this kernel raises, after detaching what this call
+        attached, unless ``skip_missing`` is true.
         """
-        links = []
-        for prog in self.programs.values():
-            if not prog.autoload or prog.type == _PROG_TYPE_SYSCALL:
-                continue
-            try:
-                links.append(prog.attach())
-            except AttachError as e:
-                if e.errno in (_errno.EOPNOTSUPP, 524, _errno.ESRCH):
-                    log.debug("not auto-attaching %s: %s", prog.name, e)
-                    continue
-                raise
-        return links
+        self._check_open()
+        return attach_all(self.programs.values(), skip_missing=skip_missing)
 
     @property
     def links(self) -> list[Link]:
