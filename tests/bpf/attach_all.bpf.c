@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0-only
+// SPDX-License-Identifier: (LGPL-2.1-only OR BSD-2-Clause)
 /* Test object for attach_all(): one program of each kind the report tells
  * apart.  auto_tp and auto_raw attach by their SEC(); off is not loaded
  * (SEC("?...")); the xdp/tc/uprobe/cgroup programs need a target; missing_tp

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0-only
+// SPDX-License-Identifier: (LGPL-2.1-only OR BSD-2-Clause)
 /* Test programs for network hooks (tests/test_attach.py): count IPv4 UDP
  * packets to port `port` (set from Python before load) seen by XDP, by a TC
  * classifier (clsact or tcx) and by a cgroup_skb program.  Everything else

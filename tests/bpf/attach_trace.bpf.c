@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0-only
+// SPDX-License-Identifier: (LGPL-2.1-only OR BSD-2-Clause)
 /* Test programs for explicit attach (tests/test_attach.py): tracing hooks.
  *
  * Every counter only counts the test process (tgid == target_tgid, set from

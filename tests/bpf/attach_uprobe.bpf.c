@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0-only
+// SPDX-License-Identifier: (LGPL-2.1-only OR BSD-2-Clause)
 /* Test programs for user-space probes (tests/test_attach.py): uprobes and
  * uretprobes on tests/c/attach_target.c, a uprobe on a libc function, and a
  * USDT probe.  Each records how often it ran, the sum of the argument (or

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: (LGPL-2.1-only OR BSD-2-Clause)
 /* exitsnoop: one ring buffer record per process exit, in the style of the
  * libbpf tools (event struct in a header shared with user space, optional
  * filter set from user space before load). */

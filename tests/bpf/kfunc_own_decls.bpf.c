@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: (LGPL-2.1-only OR BSD-2-Clause)
 /* A program that declares the kfuncs it calls itself, as programs written
  * for older kernels and bpftools do.  bpf_dynptr_adjust is declared the way
  * 6.5-era programs did, without the const the kernel's signature now has:

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: Apache-2.0
+// SPDX-License-Identifier: (LGPL-2.1-only OR BSD-2-Clause)
 /* Kernel functions (kfuncs) called with no declaration of our own: the
  * prototypes come from the vmlinux.h that bpfring writes. */
 #include "vmlinux.h"
