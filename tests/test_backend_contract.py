@@ -178,7 +178,8 @@ def _random_ring(rnd: random.Random, size: int = 4096, start: int | None = None
 # ---------------------------------------------------------------------------------
 
 EXPORTS = {"API", "HDR_SIZE", "DYNPTR_MAX", "KernelRing", "UserRing", "load_acquire_u64",
-           "store_release_u64", "commit_header", "acquire_fence"}
+           "store_release_u64", "acquire_fence"}
+POSITIONS = {"consumer_pos", "producer_pos", "publish", "size"}
 
 
 def _public(obj: object) -> set[str]:
@@ -191,8 +192,9 @@ def test_backends_export_the_same_names_and_constants():
     c = _backend("c")
     assert _public(c) == EXPORTS
     assert (c.API, c.HDR_SIZE, c.DYNPTR_MAX) == (_ringpure.API, 8, DYNPTR_MAX)
-    assert _public(c.KernelRing) == _public(_ringpure.KernelRing) == {"consume", "read", "size"}
-    assert _public(c.UserRing) == _public(_ringpure.UserRing) == {"size", "write", "write_many"}
+    assert _public(c.KernelRing) == _public(_ringpure.KernelRing) == {"consume", "read"} | POSITIONS
+    assert _public(c.UserRing) == _public(_ringpure.UserRing) == \
+        {"commit", "write", "write_many"} | POSITIONS
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -684,17 +686,44 @@ def test_single_accesses(be):
         be.store_release_u64(buf, 0, -1)
     with pytest.raises(TypeError):
         be.load_acquire_u64(buf, 1.0)
-    # commit_header: BUSY -> committed (or discarded), once.
-    w = memoryview(buf).cast("I")
-    w[2] = 40 | BUSY_BIT
-    assert be.commit_header(buf, 8, False) == 40 | BUSY_BIT and w[2] == 40
-    assert be.commit_header(buf, 8, True) == 40 and w[2] == 40  # not BUSY: untouched
-    w[4] = 7 | BUSY_BIT
-    assert be.commit_header(buf, 16, True) == 7 | BUSY_BIT and w[4] == 7 | DISCARD_BIT
-    with pytest.raises(ValueError):
-        be.commit_header(buf, 6, False)
-    with pytest.raises(IndexError):
-        be.commit_header(buf, 32, False)
-    with pytest.raises(BufferError):
-        be.commit_header(bytes(32), 8, False)
     assert be.acquire_fence() is None
+
+
+def test_commit(be):
+    """UserRing.commit: BUSY -> committed (or discarded), once."""
+    ring = FakeRing(16)  # 32 bytes of data
+    ur = ring.user(be)
+    w = memoryview(ring.data).cast("I")
+    w[2] = 40 | BUSY_BIT
+    assert ur.commit(8, False) == 40 | BUSY_BIT and w[2] == 40
+    assert ur.commit(8, True) == 40 and w[2] == 40  # not BUSY: untouched
+    w[4] = 7 | BUSY_BIT
+    assert ur.commit(16, True) == 7 | BUSY_BIT and w[4] == 7 | DISCARD_BIT
+    with pytest.raises(ValueError):
+        ur.commit(6, False)
+    with pytest.raises(ValueError):
+        ur.commit(-8, False)
+    with pytest.raises(IndexError):
+        ur.commit(32, False)
+    with pytest.raises(TypeError):
+        ur.commit(8.0, False)
+
+
+def test_positions(be):
+    """Each side loads both positions and publishes the one it owns."""
+    ring = FakeRing()
+    ring.cons, ring.prod = 24, 96
+    kr, ur = ring.kernel(be), ring.user(be)
+    assert (kr.consumer_pos(), kr.producer_pos()) == (24, 96)
+    assert (ur.consumer_pos(), ur.producer_pos()) == (24, 96)
+    kr.publish(48)
+    assert (ring.cons, ring.prod) == (48, 96)
+    ur.publish((1 << 64) - 8)
+    assert (ring.cons, ring.prod) == (48, (1 << 64) - 8)
+    assert ur.producer_pos() == (1 << 64) - 8
+    for bad, exc in ((1 << 64, OverflowError), (-1, OverflowError), (1.0, TypeError)):
+        with pytest.raises(exc):
+            kr.publish(bad)
+    # Read-only pages are fine for the positions a side only loads.
+    ro = be.UserRing(ring.data, bytes(8), ring.prod_page, ring.size)
+    assert ro.consumer_pos() == 0

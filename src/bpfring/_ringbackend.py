@@ -68,11 +68,19 @@ SPEEDUPS_API = _ringpure.API
 _PURE_ENV = "BPFRING_PURE_PYTHON"
 
 
-class KernelRing(Protocol):
-    """A backend's binding of one kernel ring's memory (``BPF_MAP_TYPE_RINGBUF``)."""
-
+class _BoundRing(Protocol):
     @property
     def size(self) -> int: ...
+
+    def consumer_pos(self) -> int: ...
+
+    def producer_pos(self) -> int: ...
+
+    def publish(self, pos: int, /) -> None: ...
+
+
+class KernelRing(_BoundRing, Protocol):
+    """A backend's binding of one kernel ring's memory (``BPF_MAP_TYPE_RINGBUF``)."""
 
     def consume(self, callback: Callable[[memoryview], object], limit: int | None,
                 publish_each: object, release_views: object, /
@@ -81,15 +89,14 @@ class KernelRing(Protocol):
     def read(self, limit: int | None, /) -> tuple[list[bytes], bool]: ...
 
 
-class UserRing(Protocol):
+class UserRing(_BoundRing, Protocol):
     """A backend's binding of one user ring's memory (``BPF_MAP_TYPE_USER_RINGBUF``)."""
-
-    @property
-    def size(self) -> int: ...
 
     def write(self, payload: object, /) -> bool: ...
 
     def write_many(self, iterator: Iterator[Any], first: object, /) -> tuple[int, object]: ...
+
+    def commit(self, offset: int, discard: object, /) -> int: ...
 
 
 class RingBackend(Protocol):
@@ -109,8 +116,6 @@ class RingBackend(Protocol):
     def load_acquire_u64(self, buf: ReadableBuffer, index: int, /) -> int: ...
 
     def store_release_u64(self, buf: WriteableBuffer, index: int, value: int, /) -> None: ...
-
-    def commit_header(self, data: WriteableBuffer, offset: int, discard: object, /) -> int: ...
 
     def acquire_fence(self) -> None: ...
 

@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
 __all__ = ["API", "DYNPTR_MAX", "HDR_SIZE", "KernelRing", "UserRing", "acquire_fence",
-           "commit_header", "load_acquire_u64", "store_release_u64"]
+           "load_acquire_u64", "store_release_u64"]
 
 #: The ``API`` number of the _speedups.c this module mirrors.
 API = 2
@@ -155,6 +155,23 @@ class _Ring:
         self._data = _data_view(data, self.size, wd)
         self._cons = _pos_view(cons_page, wc, "cons_page")
         self._prod = _pos_view(prod_page, wp, "prod_page")
+
+    def consumer_pos(self) -> int:
+        """Load consumer_pos (an acquire on TSO)."""
+        return int(self._cons[0])
+
+    def producer_pos(self) -> int:
+        """Load producer_pos (an acquire on TSO)."""
+        return int(self._prod[0])
+
+    def publish(self, pos: int, /) -> None:
+        """Store the position this side owns (a release on TSO): consumer_pos
+        of a kernel ring, producer_pos of a user ring."""
+        if not isinstance(pos, int):
+            raise TypeError(f"an integer is required, not {type(pos).__name__}")
+        if pos < 0 or pos >= _U64_MAX:
+            raise OverflowError(f"{pos} does not fit an unsigned 64-bit integer")
+        (self._prod if self._writes[2] else self._cons)[0] = pos
 
 
 class KernelRing(_Ring):
@@ -283,6 +300,23 @@ class UserRing(_Ring):
                 pv[0] = prod  # one store publishes the batch, also when the iterator raised
         return written, item
 
+    def commit(self, offset: int, discard: object, /) -> int:
+        """Submit (or discard) the sample whose header is at byte ``offset``
+        of the data: replace a BUSY header word with its committed form.
+        Returns the previous word; if it was not BUSY nothing is written."""
+        offset = operator.index(offset)
+        flag = bool(discard)
+        if offset < 0 or offset & 3:
+            raise ValueError("header offset must be a non-negative multiple of 4")
+        words = header_words(self._data)
+        if offset >> 2 >= len(words):
+            raise IndexError("index out of range")
+        word = int(words[offset >> 2])
+        if word & BUSY_BIT:
+            # One aligned 4-byte store publishes the sample (TSO: a release).
+            words[offset >> 2] = committed_word(word, flag)
+        return word
+
 
 # --------------------------------------------------------------------------------------
 # Single accesses for the slower paths
@@ -326,22 +360,6 @@ def store_release_u64(buf: WriteableBuffer, index: int, value: int, /) -> None:
         raise OverflowError(f"{value} does not fit an unsigned 64-bit integer")
     index = operator.index(index)
     _item_view(buf, index, True, "Q")[index] = value
-
-
-def commit_header(data: WriteableBuffer, offset: int, discard: object, /) -> int:
-    """Submit (or discard) the user-ring sample whose header is at byte
-    ``offset`` of ``data``: replace a BUSY header word with its committed
-    form.  Returns the previous word; if it was not BUSY nothing is written."""
-    offset = operator.index(offset)
-    flag = bool(discard)
-    if offset < 0 or offset & 3:
-        raise ValueError("header offset must be a non-negative multiple of 4")
-    words = _item_view(data, offset >> 2, True, "I")
-    word = int(words[offset >> 2])
-    if word & BUSY_BIT:
-        # One aligned 4-byte store publishes the sample (TSO: a release).
-        words[offset >> 2] = committed_word(word, flag)
-    return word
 
 
 def acquire_fence() -> None:

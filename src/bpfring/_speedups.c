@@ -920,16 +920,16 @@ sp_store_release_u64(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(commit_header_doc,
-"commit_header(data, offset, discard) -> int\n"
+PyDoc_STRVAR(commit_doc,
+"commit(offset, discard) -> int\n"
 "\n"
 "Submit (or discard) the user-ring sample whose header is at byte `offset`\n"
-"of data: atomically replace a BUSY header word with its length (plus\n"
+"of the data: atomically replace a BUSY header word with its length (plus\n"
 "DISCARD).  Returns the previous word; if it was not BUSY nothing is\n"
 "written (the caller reports a double submit).");
 
 static PyObject *
-sp_commit_header(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+ur_commit(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer view;
     void *p;
@@ -938,12 +938,12 @@ sp_commit_header(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     uint32_t old, want;
     PyObject *idx, *fwd[2];
 
-    if (check_nargs("commit_header", nargs, 3) < 0)
+    if (check_nargs("commit", nargs, 2) < 0)
         return NULL;
-    offset = PyNumber_AsSsize_t(args[1], PyExc_IndexError);
+    offset = PyNumber_AsSsize_t(args[0], PyExc_IndexError);
     if (offset == -1 && PyErr_Occurred())
         return NULL;
-    if ((discard = PyObject_IsTrue(args[2])) < 0)
+    if ((discard = PyObject_IsTrue(args[1])) < 0)
         return NULL;
     if (offset < 0 || offset & 3) {
         PyErr_SetString(PyExc_ValueError, "header offset must be a non-negative multiple of 4");
@@ -951,7 +951,7 @@ sp_commit_header(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     }
     if ((idx = PyLong_FromSsize_t(offset / 4)) == NULL)
         return NULL;
-    fwd[0] = args[0];
+    fwd[0] = self->data;
     fwd[1] = idx;
     if (word_ptr(fwd, &view, 1, 4, &p) < 0) {
         Py_DECREF(idx);
@@ -987,15 +987,88 @@ sp_acquire_fence(PyObject *mod, PyObject *unused)
 
 /* -------------------------------------------------------------------------- */
 
+/* Load-acquire the position in the first 8 bytes of `page`. */
+static PyObject *
+load_position(PyObject *page, const char *what)
+{
+    Py_buffer b;
+    uint64_t v;
+
+    if (get_pos_buffer(page, &b, 0, what) < 0)
+        return NULL;
+    /* Pairs with the store-release of whoever owns the position (the
+     * kernel's for producer_pos of a kernel ring and consumer_pos of a user
+     * ring, ours for the other two). */
+    v = ld_acq64(b.buf);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+PyDoc_STRVAR(consumer_pos_doc,
+"consumer_pos() -> int\n"
+"\n"
+"Load-acquire consumer_pos.");
+
+static PyObject *
+ring_consumer_pos(RingObject *self, PyObject *unused)
+{
+    return load_position(self->cons, "cons_page");
+}
+
+PyDoc_STRVAR(producer_pos_doc,
+"producer_pos() -> int\n"
+"\n"
+"Load-acquire producer_pos.");
+
+static PyObject *
+ring_producer_pos(RingObject *self, PyObject *unused)
+{
+    return load_position(self->prod, "prod_page");
+}
+
+PyDoc_STRVAR(publish_doc,
+"publish(pos) -> None\n"
+"\n"
+"Store-release the position this side owns: consumer_pos of a kernel ring,\n"
+"producer_pos of a user ring.");
+
+static PyObject *
+ring_publish(RingObject *self, PyObject *arg)
+{
+    Py_buffer b;
+    unsigned long long v;
+
+    v = PyLong_AsUnsignedLongLong(arg);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (get_pos_buffer(self->producer ? self->prod : self->cons, &b, 1,
+                       self->producer ? "prod_page" : "cons_page") < 0)
+        return NULL;
+    /* Pairs with the kernel's load-acquire of the position: everything we
+     * did to the ring before (payload reads, or payload and header writes)
+     * is ordered before it. */
+    st_rel64(b.buf, (uint64_t)v);
+    PyBuffer_Release(&b);
+    Py_RETURN_NONE;
+}
+
+#define RING_POSITION_METHODS                                                              \
+    {"consumer_pos", (PyCFunction)ring_consumer_pos, METH_NOARGS, consumer_pos_doc},     \
+    {"producer_pos", (PyCFunction)ring_producer_pos, METH_NOARGS, producer_pos_doc},     \
+    {"publish", (PyCFunction)ring_publish, METH_O, publish_doc}
+
 static PyMethodDef kernel_ring_methods[] = {
     {"consume", (PyCFunction)(void (*)(void))kr_consume, METH_FASTCALL, consume_doc},
     {"read", (PyCFunction)(void (*)(void))kr_read, METH_FASTCALL, read_doc},
+    RING_POSITION_METHODS,
     {NULL, NULL, 0, NULL},
 };
 
 static PyMethodDef user_ring_methods[] = {
     {"write", (PyCFunction)(void (*)(void))ur_write, METH_FASTCALL, write_doc},
     {"write_many", (PyCFunction)(void (*)(void))ur_write_many, METH_FASTCALL, write_many_doc},
+    {"commit", (PyCFunction)(void (*)(void))ur_commit, METH_FASTCALL, commit_doc},
+    RING_POSITION_METHODS,
     {NULL, NULL, 0, NULL},
 };
 
@@ -1042,8 +1115,6 @@ static PyMethodDef methods[] = {
      load_acquire_u64_doc},
     {"store_release_u64", (PyCFunction)(void (*)(void))sp_store_release_u64, METH_FASTCALL,
      store_release_u64_doc},
-    {"commit_header", (PyCFunction)(void (*)(void))sp_commit_header, METH_FASTCALL,
-     commit_header_doc},
     {"acquire_fence", sp_acquire_fence, METH_NOARGS, acquire_fence_doc},
     {NULL, NULL, 0, NULL},
 };

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, ClassVar, Self
 
 from .. import _ringbackend, _sys
 from .._fd import OwnedFD
-from .._ringbackend import RingBackend
+from .._ringbackend import KernelRing, RingBackend, UserRing
 from .._ringcore import check_ring_size
 from ..errors import BPFError, MapTypeError
 from ..mapref import MapRef
@@ -39,6 +39,8 @@ class MappedRing:
     _data_prot: ClassVar[int]
     # What the private epoll waits for on the map fd (see bpfring._wait).
     _epoll_events: ClassVar[int]
+    # The backend's binding of the mapped memory (made by _bind).
+    _impl: KernelRing | UserRing
 
     def __init__(self, source: MapSource, *, _owned: bool = False) -> None:
         _ringbackend.check_arch()
@@ -127,11 +129,11 @@ class MappedRing:
 
     @property
     def consumer_pos(self) -> int:
-        return self._be.load_acquire_u64(self._cons_view, 0)
+        return self._impl.consumer_pos()
 
     @property
     def producer_pos(self) -> int:
-        return self._be.load_acquire_u64(self._prod_view, 0)
+        return self._impl.producer_pos()
 
     # Context manager and fd plumbing -------------------------------------------------
 

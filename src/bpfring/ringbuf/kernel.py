@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _sys, _wait
 from .._fd import OwnedFD
+from .._ringbackend import KernelRing
 from .._ringcore import RUN_BUSY, RUN_OTHER, Consumer, distance
 from ._mapped import MappedRing, MapSource
 
@@ -50,6 +51,7 @@ class RingBuffer(MappedRing):
     _epoll_events = select.EPOLLIN
 
     _ITER_BATCH = 256
+    _impl: KernelRing
 
     def __init__(self, source: MapSource, *, batch_publish: bool = False,
                  lost_map: int | None = None, record: Any = None,
@@ -102,8 +104,7 @@ class RingBuffer(MappedRing):
         """Bytes waiting in the ring (headers, discarded and busy records
         included; records an iterator already took out are not counted)."""
         self._check_open()
-        load = self._be.load_acquire_u64
-        return distance(load(self._cons_view, 0), load(self._prod_view, 0))
+        return distance(self._impl.consumer_pos(), self._impl.producer_pos())
 
     # Consuming ---------------------------------------------------------------------
 
@@ -243,7 +244,7 @@ class RingBuffer(MappedRing):
         """Copies of the waiting runs of ``dt``-sized records (up to ``limit``
         records) and whether a BUSY record ended them; does not wait."""
         itemsize = dt.itemsize
-        be = self._be
+        impl = self._impl
         self._check_open()
         with self._lock:
             if self._backlog:
@@ -253,12 +254,12 @@ class RingBuffer(MappedRing):
             chunks: list[npt.NDArray[Any]] = []
             got = 0
             busy = False
-            cons = be.load_acquire_u64(self._cons_view, 0)
+            cons = impl.consumer_pos()
             while limit is None or got < limit:
-                start, n, why = core.regular_run(npd, cons, be.load_acquire_u64(
-                    self._prod_view, 0), itemsize, None if limit is None else limit - got)
+                start, n, why = core.regular_run(npd, cons, impl.producer_pos(), itemsize,
+                                                 None if limit is None else limit - got)
                 if n:
-                    be.acquire_fence()  # the header checks before the payload copy
+                    self._be.acquire_fence()  # the header checks before the payload copy
                     # Copied as an (n, itemsize) byte matrix: numpy's strided
                     # byte copy is about twice as fast as a structured one.
                     chunks.append(core.run_bytes(npd, start, n, itemsize).copy()
@@ -267,7 +268,7 @@ class RingBuffer(MappedRing):
                     cons = core.run_end(start, n, itemsize)
                 else:
                     cons = start  # past leading discarded records
-                be.store_release_u64(self._cons_view, 0, cons)
+                impl.publish(cons)
                 if why == RUN_OTHER and not got:
                     raise ValueError(
                         f"next record has {core.length_at(cons)} bytes, not the "
@@ -289,20 +290,19 @@ class RingBuffer(MappedRing):
         wait; ``arr`` may be empty.  Consumption is locked meanwhile.
         """
         dt = self._as_dtype(dtype)
-        be = self._be
+        impl = self._impl
         self._check_open()
         with self._lock:
             core = self._core
-            cons = be.load_acquire_u64(self._cons_view, 0)
-            start, n, _ = core.regular_run(self._np_data(), cons,
-                                           be.load_acquire_u64(self._prod_view, 0),
+            cons = impl.consumer_pos()
+            start, n, _ = core.regular_run(self._np_data(), cons, impl.producer_pos(),
                                            dt.itemsize, limit)
             if start != cons:
-                be.store_release_u64(self._cons_view, 0, start)  # leading discarded records
+                impl.publish(start)  # past leading discarded records
             if n:
-                be.acquire_fence()  # header checks before the caller reads payloads
+                self._be.acquire_fence()  # header checks before the caller reads payloads
             yield core.run_records(self._np_data(), start, n, dt)
-            be.store_release_u64(self._cons_view, 0, core.run_end(start, n, dt.itemsize))
+            impl.publish(core.run_end(start, n, dt.itemsize))
 
     # Iteration -----------------------------------------------------------------------
 
@@ -382,8 +382,7 @@ class RingBuffer(MappedRing):
     def pending(self) -> tuple[int, int, int]:
         """(committed, discarded, busy) records waiting, without consuming them."""
         self._check_open()
-        load = self._be.load_acquire_u64
-        return self._core.pending_records(load(self._cons_view, 0), load(self._prod_view, 0))
+        return self._core.pending_records(self._impl.consumer_pos(), self._impl.producer_pos())
 
     def close(self) -> None:
         """Unmap the ring and close the private fd (idempotent)."""

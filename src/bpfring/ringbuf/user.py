@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _sys, _wait
+from .._ringbackend import UserRing
 from .._ringcore import BUSY_BIT, Producer, distance
 from ..errors import RingFull, SampleError
 from ._mapped import MappedRing, MapSource
@@ -100,6 +101,7 @@ class UserRingBuffer(MappedRing):
     # Edge-triggered: each wait for room blocks until the next drain wakeup
     # (ringbuf_map_poll_user + irq_work); see bpfring._wait.
     _epoll_events = select.EPOLLOUT | select.EPOLLET
+    _impl: UserRing
 
     def __init__(self, source: MapSource, *, record: Any = None, _owned: bool = False) -> None:
         """Produce into a user ring map given as an fd (duplicated), a
@@ -120,8 +122,7 @@ class UserRingBuffer(MappedRing):
     def free(self) -> int:
         """Bytes free for new samples (each sample also needs an 8-byte header)."""
         self._check_open()
-        load = self._be.load_acquire_u64
-        return self._core.free(load(self._cons_view, 0), load(self._prod_view, 0))
+        return self._core.free(self._impl.consumer_pos(), self._impl.producer_pos())
 
     @property
     def max_sample_size(self) -> int:
@@ -132,12 +133,11 @@ class UserRingBuffer(MappedRing):
 
     def _wait_room(self, length: int, waiter: _wait.Waiter, first: RingFull) -> None:
         """Block until a sample of ``length`` may fit, or raise ``first`` at the deadline."""
-        load = self._be.load_acquire_u64
+        impl = self._impl
         while True:
             if waiter.wait() is None:
                 raise first
-            if self._core.has_room(length, load(self._cons_view, 0),
-                                   load(self._prod_view, 0)):
+            if self._core.has_room(length, impl.consumer_pos(), impl.producer_pos()):
                 return
 
     def _attempt(self, length: int, timeout: float | None, attempt: Callable[[], _T]) -> _T:
@@ -189,15 +189,13 @@ class UserRingBuffer(MappedRing):
         return s
 
     def _reserve_locked(self, size: int) -> tuple[int, int]:
-        be = self._be
         # Load-acquire consumer_pos: pairs with the drain's store-release after
         # it read the space we are about to reuse.
-        hdr, new_prod = self._core.plan(size, be.load_acquire_u64(self._cons_view, 0),
-                                        self._prod_view[0])
+        hdr, new_prod = self._core.plan(size, self._impl.consumer_pos(), self._prod_view[0])
         off = self._core.begin(hdr, size)
         # Store-release of producer_pos after the BUSY header: the drain may
         # now see the sample, but skips it while BUSY.
-        be.store_release_u64(self._prod_view, 0, new_prod)
+        self._impl.publish(new_prod)
         return hdr, off
 
     def _commit(self, sample: Sample, discard: bool) -> None:
@@ -210,7 +208,7 @@ class UserRingBuffer(MappedRing):
         # Clears BUSY in one atomic step (C: compare-exchange, acq_rel): the
         # payload written through sample.data is visible before the drain's
         # load-acquire of the header sees it committed.
-        if not self._be.commit_header(self._data, hdr, discard) & BUSY_BIT:
+        if not self._impl.commit(hdr, discard) & BUSY_BIT:
             raise SampleError("sample was already submitted or discarded")
 
     # Writing ---------------------------------------------------------------------------
@@ -240,12 +238,11 @@ class UserRingBuffer(MappedRing):
     def _write_locked(self, payload: memoryview) -> None:
         """The checked path of one sample: raises what the fast path only
         reports (RecordTooLarge, RingFull, RingCorrupted)."""
-        be = self._be
         prod = self._prod_view[0]  # only we store it (under the lock)
-        self._core.plan(payload.nbytes, be.load_acquire_u64(self._cons_view, 0), prod)
+        self._core.plan(payload.nbytes, self._impl.consumer_pos(), prod)
         # The payload and a final (non-BUSY) header are written before
         # producer_pos moves, so the drain never sees a partial sample.
-        be.store_release_u64(self._prod_view, 0, self._core.put(prod, payload))
+        self._impl.publish(self._core.put(prod, payload))
 
     def write_many(self, buffers: Iterable[Any], timeout: float | None = 0) -> int:
         """Write several samples of any sizes and publish them with a single
@@ -304,15 +301,13 @@ class UserRingBuffer(MappedRing):
 
         def step() -> bool:
             nonlocal done
-            be = self._be
+            impl = self._impl
             prod = self._prod_view[0]
-            n = min(total - done, core.room_for(itemsize, be.load_acquire_u64(
-                self._cons_view, 0), prod))
+            n = min(total - done, core.room_for(itemsize, impl.consumer_pos(), prod))
             if n:
                 # Everything is written before producer_pos moves: one
                 # store-release publishes the whole batch to the drain.
-                be.store_release_u64(self._prod_view, 0,
-                                     core.put_run(npd, prod, raw[done:done + n]))
+                impl.publish(core.put_run(npd, prod, raw[done:done + n]))
                 done += n
             return done == total
 
@@ -353,8 +348,7 @@ class UserRingBuffer(MappedRing):
     def pending_bytes(self) -> int:
         """Bytes written but not yet drained by the kernel."""
         self._check_open()
-        load = self._be.load_acquire_u64
-        return distance(load(self._cons_view, 0), load(self._prod_view, 0))
+        return distance(self._impl.consumer_pos(), self._impl.producer_pos())
 
     def wait_drained(self, timeout: float | None = None) -> bool:
         """Wait until the kernel has drained everything written so far.
@@ -362,10 +356,10 @@ class UserRingBuffer(MappedRing):
         Relies on drain wakeups (a drain with ``BPF_RB_NO_WAKEUP`` is noticed
         only at the next wakeup or by polling every 10 ms).  Returns False on timeout.
         """
-        load = self._be.load_acquire_u64
+        impl = self._impl
         waiter = _wait.Waiter(self._epoll, timeout, max_wait=0.01)
-        target = load(self._prod_view, 0)
-        while 0 < distance(load(self._cons_view, 0), target) <= self._size:
+        target = impl.producer_pos()
+        while 0 < distance(impl.consumer_pos(), target) <= self._size:
             if waiter.wait() is None:
                 return False
         return True
