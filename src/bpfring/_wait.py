@@ -24,9 +24,12 @@ rules live here once:
 
 from __future__ import annotations
 
-import asyncio
 import select
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["Waiter", "readable"]
 
@@ -90,6 +93,8 @@ class Waiter:
 async def readable(fd: int) -> None:
     """Wait on the running event loop until ``fd`` is readable; no thread,
     nothing consumed, so a cancellation at this await loses nothing."""
+    import asyncio  # only asyncio users pay for importing it
+
     loop = asyncio.get_running_loop()
     fut: asyncio.Future[None] = loop.create_future()
 
