@@ -143,7 +143,7 @@ def _address(view: memoryview) -> int:
 class _Ring:
     """The memory of one ring, checked once (as ``_speedups`` checks it)."""
 
-    __slots__ = ("_cons", "_data", "_prod", "size")
+    __slots__ = ("_cons", "_data", "_mine", "_prod", "size")
 
     #: Which buffers are written: data, consumer page, producer page.
     _writes: tuple[bool, bool, bool]
@@ -155,23 +155,26 @@ class _Ring:
         self._data = _data_view(data, self.size, wd)
         self._cons = _pos_view(cons_page, wc, "cons_page")
         self._prod = _pos_view(prod_page, wp, "prod_page")
+        # The position this side owns and publishes.
+        self._mine = self._prod if wp else self._cons
 
     def consumer_pos(self) -> int:
         """Load consumer_pos (an acquire on TSO)."""
-        return int(self._cons[0])
+        pos: int = self._cons[0]
+        return pos
 
     def producer_pos(self) -> int:
         """Load producer_pos (an acquire on TSO)."""
-        return int(self._prod[0])
+        pos: int = self._prod[0]
+        return pos
 
     def publish(self, pos: int, /) -> None:
         """Store the position this side owns (a release on TSO): consumer_pos
         of a kernel ring, producer_pos of a user ring."""
-        if not isinstance(pos, int):
-            raise TypeError(f"an integer is required, not {type(pos).__name__}")
-        if pos < 0 or pos >= _U64_MAX:
-            raise OverflowError(f"{pos} does not fit an unsigned 64-bit integer")
-        (self._prod if self._writes[2] else self._cons)[0] = pos
+        try:
+            self._mine[0] = pos  # TypeError for a non-integer, as in C
+        except ValueError:
+            raise OverflowError(f"{pos} does not fit an unsigned 64-bit integer") from None
 
 
 class KernelRing(_Ring):
