@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import struct
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,13 +20,23 @@ from bpfring._ringcore import (
     DISCARD_BIT,
     HDR_SIZE,
     LEN_MASK,
+    POS_MASK,
+    RUN_BUSY,
+    RUN_END,
+    RUN_OTHER,
     Consumer,
+    ConsumeResult,
     Producer,
     check_drain,
     check_ring_size,
+    committed_word,
+    consume_pass,
+    distance,
+    header_words,
     parse_header,
     read_payload,
     record_span,
+    try_put,
 )
 from bpfring.errors import RecordTooLarge, RingCorrupted, RingFull, SampleError
 
@@ -264,3 +275,133 @@ def test_check_drain_reports_what_the_kernel_would():
     struct.pack_into("<I", buf, 16, 8 | BUSY_BIT | DISCARD_BIT)  # DISCARD wins over BUSY
     res = check_drain(mv, SIZE, 0, 32)
     assert (res.samples, res.discarded, res.cons) == (1, 1, 32)
+
+
+# ---------------------------------------------------------------------- helpers of the backends
+
+
+def test_positions_and_header_words():
+    assert distance(10, 26) == 16
+    assert distance(POS_MASK - 7, 8) == 16  # across the 64-bit wrap
+    assert committed_word(40 | BUSY_BIT, False) == 40
+    assert committed_word(40 | BUSY_BIT, True) == 40 | DISCARD_BIT
+    words = header_words(memoryview(bytearray(16)).cast("Q"))
+    assert words.format == "I" and len(words) == 4
+
+
+def test_consume_pass_keeps_its_state_on_errors():
+    """The walk the pure backend builds on: ``res`` says where it stopped,
+    also when the callback or the ring content made it raise."""
+    buf = bytearray(2 * SIZE)
+    data = memoryview(buf)
+    words = header_words(data)
+    for pos in (0, 16, 32):
+        struct.pack_into("<I", buf, pos, 4)
+    res = ConsumeResult(cons=0)
+    calls = []
+
+    def cb(v: memoryview) -> None:
+        calls.append(bytes(v))
+        if len(calls) == 2:
+            raise KeyError("second")
+
+    with pytest.raises(KeyError):
+        consume_pass(res, data, words, SIZE, 48, cb, None, None, True)
+    assert (res.delivered, res.cons) == (1, 16)  # the failing record stays first
+    consume_pass(res, data, words, SIZE, 48, lambda v: None, None, None, False)
+    assert (res.delivered, res.cons, res.busy) == (3, 48, False)
+    struct.pack_into("<I", buf, 48, 100)  # claims more than is published
+    with pytest.raises(RingCorrupted, match="claims 100 bytes"):
+        consume_pass(res, data, words, SIZE, 64, lambda v: None, None, None, True)
+    assert res.cons == 48
+    res.cons = 4
+    with pytest.raises(RingCorrupted, match="not 8-byte aligned"):
+        consume_pass(res, data, words, SIZE, 64, lambda v: None, None, None, True)
+    res.cons = 48
+    consume_pass(res, data, words, SIZE, 64, lambda v: None, 0, None, True)  # limit 0
+    assert res.cons == 48 and res.delivered == 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-1, SIZE + 8), st.integers(0, 3 * SIZE), st.integers(0, 3 * SIZE))
+def test_try_put_writes_exactly_when_plan_allows(length, cons, prod):
+    """try_put (the pure backend's fast path) and Producer.plan (the checked
+    path) agree on every input: -1 and nothing written exactly when plan
+    raises; else the same new position, the payload and a final header."""
+    buf = bytearray(2 * SIZE)
+    core = Producer(memoryview(buf)[:SIZE], SIZE)
+    payload = bytes(range(max(length, 0) % 256)) * (max(length, 0) // 256 + 1)
+    payload = payload[:max(length, 0)]
+    try:
+        hdr, want = core.plan(length, cons, prod)
+    except (RecordTooLarge, RingFull, RingCorrupted):
+        want = -1
+    got = try_put(memoryview(buf), SIZE, cons, prod, payload, length)
+    assert got == want
+    if got < 0:
+        assert buf == bytearray(2 * SIZE)
+    else:
+        assert struct.unpack_from("<II", buf, hdr) == (length, 0)
+        assert buf[hdr + HDR_SIZE:hdr + HDR_SIZE + length] == payload
+
+
+def _fixed_ring(sizes_flags: list[tuple[int, int]]) -> tuple[bytearray, int]:
+    """A double-mapped (2 * SIZE) ring holding records of the given sizes
+    and header flags from position 0; returns it and producer_pos."""
+    buf = bytearray(2 * SIZE)
+    pos = 0
+    for i, (n, flags) in enumerate(sizes_flags):
+        struct.pack_into("<II", buf, pos, n | flags, 0)
+        buf[pos + HDR_SIZE:pos + HDR_SIZE + n] = bytes([i]) * n
+        pos += record_span(n)
+    buf[SIZE:] = buf[:SIZE]
+    return buf, pos
+
+
+def test_regular_run_and_its_views():
+    buf, prod = _fixed_ring([(16, DISCARD_BIT), (16, 0), (16, 0), (16, 0), (5, 0),
+                             (16, 0), (16, BUSY_BIT)])
+    core = Consumer(memoryview(buf), SIZE)
+    npd = np.frombuffer(buf, np.uint8)
+    start, n, why = core.regular_run(npd, 0, prod, 16, None)
+    assert (start, n, why) == (24, 3, RUN_OTHER)  # leading discard skipped; 5 bytes next
+    assert core.run_bytes(npd, start, n, 16)[:, 0].tolist() == [1, 2, 3]
+    recs = core.run_records(npd, start, n, np.dtype([("a", "u1"), ("pad", "V15")]))
+    assert recs["a"].tolist() == [1, 2, 3]
+    end = core.run_end(start, n, 16)
+    assert end == 24 * 4 and core.length_at(end) == 5
+    assert core.regular_run(npd, 0, prod, 16, 2) == (24, 2, RUN_END)  # the limit
+    assert core.regular_run(npd, end, prod, 16, None) == (end, 0, RUN_OTHER)
+    after = end + record_span(5)
+    assert core.regular_run(npd, after, prod, 16, None) == (after, 1, RUN_BUSY)
+    assert core.regular_run(npd, prod, prod, 16, None) == (prod, 0, RUN_END)
+    with pytest.raises(RingCorrupted, match="more than a ring apart"):
+        core.regular_run(npd, 0, 2 * SIZE, 16, None)
+    buf2, prod2 = _fixed_ring([(100, DISCARD_BIT)])
+    core2 = Consumer(memoryview(buf2), SIZE)
+    with pytest.raises(RingCorrupted, match="discarded record"):
+        core2.regular_run(np.frombuffer(buf2, np.uint8), 0, prod2 - 8, 16, None)
+
+
+def test_fixed_runs_of_the_producer():
+    buf = bytearray(2 * SIZE)
+    core = Producer(memoryview(buf), SIZE)
+    core.check_fixed(SIZE - 8)
+    with pytest.raises(RecordTooLarge):
+        core.check_fixed(SIZE - 7)
+    assert core.room_for(24, 0, 0) == SIZE // 32
+    assert core.room_for(24, 0, SIZE - 32) == 1
+    with pytest.raises(RingCorrupted):
+        core.room_for(24, 0, 12)  # misaligned producer_pos
+    with pytest.raises(RingCorrupted):
+        core.room_for(24, 0, SIZE + 8)  # more than a ring apart
+    rows = np.arange(3 * 24, dtype=np.uint8).reshape(3, 24)
+    start = SIZE - 32  # the run wraps: contiguous in the double mapping
+    assert core.put_run(np.frombuffer(buf, np.uint8), start, rows) == start + 96
+    for i in range(3):
+        off = start + 32 * i
+        assert struct.unpack_from("<II", buf, off) == (24, 0)
+        assert buf[off + 8:off + 32] == rows[i].tobytes()
+    assert core.has_room(SIZE - 8, 0, 0) and not core.has_room(SIZE - 7, 0, 0)
+    prod = core.put(8, memoryview(b"abc"))
+    assert prod == 24 and struct.unpack_from("<II", buf, 8) == (3, 0)

@@ -3,6 +3,10 @@
 ``echo`` (SEC("syscall")) drains ``in_ring`` (user ring) and copies every
 sample into ``out_ring`` (kernel ring); ``produce`` emits numbered 256-byte
 records into ``out_ring`` or the one-page ``small_ring``.
+
+The first tests run on the active backend (``make test`` and ``make
+test-pure`` run them on each); the last section runs on both in one session,
+and a deterministic scenario must give identical results on each.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ import random
 import struct
 import threading
 import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
+import numpy as np
 import pytest
 from conftest import produce_ctx
 
@@ -24,7 +31,13 @@ from bpfring import (
     RingFull,
     SampleError,
     UserRingBuffer,
+    _ringbackend,
 )
+
+try:
+    from bpfring import _speedups as sp
+except ImportError:  # not built: the pure-Python backend is all there is
+    sp = None
 
 
 def _seqs(records: list[bytes]) -> list[int]:
@@ -268,3 +281,253 @@ def test_public_api_exports():
         assert hasattr(bpfring, name), name
     assert issubclass(bpfring.BPFPermissionError, PermissionError)
     assert issubclass(bpfring.BPFError, OSError)
+
+
+# ---------------------------------------------------------------------------------
+# Both backends against the kernel: the C paths == the pure-Python paths
+# ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["c", "python"])
+def mode(request) -> Iterator[str]:
+    """Run a test on rings opened with the C backend and with the pure-Python one."""
+    if request.param == "c" and sp is None:
+        pytest.skip("bpfring._speedups is not built")
+    prev = _ringbackend.set_accelerated(request.param == "c")
+    try:
+        yield request.param
+    finally:
+        _ringbackend.set_accelerated(prev)
+
+
+def _in_mode(accelerated: bool, fn: Callable[[], Any]) -> Any:
+    prev = _ringbackend.set_accelerated(accelerated)
+    try:
+        return fn()
+    finally:
+        _ringbackend.set_accelerated(prev)
+
+
+def _load_echo(echo_path):
+    return bpfring.load(echo_path)
+
+
+def _kernel_scenario(echo_path, seed: int, consumer: str) -> dict[str, Any]:
+    """User ring -> echo drain -> kernel ring, plus kernel-side produce() with
+    discards, consumed by ``consumer``; every choice comes from ``seed``, so
+    both modes see the same sequence of operations.  Returns everything
+    observable."""
+    rnd = random.Random(seed)
+    crnd = random.Random(seed + 1000)
+    out: list[bytes] = []
+    log: list[Any] = []
+    with _load_echo(echo_path) as obj:
+        urb = obj.user_ring_buffer("in_ring")
+        rb = obj.ring_buffer("out_ring", batch_publish=crnd.random() < 0.5)
+        echo, produce = obj.programs["echo"], obj.programs["produce"]
+        seq = 0
+        for _ in range(150):
+            burst = []
+            for _ in range(rnd.randrange(1, 60)):
+                seq += 1
+                n = rnd.choice([0, 1, 5, 8, 40, 100, 999, 4000, 8000])
+                burst.append(seq.to_bytes(4, "little") * (n // 4 + 1))
+                burst[-1] = burst[-1][:n]
+            how = rnd.random()
+            if how < 0.5:
+                for p in burst:
+                    try:
+                        urb.write(p)
+                    except RingFull:
+                        log.append("full")
+                        break
+            elif how < 0.8:
+                log.append(urb.write_many(burst))
+            else:
+                for p in burst:
+                    try:
+                        s = urb.reserve(len(p))
+                    except RingFull:
+                        log.append("full")
+                        break
+                    s.write(p)
+                    if rnd.random() < 0.2:
+                        s.discard()  # the kernel never sees it
+                    else:
+                        s.submit()
+            log.append(echo.run())
+            if rnd.random() < 0.3:
+                produce.run(ctx=produce_ctx(rnd.randrange(1, 12),
+                                            discard_every=rnd.choice([0, 2, 3]),
+                                            seq_base=seq))
+            _consume_some(rb, out, crnd, consumer, log)
+        while rb._backlog or rb.pending()[0]:
+            _consume_some(rb, out, crnd, consumer, log)
+        log.append((urb.producer_pos, urb.consumer_pos, rb.producer_pos, rb.consumer_pos))
+        log.append((obj.globals.echoed, obj.globals.echo_failed, rb.lost))
+        assert rb.consumer_pos > 4 * rb.size  # many laps: wrap-around exercised
+    return {"records": out, "log": log}
+
+
+def _consume_some(rb, out: list[bytes], rnd: random.Random, consumer: str,
+                  log: list[Any]) -> None:
+    limit = rnd.choice([None, None, 0, 1, 7, 50])
+    if consumer == "callback":
+        # A failing callback: both backends publish the records before the
+        # failing one, with or without batch_publish, and redeliver only it.
+        fail_at = rnd.choice([None, None, 0, 3])
+        calls = 0
+
+        def cb(v: memoryview) -> None:
+            nonlocal calls
+            calls += 1
+            if calls - 1 == fail_at:
+                raise LookupError("callback failed")
+            out.append(bytes(v))
+
+        try:
+            log.append(rb.consume(cb, limit))
+        except LookupError:
+            log.append("raised")
+            log.append(rb.consume(lambda v: out.append(bytes(v)), 1))  # redelivered
+    elif consumer == "read":
+        recs = rb.read(limit)
+        log.append(len(recs))
+        out.extend(recs)
+    else:  # iteration, stopped part-way: the rest stays in the backlog
+        it = iter(rb)
+        k = rnd.choice([1, 5, 300])
+        for _ in range(k):
+            if not rb._backlog and not rb.pending()[0]:
+                break  # next() would block
+            out.append(next(it))
+        log.append(k)
+
+
+@pytest.mark.parametrize("consumer", ["callback", "read", "iter"])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kernel_round_trip_c_equals_python(echo_path, consumer, seed):
+    if sp is None:
+        pytest.skip("bpfring._speedups is not built")
+    c = _in_mode(True, lambda: _kernel_scenario(echo_path, seed, consumer))
+    py = _in_mode(False, lambda: _kernel_scenario(echo_path, seed, consumer))
+    assert len(c["records"]) > 1000
+    assert c["records"] == py["records"]
+    assert c["log"] == py["log"]
+
+
+def test_kernel_produce_with_discards_and_limits(echo, mode):
+    rb = echo.ring_buffer("out_ring")
+    prog = echo.programs["produce"]
+    # 64 KiB ring, 264 bytes a record: 300 records go around it more than once.
+    got: list[int] = []
+    base = 0
+    for _ in range(10):
+        prog.run(ctx=produce_ctx(30, discard_every=4, seq_base=base))
+        base += 30
+        assert rb.pending()[:2] == (23, 7)
+        got += [struct.unpack_from("<I", r)[0] for r in rb.read(limit=10)]
+        got += [struct.unpack_from("<I", r)[0] for r in rb.read()]
+    assert got == [i for i in range(300) if (i % 30 + 1) % 4]
+    assert rb.consumer_pos == rb.producer_pos > rb.size
+
+
+def test_kernel_callback_exception_redelivers(echo, mode):
+    rb = echo.ring_buffer("out_ring")
+    echo.programs["produce"].run(ctx=produce_ctx(6))
+    seen: list[int] = []
+
+    def cb(v: memoryview) -> None:
+        seq = struct.unpack_from("<I", v)[0]
+        seen.append(seq)
+        if seq in (1, 4) and seen.count(seq) == 1:
+            raise ValueError(seq)
+
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            rb.poll(cb, timeout=0)
+    assert rb.poll(cb, timeout=0) == 2
+    assert seen == [0, 1, 1, 2, 3, 4, 4, 5]
+    assert rb.available == 0
+
+
+def test_kernel_typed_read_and_decode_failure(echo, mode):
+    """read() with a record type decodes copies; a record that fails to
+    decode stays first in line (with the ones after it)."""
+    rb = echo.ring_buffer("out_ring", record="rec256")
+    echo.programs["produce"].run(ctx=produce_ctx(4, seq_base=50))
+    recs = rb.read(limit=2)
+    assert [r.seq for r in recs] == [50, 51]
+    real = rb._decode
+    calls = 0
+
+    def flaky(buf: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("decode failed")
+        return real(buf)
+
+    rb._decode = flaky
+    with pytest.raises(RuntimeError):
+        rb.read()
+    rb._decode = real
+    left = [r.seq for r in rb.read()]
+    # The record that failed is never lost: it goes back in the iterator's
+    # backlog, first in line.
+    assert left == [53]
+    assert rb.available == 0
+
+
+def test_kernel_user_ring_paths(echo, mode):
+    """write, write_many, reserve/submit/discard and write_array all reach
+    the kernel drain intact, also when the ring is full or a sample too big."""
+    urb = echo.user_ring_buffer("in_ring")
+    rb = echo.ring_buffer("out_ring")
+    run = echo.programs["echo"].run
+    urb.write(b"one")
+    assert urb.write_many([b"two", bytearray(b"three"), memoryview(b"four")]) == 3
+    with urb.reserve(4) as s:
+        s[:] = b"five"
+    s = urb.reserve(3)
+    s.discard()
+    with pytest.raises(SampleError):
+        s.submit()
+    arr = np.frombuffer(b"sixseven", dtype="S4")
+    assert urb.write_array(arr) == 2
+    assert run() == 7
+    assert rb.read() == [b"one", b"two", b"three", b"four", b"five", b"sixs", b"even"]
+    with pytest.raises(RecordTooLarge):
+        urb.write(bytes(urb.size))
+    with pytest.raises(RecordTooLarge):
+        urb.write_many([bytes(urb.size)])
+    with pytest.raises(TypeError):
+        urb.write("text")
+    with pytest.raises(RecordTooLarge):
+        urb.write_many([b"ok", bytes(urb.size)])
+    # On this error path both backends publish the samples written before
+    # the one that raised (the pure-Python path once published none of them).
+    assert run() == 1
+    rb.read()
+    # Fill to the last byte, then RingFull at once (timeout 0).
+    n = 0
+    while True:
+        try:
+            urb.write(bytes(1016))  # 1024 per sample: 64 fill the 64 KiB ring
+        except RingFull:
+            break
+        n += 1
+    assert n == 64 and urb.free == 0
+    assert urb.write_many([b"x"]) == 0
+    assert run() == 64
+    assert len(rb.read()) <= 64
+
+
+def test_kernel_close_with_kept_views(echo, mode):
+    """A view kept past the callback pins the mapping (no use after unmap)."""
+    rb = echo.ring_buffer("out_ring")
+    echo.programs["produce"].run(ctx=produce_ctx(2, seq_base=9))
+    arrays: list[np.ndarray] = []
+    rb.consume(lambda v: arrays.append(np.frombuffer(v, np.uint32)))
+    rb.close()
+    assert [int(a[0]) for a in arrays] == [9, 10]  # still mapped: readable

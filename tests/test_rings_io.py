@@ -73,6 +73,19 @@ def test_batch_publish_moves_consumer_once(echo):
         rb.close()
 
 
+def test_consume_status_reports_count_and_busy(echo):
+    """The public method event loops (Poller) serve rings with: what consume()
+    delivers, plus whether a BUSY record stopped the pass (none here: the
+    produce program commits every record before it returns)."""
+    rb = echo.ring_buffer("out_ring")
+    echo.programs["produce"].run(ctx=produce_ctx(5))
+    got: list[int] = []
+    assert rb.consume_status(lambda v: got.append(_seq(v)), 2) == (2, False)
+    assert rb.consume_status(lambda v: got.append(_seq(v))) == (3, False)
+    assert rb.consume_status(lambda v: got.append(_seq(v))) == (0, False)
+    assert got == [0, 1, 2, 3, 4]
+
+
 def test_poller_serves_many_rings_fairly(echo):
     big = echo.ring_buffer("out_ring")
     small = echo.ring_buffer("small_ring")

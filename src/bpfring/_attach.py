@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from . import _libbpf, _netattach, _perf
 from ._fd import OwnedFD
 from ._fs import ensure_tracefs
-from ._netattach import FDLink, _opts, attach_error, for_program
+from ._netattach import FDLink, attach_error, for_program, libbpf_opts
 from ._targets import (
     cgroup_fd,
     check_code_offset,
@@ -295,7 +295,7 @@ class AttachMethods:
                 check_code_offset(path, offset)
         where = (symbol or "") + (f"+{offset:#x}" if offset else "")
         target = f"{kind} {path}:{where}" + (f" (pid {pid})" if pid >= 0 else "")
-        opts = _opts(_UprobeOpts, bpf_cookie=cookie, retprobe=retprobe,
+        opts = libbpf_opts(_UprobeOpts, bpf_cookie=cookie, retprobe=retprobe,
                      func_name=symbol.encode() if symbol else None)
         hints = {_errno.ESRCH: f"process {pid} is gone"}
         if symbol:
@@ -328,7 +328,7 @@ class AttachMethods:
             check_pid(pid)
             path = resolve_binary(binary, pid)
         target = f"USDT {provider}:{name} in {path}" + (f" (pid {pid})" if pid >= 0 else "")
-        opts = _opts(_UsdtOpts, usdt_cookie=cookie)
+        opts = libbpf_opts(_UsdtOpts, usdt_cookie=cookie)
         return self._libbpf_link(
             target, _lib().bpf_program__attach_usdt, pid, path.encode(), provider.encode(),
             name.encode(), byref(opts),
@@ -351,7 +351,7 @@ class AttachMethods:
         target = f"{'kretprobe' if retprobe else 'kprobe'} {function}" + (
             f"+{offset:#x}" if offset else "")
         require_kprobes(self.name, target)
-        opts = _opts(_KprobeOpts, bpf_cookie=cookie, offset=offset, retprobe=retprobe)
+        opts = libbpf_opts(_KprobeOpts, bpf_cookie=cookie, offset=offset, retprobe=retprobe)
         return self._libbpf_link(
             target, _lib().bpf_program__attach_kprobe_opts, function.encode(), byref(opts),
             hints={_errno.ENOENT: "no such kernel function (see /proc/kallsyms; inlined "
@@ -370,7 +370,7 @@ class AttachMethods:
         check_u64("cookie", cookie)
         target = f"{'kretsyscall' if retprobe else 'ksyscall'} {name}"
         require_kprobes(self.name, target)
-        opts = _opts(_KsyscallOpts, bpf_cookie=cookie, retprobe=retprobe)
+        opts = libbpf_opts(_KsyscallOpts, bpf_cookie=cookie, retprobe=retprobe)
         return self._libbpf_link(
             target, _lib().bpf_program__attach_ksyscall, name.encode(), byref(opts),
             hints={_errno.ENOENT: "no such system call on this architecture"})
@@ -409,7 +409,7 @@ class AttachMethods:
                 except BPFError as e:
                     raise type(e)(f"attaching program {self.name!r} to {target}: {e.message}",
                                   errno=e.errno, hint=e.hint) from None
-                opts = _opts(_PerfEventOpts)
+                opts = libbpf_opts(_PerfEventOpts)
                 with _libbpf.capture_log() as lines:
                     ptr = _lib().bpf_program__attach_perf_event_opts(self._ptr, pfd.fileno(),
                                                                      byref(opts))

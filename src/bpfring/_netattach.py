@@ -93,7 +93,7 @@ class _TcOpts(Structure):
                 ("prog_id", c_uint32), ("handle", c_uint32), ("priority", c_uint32)]
 
 
-def _opts(cls: type[Structure], **fields: Any) -> Any:
+def libbpf_opts(cls: type[Structure], **fields: Any) -> Any:
     o = cls(**fields)
     o.sz = ctypes.sizeof(cls)
     return o
@@ -372,7 +372,7 @@ _XDP_ATTACHED = {0: "none", 1: "drv", 2: "skb", 3: "hw", 4: "multi"}
 
 def xdp_query(ifindex: int) -> dict[str, int | str]:
     """The XDP programs on an interface: ids per mode (0: none) and the mode."""
-    q = _opts(_XdpQueryOpts)
+    q = libbpf_opts(_XdpQueryOpts)
     ret = _lib().bpf_xdp_query(ifindex, 0, byref(q))
     if ret < 0:
         raise OSError(-ret, f"bpf_xdp_query({ifindex}): {os.strerror(-ret)}")
@@ -426,7 +426,7 @@ def attach_xdp(prog: Prog, ifc: str | int, mode: str | None) -> Link:
     def undo() -> None:
         with in_netns(ns):
             # old_prog_fd: detach only while our program is the one attached
-            opts = _opts(_XdpAttachOpts, old_prog_fd=pfd.fileno())
+            opts = libbpf_opts(_XdpAttachOpts, old_prog_fd=pfd.fileno())
             r = _lib().bpf_xdp_detach(ifindex, flag, byref(opts))
         if r == -_errno.EEXIST:
             raise OSError(-r, "another program replaced ours; left it attached")
@@ -517,7 +517,7 @@ logging.getLogger("bpfring.libbpf").addFilter(_EXISTS_FILTER)
 
 
 def _clsact_acquire(prog: Prog, target: str, key: tuple[int, int, int], ifindex: int) -> None:
-    hook = _opts(_TcHook, ifindex=ifindex, attach_point=TC_INGRESS)
+    hook = libbpf_opts(_TcHook, ifindex=ifindex, attach_point=TC_INGRESS)
     _EXISTS_FILTER.active.on = True
     try:
         ret = _lib().bpf_tc_hook_create(byref(hook))
@@ -551,7 +551,7 @@ def _clsact_release(key: tuple[int, int, int], ifindex: int) -> None:
     if left:
         log.info("leaving the clsact qdisc of ifindex %d: other filters use it", ifindex)
         return
-    both = _opts(_TcHook, ifindex=ifindex, attach_point=TC_INGRESS | TC_EGRESS)
+    both = libbpf_opts(_TcHook, ifindex=ifindex, attach_point=TC_INGRESS | TC_EGRESS)
     r = _lib().bpf_tc_hook_destroy(byref(both))
     if r < 0 and -r not in (_errno.ENOENT, _errno.ENODEV, _errno.EINVAL):
         log.warning("removing the clsact qdisc of ifindex %d failed: %s", ifindex,
@@ -573,8 +573,8 @@ def attach_tc(prog: Prog, ifc: str | int, direction: str, priority: int, handle:
     target = f"TC {direction} of {ifname}"
     ns = netns_here()
     key = _ns_key(ns, ifindex)
-    hook = _opts(_TcHook, ifindex=ifindex, attach_point=_TC_DIRECTIONS[direction])
-    opts = _opts(_TcOpts, prog_fd=prog_fd, handle=handle, priority=priority)
+    hook = libbpf_opts(_TcHook, ifindex=ifindex, attach_point=_TC_DIRECTIONS[direction])
+    opts = libbpf_opts(_TcOpts, prog_fd=prog_fd, handle=handle, priority=priority)
     with _TC_LOCK:
         try:
             _clsact_acquire(prog, target, key, ifindex)
@@ -595,7 +595,7 @@ def attach_tc(prog: Prog, ifc: str | int, direction: str, priority: int, handle:
 
     def undo() -> None:
         with _TC_LOCK, in_netns(ns):
-            d = _opts(_TcOpts, handle=got_handle, priority=got_priority)
+            d = libbpf_opts(_TcOpts, handle=got_handle, priority=got_priority)
             r = _lib().bpf_tc_detach(byref(hook), byref(d))
             _clsact_release(key, ifindex)
         # ENOENT/EINVAL/ENODEV: the filter, its qdisc or the interface is gone already

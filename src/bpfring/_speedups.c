@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: Apache-2.0
  *
- * bpfring._speedups: optional C accelerator for the per-record hot paths of
- * bpfring.ringbuf, with real acquire/release atomics.
+ * bpfring._speedups: the C ring backend, with real acquire/release atomics.
+ * bpfring._ringpure is its pure-Python twin: the same types, functions,
+ * results and errors; bpfring._ringbackend picks one of the two at import,
+ * and the sans-IO bpfring._ringcore is the reference for the protocol.
  *
- * Every function takes the ring's memory as buffer objects (the memoryviews
- * of the mmaps that bpfring.ringbuf keeps, or bytearrays in tests), never raw
- * addresses.  A buffer is acquired for the duration of one call, so a ring
- * that was closed (its views released) makes the call raise ValueError
- * instead of touching unmapped memory.
+ * KernelRing(data, cons_page, prod_page, size) and UserRing(...) bind the
+ * memory of one ring (the memoryviews of the mmaps that bpfring.ringbuf
+ * keeps, or bytearrays in tests), never raw addresses; the arguments are
+ * checked once, when the object is made.  Every call acquires the buffers
+ * again for its duration, so a ring that was closed (its views released)
+ * makes the call raise ValueError instead of touching unmapped memory.
  *
  *   data       the data area, mapped twice in a row: exactly 2 * size bytes,
  *              8-byte aligned (a bytearray of 2 * size bytes stands in for
@@ -136,15 +139,13 @@ get_pos_buffer(PyObject *obj, Py_buffer *view, int writable, const char *what)
 
 /* Acquire the three ring buffers; on failure nothing stays acquired. */
 static int
-ring_open(ring_t *r, PyObject *const *args, int data_writable, int cons_writable,
-          int prod_writable)
+ring_open(ring_t *r, PyObject *data, PyObject *cons, PyObject *prod, uint64_t size,
+          int data_writable, int cons_writable, int prod_writable)
 {
     r->held = 0;
-    if (get_size(args[3], &r->size) < 0)
-        return -1;
+    r->size = size;
     r->mask = r->size - 1;
-    if (PyObject_GetBuffer(args[0], &r->data,
-                           data_writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0)
+    if (PyObject_GetBuffer(data, &r->data, data_writable ? PyBUF_WRITABLE : PyBUF_SIMPLE) < 0)
         return -1;
     r->held |= 1;
     if ((uint64_t)r->data.len != 2 * r->size || ((uintptr_t)r->data.buf & 7u)) {
@@ -154,10 +155,10 @@ ring_open(ring_t *r, PyObject *const *args, int data_writable, int cons_writable
                      (unsigned long long)(2 * r->size), r->data.len);
         goto fail;
     }
-    if (get_pos_buffer(args[1], &r->cons, cons_writable, "cons_page") < 0)
+    if (get_pos_buffer(cons, &r->cons, cons_writable, "cons_page") < 0)
         goto fail;
     r->held |= 2;
-    if (get_pos_buffer(args[2], &r->prod, prod_writable, "prod_page") < 0)
+    if (get_pos_buffer(prod, &r->prod, prod_writable, "prod_page") < 0)
         goto fail;
     r->held |= 4;
     return 0;
@@ -165,6 +166,82 @@ fail:
     ring_release(r);
     return -1;
 }
+
+/* -------------------------------------------------------------------------- */
+/* The ring objects                                                           */
+/* -------------------------------------------------------------------------- */
+
+/* KernelRing (we consume: the consumer page is written, the rest read) and
+ * UserRing (we produce: the producer page and the data are written). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *data, *cons, *prod;
+    uint64_t size;
+    int producer;
+} RingObject;
+
+static PyTypeObject KernelRing_Type, UserRing_Type;
+
+static int
+ring_acquire(RingObject *self, ring_t *r)
+{
+    return ring_open(r, self->data, self->cons, self->prod, self->size, self->producer,
+                     !self->producer, self->producer);
+}
+
+static PyObject *
+ring_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *data, *cons, *prod, *size_obj;
+    RingObject *self;
+    ring_t r;
+    uint64_t size;
+
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_Format(PyExc_TypeError, "%s() takes no keyword arguments", type->tp_name);
+        return NULL;
+    }
+    if (!PyArg_UnpackTuple(args, type->tp_name, 4, 4, &data, &cons, &prod, &size_obj))
+        return NULL;
+    if (get_size(size_obj, &size) < 0)
+        return NULL;
+    self = (RingObject *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        return NULL;
+    self->data = Py_NewRef(data);
+    self->cons = Py_NewRef(cons);
+    self->prod = Py_NewRef(prod);
+    self->size = size;
+    self->producer = type == &UserRing_Type;
+    /* Check the buffers now (types, sizes, alignment, writability), so that
+     * a bad ring fails where it is made; every call checks them again. */
+    if (ring_acquire(self, &r) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    ring_release(&r);
+    return (PyObject *)self;
+}
+
+static void
+ring_dealloc(RingObject *self)
+{
+    Py_XDECREF(self->data);
+    Py_XDECREF(self->cons);
+    Py_XDECREF(self->prod);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+ring_get_size(RingObject *self, void *unused)
+{
+    return PyLong_FromUnsignedLongLong(self->size);
+}
+
+static PyGetSetDef ring_getset[] = {
+    {"size", (getter)ring_get_size, NULL, "the data size in bytes", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
 
 /* limit: None or -1 -> unlimited (returned as -1), else an int >= 0. */
 static int
@@ -372,13 +449,13 @@ view_drop(PyObject **vp, int release)
 /* -------------------------------------------------------------------------- */
 
 PyDoc_STRVAR(consume_doc,
-"consume(data, cons_page, prod_page, size, callback, limit, publish_each, release_views)\n"
+"consume(callback, limit, publish_each, release_views)\n"
 "    -> (delivered, discarded, busy, cons)\n"
 "\n"
-"Deliver committed records of a kernel ring (BPF_MAP_TYPE_RINGBUF) to\n"
+"Deliver committed records of the kernel ring (BPF_MAP_TYPE_RINGBUF) to\n"
 "callback(view), a read-only memoryview of the payload, like\n"
-"bpfring._ringcore.Consumer.consume plus the I/O loop of RingBuffer._consume:\n"
-"producer_pos is loaded again after each pass until it stops moving.\n"
+"bpfring._ringcore.consume_pass, in passes: producer_pos is loaded again\n"
+"after each pass until it stops moving.\n"
 "Stops at a BUSY record or after `limit` records (None or -1: no limit, 0:\n"
 "none).  Discarded records are skipped (and published past).  consumer_pos\n"
 "is stored after every record when publish_each, else once per pass.  If\n"
@@ -388,7 +465,7 @@ PyDoc_STRVAR(consume_doc,
 "release_views: release a view the callback kept once the call returns.");
 
 static PyObject *
-sp_consume(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+kr_consume(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     ring_t r;
     PyObject *callback, *view = NULL, *res;
@@ -398,20 +475,20 @@ sp_consume(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     uint64_t *consp, cons, prod, published, size, mask;
     const uint64_t *prodp;
 
-    if (check_nargs("consume", nargs, 8) < 0)
+    if (check_nargs("consume", nargs, 4) < 0)
         return NULL;
-    callback = args[4];
+    callback = args[0];
     if (!PyCallable_Check(callback)) {
         PyErr_SetString(PyExc_TypeError, "callback must be callable");
         return NULL;
     }
-    if (get_limit(args[5], &limit) < 0)
+    if (get_limit(args[1], &limit) < 0)
         return NULL;
-    if ((publish_each = PyObject_IsTrue(args[6])) < 0)
+    if ((publish_each = PyObject_IsTrue(args[2])) < 0)
         return NULL;
-    if ((release_views = PyObject_IsTrue(args[7])) < 0)
+    if ((release_views = PyObject_IsTrue(args[3])) < 0)
         return NULL;
-    if (ring_open(&r, args, 0, 1, 0) < 0)
+    if (ring_acquire(self, &r) < 0)
         return NULL;
     base = r.data.buf;
     consp = r.cons.buf;
@@ -471,7 +548,7 @@ sp_consume(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
                 }
                 continue;
             }
-            if (view == NULL && (view = view_new(args[0])) == NULL) {
+            if (view == NULL && (view = view_new(self->data)) == NULL) {
                 failed = 1;
                 goto done;
             }
@@ -524,9 +601,9 @@ done:
 /* -------------------------------------------------------------------------- */
 
 PyDoc_STRVAR(read_doc,
-"read(data, cons_page, prod_page, size, limit) -> (records, busy)\n"
+"read(limit) -> (records, busy)\n"
 "\n"
-"Copy up to `limit` (None or -1: no limit, 0: none) committed records of a\n"
+"Copy up to `limit` (None or -1: no limit, 0: none) committed records of the\n"
 "kernel ring into a list of bytes, with the same walk as consume().\n"
 "consumer_pos is stored once, when the call returns: the records are\n"
 "consumed once they are in the list.  On an error nothing is consumed\n"
@@ -534,7 +611,7 @@ PyDoc_STRVAR(read_doc,
 "returned and consumed and the next call raises RingCorrupted.");
 
 static PyObject *
-sp_read(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+kr_read(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     ring_t r;
     PyObject *out, *rec, *ret;
@@ -544,11 +621,11 @@ sp_read(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     uint64_t *consp, cons, start, prod, size, mask;
     const uint64_t *prodp;
 
-    if (check_nargs("read", nargs, 5) < 0)
+    if (check_nargs("read", nargs, 1) < 0)
         return NULL;
-    if (get_limit(args[4], &limit) < 0)
+    if (get_limit(args[0], &limit) < 0)
         return NULL;
-    if (ring_open(&r, args, 0, 1, 0) < 0)
+    if (ring_acquire(self, &r) < 0)
         return NULL;
     if ((out = PyList_New(0)) == NULL) {
         ring_release(&r);
@@ -656,9 +733,9 @@ put_sample(unsigned char *base, uint64_t mask, uint64_t prod, const void *src, P
 }
 
 PyDoc_STRVAR(write_doc,
-"write(data, cons_page, prod_page, size, payload) -> bool\n"
+"write(payload) -> bool\n"
 "\n"
-"Write one sample into a user ring (BPF_MAP_TYPE_USER_RINGBUF) if it fits\n"
+"Write one sample into the user ring (BPF_MAP_TYPE_USER_RINGBUF) if it fits\n"
 "now: payload, header {len, 0}, then a store-release of producer_pos.\n"
 "Returns False, writing nothing, when it does not fit (ring full, sample\n"
 "too large, inconsistent or misaligned positions) or payload is not a\n"
@@ -666,18 +743,18 @@ PyDoc_STRVAR(write_doc,
 "caller must hold the ring's producer lock.");
 
 static PyObject *
-sp_write(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+ur_write(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     ring_t r;
     Py_buffer pb;
     uint64_t *prodp, cons, prod;
     int ok = 0;
 
-    if (check_nargs("write", nargs, 5) < 0)
+    if (check_nargs("write", nargs, 1) < 0)
         return NULL;
-    if (ring_open(&r, args, 1, 0, 1) < 0)
+    if (ring_acquire(self, &r) < 0)
         return NULL;
-    if (PyObject_GetBuffer(args[4], &pb, PyBUF_SIMPLE) < 0) {
+    if (PyObject_GetBuffer(args[0], &pb, PyBUF_SIMPLE) < 0) {
         PyErr_Clear(); /* the checked path reports it */
         ring_release(&r);
         Py_RETURN_FALSE;
@@ -702,7 +779,7 @@ sp_write(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
 }
 
 PyDoc_STRVAR(write_many_doc,
-"write_many(data, cons_page, prod_page, size, iterator, first) -> (written, pending)\n"
+"write_many(iterator, first) -> (written, pending)\n"
 "\n"
 "Write `first` (unless None) and then the items of `iterator` as samples\n"
 "while they fit, and publish them with one store-release of producer_pos.\n"
@@ -712,7 +789,7 @@ PyDoc_STRVAR(write_many_doc,
 "the samples written so far are published.  Caller holds the producer lock.");
 
 static PyObject *
-sp_write_many(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+ur_write_many(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     ring_t r;
     Py_buffer pb;
@@ -721,20 +798,20 @@ sp_write_many(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     uint64_t *prodp, cons, prod, start;
     unsigned char *base;
 
-    if (check_nargs("write_many", nargs, 6) < 0)
+    if (check_nargs("write_many", nargs, 2) < 0)
         return NULL;
-    it = args[4];
+    it = args[0];
     if (!PyIter_Check(it)) {
         PyErr_SetString(PyExc_TypeError, "write_many() needs an iterator");
         return NULL;
     }
-    if (ring_open(&r, args, 1, 0, 1) < 0)
+    if (ring_acquire(self, &r) < 0)
         return NULL;
     base = r.data.buf;
     prodp = r.prod.buf;
     cons = ld_acq64((const uint64_t *)r.cons.buf); /* as in write() */
     prod = start = __atomic_load_n(prodp, __ATOMIC_RELAXED);
-    item = args[5];
+    item = args[1];
     if (item == Py_None)
         item = PyIter_Next(it);
     else
@@ -843,16 +920,16 @@ sp_store_release_u64(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(commit_header_doc,
-"commit_header(data, offset, discard) -> int\n"
+PyDoc_STRVAR(commit_doc,
+"commit(offset, discard) -> int\n"
 "\n"
 "Submit (or discard) the user-ring sample whose header is at byte `offset`\n"
-"of data: atomically replace a BUSY header word with its length (plus\n"
+"of the data: atomically replace a BUSY header word with its length (plus\n"
 "DISCARD).  Returns the previous word; if it was not BUSY nothing is\n"
 "written (the caller reports a double submit).");
 
 static PyObject *
-sp_commit_header(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+ur_commit(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer view;
     void *p;
@@ -861,12 +938,12 @@ sp_commit_header(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     uint32_t old, want;
     PyObject *idx, *fwd[2];
 
-    if (check_nargs("commit_header", nargs, 3) < 0)
+    if (check_nargs("commit", nargs, 2) < 0)
         return NULL;
-    offset = PyNumber_AsSsize_t(args[1], PyExc_IndexError);
+    offset = PyNumber_AsSsize_t(args[0], PyExc_IndexError);
     if (offset == -1 && PyErr_Occurred())
         return NULL;
-    if ((discard = PyObject_IsTrue(args[2])) < 0)
+    if ((discard = PyObject_IsTrue(args[1])) < 0)
         return NULL;
     if (offset < 0 || offset & 3) {
         PyErr_SetString(PyExc_ValueError, "header offset must be a non-negative multiple of 4");
@@ -874,7 +951,7 @@ sp_commit_header(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     }
     if ((idx = PyLong_FromSsize_t(offset / 4)) == NULL)
         return NULL;
-    fwd[0] = args[0];
+    fwd[0] = self->data;
     fwd[1] = idx;
     if (word_ptr(fwd, &view, 1, 4, &p) < 0) {
         Py_DECREF(idx);
@@ -910,17 +987,134 @@ sp_acquire_fence(PyObject *mod, PyObject *unused)
 
 /* -------------------------------------------------------------------------- */
 
+/* Load-acquire the position in the first 8 bytes of `page`. */
+static PyObject *
+load_position(PyObject *page, const char *what)
+{
+    Py_buffer b;
+    uint64_t v;
+
+    if (get_pos_buffer(page, &b, 0, what) < 0)
+        return NULL;
+    /* Pairs with the store-release of whoever owns the position (the
+     * kernel's for producer_pos of a kernel ring and consumer_pos of a user
+     * ring, ours for the other two). */
+    v = ld_acq64(b.buf);
+    PyBuffer_Release(&b);
+    return PyLong_FromUnsignedLongLong(v);
+}
+
+PyDoc_STRVAR(consumer_pos_doc,
+"consumer_pos() -> int\n"
+"\n"
+"Load-acquire consumer_pos.");
+
+static PyObject *
+ring_consumer_pos(RingObject *self, PyObject *unused)
+{
+    return load_position(self->cons, "cons_page");
+}
+
+PyDoc_STRVAR(producer_pos_doc,
+"producer_pos() -> int\n"
+"\n"
+"Load-acquire producer_pos.");
+
+static PyObject *
+ring_producer_pos(RingObject *self, PyObject *unused)
+{
+    return load_position(self->prod, "prod_page");
+}
+
+PyDoc_STRVAR(publish_doc,
+"publish(pos) -> None\n"
+"\n"
+"Store-release the position this side owns: consumer_pos of a kernel ring,\n"
+"producer_pos of a user ring.");
+
+static PyObject *
+ring_publish(RingObject *self, PyObject *arg)
+{
+    Py_buffer b;
+    unsigned long long v;
+
+    v = PyLong_AsUnsignedLongLong(arg);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (get_pos_buffer(self->producer ? self->prod : self->cons, &b, 1,
+                       self->producer ? "prod_page" : "cons_page") < 0)
+        return NULL;
+    /* Pairs with the kernel's load-acquire of the position: everything we
+     * did to the ring before (payload reads, or payload and header writes)
+     * is ordered before it. */
+    st_rel64(b.buf, (uint64_t)v);
+    PyBuffer_Release(&b);
+    Py_RETURN_NONE;
+}
+
+#define RING_POSITION_METHODS                                                              \
+    {"consumer_pos", (PyCFunction)ring_consumer_pos, METH_NOARGS, consumer_pos_doc},     \
+    {"producer_pos", (PyCFunction)ring_producer_pos, METH_NOARGS, producer_pos_doc},     \
+    {"publish", (PyCFunction)ring_publish, METH_O, publish_doc}
+
+static PyMethodDef kernel_ring_methods[] = {
+    {"consume", (PyCFunction)(void (*)(void))kr_consume, METH_FASTCALL, consume_doc},
+    {"read", (PyCFunction)(void (*)(void))kr_read, METH_FASTCALL, read_doc},
+    RING_POSITION_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMethodDef user_ring_methods[] = {
+    {"write", (PyCFunction)(void (*)(void))ur_write, METH_FASTCALL, write_doc},
+    {"write_many", (PyCFunction)(void (*)(void))ur_write_many, METH_FASTCALL, write_many_doc},
+    {"commit", (PyCFunction)(void (*)(void))ur_commit, METH_FASTCALL, commit_doc},
+    RING_POSITION_METHODS,
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(kernel_ring_doc,
+"KernelRing(data, cons_page, prod_page, size)\n"
+"\n"
+"The memory of one kernel ring (BPF_MAP_TYPE_RINGBUF) as its consumer sees\n"
+"it: data and prod_page are read, cons_page is written.  The arguments are\n"
+"checked here and again, cheaply, at every call.");
+
+PyDoc_STRVAR(user_ring_doc,
+"UserRing(data, cons_page, prod_page, size)\n"
+"\n"
+"The memory of one user ring (BPF_MAP_TYPE_USER_RINGBUF) as its producer\n"
+"sees it: data and prod_page are written, cons_page is read.  The arguments\n"
+"are checked here and again, cheaply, at every call.");
+
+static PyTypeObject KernelRing_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "bpfring._speedups.KernelRing",
+    .tp_basicsize = sizeof(RingObject),
+    .tp_dealloc = (destructor)ring_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = kernel_ring_doc,
+    .tp_methods = kernel_ring_methods,
+    .tp_getset = ring_getset,
+    .tp_new = ring_new,
+};
+
+static PyTypeObject UserRing_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "bpfring._speedups.UserRing",
+    .tp_basicsize = sizeof(RingObject),
+    .tp_dealloc = (destructor)ring_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = user_ring_doc,
+    .tp_methods = user_ring_methods,
+    .tp_getset = ring_getset,
+    .tp_new = ring_new,
+};
+
 static PyMethodDef methods[] = {
-    {"consume", (PyCFunction)(void (*)(void))sp_consume, METH_FASTCALL, consume_doc},
-    {"read", (PyCFunction)(void (*)(void))sp_read, METH_FASTCALL, read_doc},
-    {"write", (PyCFunction)(void (*)(void))sp_write, METH_FASTCALL, write_doc},
-    {"write_many", (PyCFunction)(void (*)(void))sp_write_many, METH_FASTCALL, write_many_doc},
     {"load_acquire_u64", (PyCFunction)(void (*)(void))sp_load_acquire_u64, METH_FASTCALL,
      load_acquire_u64_doc},
     {"store_release_u64", (PyCFunction)(void (*)(void))sp_store_release_u64, METH_FASTCALL,
      store_release_u64_doc},
-    {"commit_header", (PyCFunction)(void (*)(void))sp_commit_header, METH_FASTCALL,
-     commit_header_doc},
     {"acquire_fence", sp_acquire_fence, METH_NOARGS, acquire_fence_doc},
     {NULL, NULL, 0, NULL},
 };
@@ -928,7 +1122,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT,
     "bpfring._speedups",
-    "C accelerator for bpfring's ring buffer hot paths, with acquire/release atomics.",
+    "The C ring backend of bpfring (hot paths with acquire/release atomics).",
     -1,
     methods,
 };
@@ -943,9 +1137,15 @@ PyInit__speedups(void)
     m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    /* Bumped whenever a signature or a semantic changes: bpfring.ringbuf
+    if (PyType_Ready(&KernelRing_Type) < 0 || PyType_Ready(&UserRing_Type) < 0 ||
+        PyModule_AddObjectRef(m, "KernelRing", (PyObject *)&KernelRing_Type) < 0 ||
+        PyModule_AddObjectRef(m, "UserRing", (PyObject *)&UserRing_Type) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    /* Bumped whenever a signature or a semantic changes: bpfring._ringbackend
      * ignores a build with another value (a stale editable-install .so). */
-    if (PyModule_AddIntConstant(m, "API", 1) < 0 ||
+    if (PyModule_AddIntConstant(m, "API", 2) < 0 ||
         PyModule_AddIntConstant(m, "HDR_SIZE", HDR_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "DYNPTR_MAX", DYNPTR_MAX) < 0) {
         Py_DECREF(m);

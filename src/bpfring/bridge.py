@@ -51,7 +51,8 @@ import numpy.typing as npt
 from . import _sys
 from ._elements import ElementCodec, ElementSizeError, percpu_stride
 from ._fd import OwnedFD
-from ._ringcore import HDR_SIZE, POS_MASK, record_span
+from ._ringcore import HDR_SIZE, distance, record_span
+from ._wait import Waiter
 from .build import build_source
 from .errors import (
     BPFError,
@@ -401,28 +402,35 @@ class _RingQueue:
             raise RingFull(f"bridge ring for map {b.name!r} is full "
                            f"({self.ring.free} of {self._size} bytes free, {need} needed)",
                            hint="flush, wait_applied, or use on_full='wait'")
-        deadline = None if b.full_timeout is None else time.monotonic() + b.full_timeout
+        waiter = self._waiter(b.full_timeout)
         while not self._room(need):
             if self._mode == "flush":
                 self._flush_once()
                 if self._room(need):
                     return
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
+            if not self._wait_drain(waiter):
                 raise RingFull(f"bridge ring for map {b.name!r} stayed full for "
                                f"{b.full_timeout} s", hint="is the drain running?")
-            self._wait_drain(left)
 
-    def _wait_drain(self, left: float | None) -> None:
+    def _waiter(self, timeout: float | None) -> Waiter:
+        if self._epoll is None:
+            raise ValueError("MapBridge is closed")
+        # A negative timeout means "do not wait", as it always did here.
+        return Waiter(self._epoll, None if timeout is None else max(0.0, timeout),
+                      max_wait=_WAIT_SLICE)
+
+    def _wait_drain(self, waiter: Waiter) -> bool:
         """Sleep until a drain wakes us (we ask for wakeups while waiting), or
-        for at most a few milliseconds in case a drain read the flag too early."""
+        for at most a few milliseconds in case a drain read the flag too early;
+        False, without waiting, once the waiter's deadline has passed."""
+        if waiter.expired:
+            return False
         with self._wait_lock:
             self._waiters += 1
             self._ctl[_CTL_WANT_WAKEUP] = 1
-        ep = self._epoll
-        assert ep is not None  # set up before any write
         try:
-            ep.poll(_WAIT_SLICE if left is None else max(0.0, min(left, _WAIT_SLICE)))
+            waiter.wait()
+            return True
         finally:
             with self._wait_lock:
                 self._waiters -= 1
@@ -527,16 +535,14 @@ class _RingQueue:
         return FlushResult(drained, applied, failed, bad)
 
     def _consumed(self, target: int) -> bool:
-        pending = (target - self.ring.consumer_pos) & POS_MASK
+        pending = distance(self.ring.consumer_pos, target)
         return pending == 0 or pending > self._size  # consumer at or past target
 
     def wait_consumed(self, target: int, timeout: float | None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        waiter = self._waiter(timeout)
         while not self._consumed(target):
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
+            if not self._wait_drain(waiter):
                 return False
-            self._wait_drain(left)
         return True
 
     def wait_applied(self, timeout: float | None) -> bool:

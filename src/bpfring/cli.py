@@ -239,7 +239,7 @@ class _VersionAction(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: object, option_string: str | None = None) -> None:
-        from .ringbuf import accelerator_status
+        from ._ringbackend import accelerator_status
 
         print(f"bpfring {__version__} ({accelerator_status()})")
         parser.exit()

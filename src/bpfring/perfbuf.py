@@ -37,8 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _perf, _perfcore, _sys
-from . import ringbuf as _rb
+from . import _perf, _perfcore, _ringbackend, _sys
 from ._fd import OwnedFD
 from .errors import BPFError, MapTypeError
 from .mapref import MapRef
@@ -105,7 +104,10 @@ class PerfBuffer:
                  watermark: int | None = None, cpus: list[int] | None = None,
                  record: Any = None,
                  lost_callback: Callable[[int, int], object] | None = None) -> None:
-        _rb._check_arch()
+        _ringbackend.check_arch()
+        # Position loads and stores go through the ring backend chosen now (C:
+        # real acquire/release; pure Python: plain accesses, x86-TSO only).
+        self._backend = _ringbackend.impl
         if page_count < 1 or page_count & (page_count - 1):
             raise ValueError(f"page_count must be a power of two >= 1, not {page_count}")
         if wakeup_events < 1:
@@ -221,7 +223,7 @@ class PerfBuffer:
     def available(self) -> int:
         """Bytes waiting, over all CPUs (headers and padding included)."""
         self._check_open()
-        load = _rb._load_pos
+        load = self._backend.load_acquire_u64
         return sum((load(r.meta, _HEAD) - r.meta[_TAIL]) & _perfcore.POS_MASK
                    for r in self._rings)
 
@@ -255,7 +257,7 @@ class PerfBuffer:
                       limit: int | None) -> int:
         # Acquire-load data_head (pairs with the kernel's release store after
         # it wrote the records); only we write data_tail, so a plain load.
-        head = _rb._load_pos(ring.meta, _HEAD)
+        head = self._backend.load_acquire_u64(ring.meta, _HEAD)
         tail = ring.meta[_TAIL]
         if head == tail:
             return 0
@@ -276,12 +278,11 @@ class PerfBuffer:
         self._publish(ring, res)
         return res.delivered
 
-    @staticmethod
-    def _publish(ring: _CpuRing, res: _perfcore.WalkResult) -> None:
+    def _publish(self, ring: _CpuRing, res: _perfcore.WalkResult) -> None:
         ring.lost += res.lost
         # Release-store data_tail after the payload reads: the kernel may
         # overwrite the space once it sees the new tail.
-        _rb._store_pos(ring.meta, _TAIL, res.tail)
+        self._backend.store_release_u64(ring.meta, _TAIL, res.tail)
 
     def _consume(self, callback: Callable[[memoryview], Any], limit: int | None,
                  rings: list[_CpuRing] | None = None) -> int:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import select
-import time
 from collections.abc import Callable
 from typing import Any
 
+from ._wait import Waiter
 from .ringbuf import RingBuffer, UserRingBuffer
 
 __all__ = ["Poller"]
@@ -45,7 +45,7 @@ class Poller:
             self._ep.register(fd, select.EPOLLIN)
         elif isinstance(ring, UserRingBuffer):
             # Edge-triggered: "not completely full" is almost always true, so
-            # only a drain wakeup is news (see UserRingBuffer._wait_room).
+            # only a drain wakeup is news (see bpfring._wait).
             self._ep.register(fd, select.EPOLLOUT | select.EPOLLET)
         else:
             raise TypeError(f"cannot poll {type(ring).__name__}")
@@ -79,7 +79,7 @@ class Poller:
             for i in range(n):
                 ring, cb = self._rings[order[(start + i) % n]]
                 if isinstance(ring, RingBuffer):
-                    got, b = ring._consume(cb, self.batch)
+                    got, b = ring.consume_status(cb, self.batch)
                     total += got
                     busy |= b
                     more |= got == self.batch
@@ -88,24 +88,20 @@ class Poller:
     def poll(self, timeout: float | None = None) -> int:
         """Wait up to ``timeout`` seconds (None: forever, 0: no wait) for any
         ring, serve all that are ready, and return the records delivered."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        waiter = Waiter(self._ep, timeout)
         while True:
             got, busy = self._serve_kernel_rings()
             if got:
                 return got
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if left == 0.0 and timeout is not None:
+            # A busy kernel ring stays readable: the waiter backs off instead
+            # of letting epoll return at once.
+            events = waiter.wait(busy)
+            if events is None:
                 return 0
-            wait = left if left is not None else -1
-            if busy:
-                wait = 1e-4 if wait < 0 else min(wait, 1e-4)
-            events = self._ep.poll(wait)
             for fd, ev in events:
                 entry = self._rings.get(fd)
                 if entry is not None and ev & select.EPOLLOUT:
                     entry[1](entry[0])
-            if timeout == 0:
-                return self._serve_kernel_rings()[0]
 
     def close(self) -> None:
         self._ep.close()

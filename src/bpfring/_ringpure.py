@@ -1,0 +1,370 @@
+"""The pure-Python ring backend: exactly what the C accelerator
+``bpfring._speedups`` exports (the same types, functions, arguments, results
+and errors), built on the sans-IO core :mod:`bpfring._ringcore`.
+
+:mod:`bpfring._ringbackend` picks this module or the C one once; the I/O layer
+(:mod:`bpfring.ringbuf`) binds a :class:`KernelRing` or :class:`UserRing` to
+each ring it opens and never knows which backend made it.  Both take the
+ring's memory as buffer objects, checked once, when the object is made:
+
+    data       the data area, mapped twice in a row: exactly ``2 * size`` bytes
+    cons_page  a buffer whose first 8 bytes are consumer_pos
+    prod_page  a buffer whose first 8 bytes are producer_pos
+    size       the data size: a power of two >= 16
+
+(A bytearray of ``2 * size`` bytes stands in for the double mapping in tests.)
+The objects keep the buffers they were given, or a plain view of them, so a
+ring that was closed (its views released) makes every call raise ValueError.
+
+Memory ordering: positions and header words are accessed as single native
+items of ``'Q'``/``'I'`` views, which CPython performs as one aligned load or
+store each, in program order.  That gives acquire/release semantics only on
+x86 (TSO), which is why :mod:`bpfring._ringbackend` refuses this backend on
+other CPUs; :func:`acquire_fence` is then a no-op.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import operator
+import sys
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._ringcore import (
+    BUSY_BIT,
+    DYNPTR_MAX,
+    HDR_SIZE,
+    ConsumeResult,
+    committed_word,
+    consume_pass,
+    header_words,
+    try_put,
+)
+from .errors import RingCorrupted
+
+if TYPE_CHECKING:
+    from _typeshed import ReadableBuffer, WriteableBuffer
+
+__all__ = ["API", "DYNPTR_MAX", "HDR_SIZE", "KernelRing", "UserRing", "acquire_fence",
+           "load_acquire_u64", "store_release_u64"]
+
+#: The ``API`` number of the _speedups.c this module mirrors.
+API = 2
+
+_U64_MAX = 1 << 64
+_SIZE_MAX = sys.maxsize >> 2
+
+
+# --------------------------------------------------------------------------------------
+# Argument checks (the same, in the same order, as _speedups.c)
+# --------------------------------------------------------------------------------------
+
+
+def _check_size(size: object) -> int:
+    if not isinstance(size, int):
+        raise TypeError("size must be an int")
+    if size < 0 or size >= _U64_MAX:
+        raise OverflowError(f"ring size {size} does not fit an unsigned 64-bit integer")
+    if size < 16 or size & (size - 1) or size > _SIZE_MAX:
+        raise ValueError(f"ring size {size} is not a power of two >= 16")
+    return size
+
+
+def _not_writable(what: str) -> BufferError:
+    return BufferError(f"{what} is not a writable buffer")
+
+
+def _data_view(data: ReadableBuffer, size: int, writable: bool) -> memoryview:
+    d = data if type(data) is memoryview else memoryview(data)
+    if writable and d.readonly:
+        raise _not_writable("data")
+    if not d.c_contiguous:
+        raise BufferError("data is not a contiguous buffer")
+    if d.nbytes != 2 * size or _address(d) & 7:
+        raise ValueError(f"data must be the double-mapped data area: 2 * size = {2 * size} "
+                         f"bytes, 8-byte aligned (got {d.nbytes} bytes)")
+    return d if d.format == "B" and d.ndim == 1 else d.cast("B")
+
+
+def _pos_view(page: ReadableBuffer, writable: bool, what: str) -> memoryview:
+    """A ``'Q'`` view whose item 0 is the position in ``page``."""
+    p = page if type(page) is memoryview else memoryview(page)
+    if writable and p.readonly:
+        raise _not_writable(what)
+    if not p.c_contiguous:
+        raise BufferError(f"{what} is not a contiguous buffer")
+    if p.nbytes < 8 or _address(p) & 7:
+        raise ValueError(f"{what} must be an 8-byte aligned buffer of at least 8 bytes")
+    if p.format == "Q" and p.ndim == 1:
+        return p  # the rings' own position views
+    return p.cast("B")[:8].cast("Q")
+
+
+def _limit(limit: object) -> int:
+    """None or -1 -> -1 (no limit), else an int >= 0."""
+    if limit is None:
+        return -1
+    if not isinstance(limit, int):
+        raise TypeError(f"limit must be an int or None, not {type(limit).__name__}")
+    if limit < -1:
+        raise ValueError("limit must be None, -1 (no limit) or >= 0")
+    return limit
+
+
+def _payload(obj: object) -> bytes | memoryview | None:
+    """``obj`` as bytes or a flat byte view, or None where the C side's
+    ``PyObject_GetBuffer(PyBUF_SIMPLE)`` fails (not a contiguous buffer)."""
+    if type(obj) is bytes:
+        return obj
+    try:
+        m = memoryview(obj)  # type: ignore[arg-type]
+        if not m.c_contiguous:
+            return None
+        return m if m.format == "B" and m.ndim == 1 else m.cast("B")
+    except Exception:  # any failure to get a buffer: the caller's checked path reports it
+        return None
+
+
+def _address(view: memoryview) -> int:
+    """Address of the first byte of ``view`` (for the alignment checks)."""
+    if not view.readonly:
+        return ctypes.addressof(ctypes.c_char.from_buffer(view))
+    import numpy as np  # ctypes wants a writable buffer; numpy takes any
+
+    return int(np.frombuffer(view, dtype=np.uint8).__array_interface__["data"][0])
+
+
+# --------------------------------------------------------------------------------------
+# The ring objects
+# --------------------------------------------------------------------------------------
+
+
+class _Ring:
+    """The memory of one ring, checked once (as ``_speedups`` checks it)."""
+
+    __slots__ = ("_cons", "_data", "_mine", "_prod", "size")
+
+    #: Which buffers are written: data, consumer page, producer page.
+    _writes: tuple[bool, bool, bool]
+
+    def __init__(self, data: ReadableBuffer, cons_page: ReadableBuffer,
+                 prod_page: ReadableBuffer, size: int, /) -> None:
+        wd, wc, wp = self._writes
+        self.size = _check_size(size)
+        self._data = _data_view(data, self.size, wd)
+        self._cons = _pos_view(cons_page, wc, "cons_page")
+        self._prod = _pos_view(prod_page, wp, "prod_page")
+        # The position this side owns and publishes.
+        self._mine = self._prod if wp else self._cons
+
+    def consumer_pos(self) -> int:
+        """Load consumer_pos (an acquire on TSO)."""
+        pos: int = self._cons[0]
+        return pos
+
+    def producer_pos(self) -> int:
+        """Load producer_pos (an acquire on TSO)."""
+        pos: int = self._prod[0]
+        return pos
+
+    def publish(self, pos: int, /) -> None:
+        """Store the position this side owns (a release on TSO): consumer_pos
+        of a kernel ring, producer_pos of a user ring."""
+        try:
+            self._mine[0] = pos  # TypeError for a non-integer, as in C
+        except ValueError:
+            raise OverflowError(f"{pos} does not fit an unsigned 64-bit integer") from None
+
+
+class KernelRing(_Ring):
+    """The memory of one kernel ring (``BPF_MAP_TYPE_RINGBUF``) as its
+    consumer sees it: data and prod_page are read, cons_page is written."""
+
+    __slots__ = ()
+    _writes = (False, True, False)
+
+    def _walk(self, res: ConsumeResult, callback: Callable[[memoryview], object], limit: int,
+              each_record: memoryview | None, each_pass: memoryview | None,
+              release_views: bool) -> None:
+        """The I/O loop around :func:`consume_pass`: load producer_pos again
+        after each pass and go on while it moves.  consumer_pos is stored into
+        ``each_record`` after every record, or into ``each_pass`` after every
+        pass (None: the caller stores it)."""
+        data = self._data.toreadonly()  # the callbacks' views cannot write
+        words = header_words(data)
+        pv, size = self._prod, self.size
+        while True:
+            prod = pv[0]
+            if prod == res.cons:
+                return
+            consume_pass(res, data, words, size, prod, callback,
+                         None if limit < 0 else limit - res.delivered, each_record,
+                         release_views)
+            if each_pass is not None and each_pass[0] != res.cons:
+                each_pass[0] = res.cons
+            if res.busy or res.delivered == limit or res.cons != prod:
+                return
+
+    def consume(self, callback: Callable[[memoryview], object], limit: int | None,
+                publish_each: object, release_views: object, /
+                ) -> tuple[int, int, bool, int]:
+        """Deliver committed records to ``callback(view)``, a read-only
+        memoryview of the payload; return (delivered, discarded, busy, cons).
+        See ``_speedups.KernelRing.consume`` for the contract."""
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        lim = _limit(limit)
+        each, release = bool(publish_each), bool(release_views)
+        cv = self._cons
+        res = ConsumeResult(cons=cv[0])
+        if lim == 0:
+            return 0, 0, False, res.cons
+        try:
+            self._walk(res, callback, lim, cv if each else None, None if each else cv, release)
+        finally:
+            # Also after an error: records delivered before it stay consumed,
+            # the record that failed (callback error, corruption) does not.
+            if cv[0] != res.cons:
+                cv[0] = res.cons
+        return res.delivered, res.discarded, res.busy, res.cons
+
+    def read(self, limit: int | None, /) -> tuple[list[bytes], bool]:
+        """Copy up to ``limit`` committed records into a list of bytes; return
+        (records, busy).  consumer_pos is stored once, when the copies are
+        made.  See ``_speedups.KernelRing.read`` for the contract."""
+        lim = _limit(limit)
+        cv = self._cons
+        out: list[bytes] = []
+        start = cv[0]
+        res = ConsumeResult(cons=start)
+        if lim == 0:
+            return out, False
+        append = out.append
+        try:
+            self._walk(res, lambda v: append(bytes(v)), lim, None, None, False)
+        except RingCorrupted:
+            if not out:
+                raise
+            res.busy = False  # hand out what we have; the next call raises
+        if res.cons != start:
+            cv[0] = res.cons  # after the copies: the kernel may now reuse the space
+        return out, res.busy
+
+
+class UserRing(_Ring):
+    """The memory of one user ring (``BPF_MAP_TYPE_USER_RINGBUF``) as its
+    producer sees it: data and prod_page are written, cons_page is read."""
+
+    __slots__ = ()
+    _writes = (True, False, True)
+
+    def write(self, payload: object, /) -> bool:
+        """Write one sample if it fits now (payload, header, then
+        producer_pos); False, writing nothing, when it does not fit or
+        ``payload`` is not a contiguous buffer.  Caller holds the producer lock."""
+        p = payload if type(payload) is bytes else _payload(payload)
+        if p is None:
+            return False
+        pv = self._prod
+        cons = self._cons[0]
+        new = try_put(self._data, self.size, cons, pv[0], p, len(p))
+        if new < 0:
+            return False
+        pv[0] = new
+        return True
+
+    def write_many(self, iterator: Iterator[Any], first: object, /) -> tuple[int, object]:
+        """Write ``first`` (unless None) and then the items of ``iterator``
+        while they fit, publish them with one producer_pos store; return
+        (written, the item that stopped the batch or None when the iterator
+        is exhausted).  An exception from the iterator propagates after the
+        samples written so far are published.  Caller holds the producer lock."""
+        if not hasattr(type(iterator), "__next__"):
+            raise TypeError("write_many() needs an iterator")
+        data, size, pv = self._data, self.size, self._prod
+        cons = self._cons[0]
+        prod = start = pv[0]
+        written = 0
+        item = first if first is not None else next(iterator, None)
+        try:
+            while item is not None:
+                p = item if type(item) is bytes else _payload(item)
+                if p is None:
+                    break
+                new = try_put(data, size, cons, prod, p, len(p))
+                if new < 0:
+                    break
+                prod = new
+                written += 1
+                item = next(iterator, None)
+        finally:
+            if prod != start:
+                pv[0] = prod  # one store publishes the batch, also when the iterator raised
+        return written, item
+
+    def commit(self, offset: int, discard: object, /) -> int:
+        """Submit (or discard) the sample whose header is at byte ``offset``
+        of the data: replace a BUSY header word with its committed form.
+        Returns the previous word; if it was not BUSY nothing is written."""
+        offset = operator.index(offset)
+        flag = bool(discard)
+        if offset < 0 or offset & 3:
+            raise ValueError("header offset must be a non-negative multiple of 4")
+        words = header_words(self._data)
+        if offset >> 2 >= len(words):
+            raise IndexError("index out of range")
+        word = int(words[offset >> 2])
+        if word & BUSY_BIT:
+            # One aligned 4-byte store publishes the sample (TSO: a release).
+            words[offset >> 2] = committed_word(word, flag)
+        return word
+
+
+# --------------------------------------------------------------------------------------
+# Single accesses for the slower paths
+# --------------------------------------------------------------------------------------
+
+
+def _item_view(buf: ReadableBuffer, index: int, writable: bool, fmt: Literal["I", "Q"]
+               ) -> memoryview:
+    """A native ``fmt`` view of ``buf`` in which ``index`` is valid, checked
+    as ``_speedups`` checks it (contiguous, aligned, writable if need be)."""
+    m = buf if type(buf) is memoryview else memoryview(buf)
+    if writable and m.readonly:
+        raise _not_writable("buffer")
+    if not m.c_contiguous:
+        raise BufferError("buffer is not contiguous")
+    if m.format != fmt or m.ndim != 1:
+        # Not yet a view of the items: check the alignment here (a view that
+        # already has the items' format, like a ring's position views, was
+        # checked when it was bound to a ring object).
+        if _address(m) & (7 if fmt == "Q" else 3):
+            raise ValueError("buffer is not aligned for atomic access")
+        b = m.cast("B")
+        width = 8 if fmt == "Q" else 4
+        m = b[:len(b) // width * width].cast(fmt)
+    if index < 0 or index >= len(m):
+        raise IndexError("index out of range")
+    return m
+
+
+def load_acquire_u64(buf: ReadableBuffer, index: int, /) -> int:
+    """Load the ``index``-th native u64 of ``buf`` (a position)."""
+    index = operator.index(index)
+    return int(_item_view(buf, index, False, "Q")[index])
+
+
+def store_release_u64(buf: WriteableBuffer, index: int, value: int, /) -> None:
+    """Store ``value`` into the ``index``-th native u64 of ``buf`` (a position we own)."""
+    if not isinstance(value, int):
+        raise TypeError(f"an integer is required, not {type(value).__name__}")
+    if value < 0 or value >= _U64_MAX:
+        raise OverflowError(f"{value} does not fit an unsigned 64-bit integer")
+    index = operator.index(index)
+    _item_view(buf, index, True, "Q")[index] = value
+
+
+def acquire_fence() -> None:
+    """An acquire fence: nothing to do on the TSO CPUs this backend runs on."""
+

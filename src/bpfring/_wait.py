@@ -1,0 +1,109 @@
+"""The one way bpfring blocks: a deadline and waits on an epoll instance.
+
+Every blocking path (ring poll/read/iteration, reserve/write with a timeout,
+``wait_drained``, :class:`~bpfring.Poller`, the map bridge's waits for room)
+is a loop "try; if nothing came, :meth:`Waiter.wait`; try again", so the
+rules live here once:
+
+* ``timeout`` None waits forever, 0 never waits, a positive value is a
+  deadline on the monotonic clock; a negative one is refused.
+* A user ring's fd is registered edge-triggered (``EPOLLOUT | EPOLLET``): the
+  kernel reports EPOLLOUT whenever the ring is not 100% full, so a
+  level-triggered wait for room would spin; with EPOLLET each wait blocks
+  until the next drain wakeup.  A kernel ring's fd is level-triggered
+  (``EPOLLIN``): readable while records wait.
+* While a record is BUSY (a producer on another CPU holds a reservation
+  open) a kernel ring's fd stays readable, so epoll would return at once:
+  the caller says ``busy`` and the wait becomes a short exponential backoff.
+* Some waits poll in slices (``max_wait``) because a wakeup may never come
+  (a drain with ``BPF_RB_NO_WAKEUP``, a drain that read a wakeup flag
+  too early).
+
+:func:`readable` is the asyncio counterpart: await an fd on the running loop.
+"""
+
+from __future__ import annotations
+
+import select
+import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
+
+__all__ = ["Waiter", "readable"]
+
+#: First and longest sleep while a record is BUSY.
+BACKOFF_MIN = 20e-6
+BACKOFF_MAX = 1e-3
+
+
+class Waiter:
+    """The deadline of one blocking call and its waits on ``epoll``.
+
+    Create it when the call starts (or when it first has to wait, if the
+    timeout should count from there) and call :meth:`wait` each time the
+    call's attempt came back empty.
+    """
+
+    __slots__ = ("_backoff", "_deadline", "_epoll", "_max_wait")
+
+    def __init__(self, epoll: select.epoll, timeout: float | None, *,
+                 max_wait: float | None = None) -> None:
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be >= 0 or None")
+        self._epoll = epoll
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._max_wait = max_wait
+        self._backoff = BACKOFF_MIN
+
+    def left(self) -> float | None:
+        """Seconds until the deadline (None: no deadline), never negative."""
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - time.monotonic())
+
+    @property
+    def expired(self) -> bool:
+        return self.left() == 0.0
+
+    def wait(self, busy: bool = False) -> list[tuple[int, int]] | None:
+        """Block until the next event on the epoll, the deadline, or the end
+        of ``max_wait``; with ``busy``, sleep the next backoff step instead (then
+        collect pending events without blocking).
+
+        Returns the epoll events (possibly empty: ``max_wait``, a backoff or the
+        deadline ended the wait), or None without waiting once the deadline
+        has passed.
+        """
+        left = self.left()
+        if left == 0.0:
+            return None
+        if busy:
+            nap = self._backoff
+            self._backoff = min(nap * 2, BACKOFF_MAX)
+            time.sleep(nap if left is None else min(nap, left))
+            return self._epoll.poll(0)
+        self._backoff = BACKOFF_MIN
+        if self._max_wait is not None:
+            left = self._max_wait if left is None else min(left, self._max_wait)
+        return self._epoll.poll(-1 if left is None else left)
+
+
+async def readable(fd: int) -> None:
+    """Wait on the running event loop until ``fd`` is readable; no thread,
+    nothing consumed, so a cancellation at this await loses nothing."""
+    import asyncio  # only asyncio users pay for importing it
+
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def ready() -> None:
+        if not fut.done():
+            fut.set_result(None)
+
+    loop.add_reader(fd, ready)
+    try:
+        await fut
+    finally:
+        loop.remove_reader(fd)

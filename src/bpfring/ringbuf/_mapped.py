@@ -1,0 +1,221 @@
+"""What both ring kinds share: an owned map fd, the map's info, the two
+mappings of its pages, an epoll instance watching the fd, and the
+constructors (create, open a pin, from an id)."""
+
+from __future__ import annotations
+
+import errno as _errno
+import logging
+import mmap
+import os
+import select
+from typing import TYPE_CHECKING, ClassVar, Self
+
+from .. import _ringbackend, _sys
+from .._fd import OwnedFD
+from .._ringbackend import KernelRing, RingBackend, UserRing
+from .._ringcore import check_ring_size
+from ..errors import BPFError, MapTypeError
+from ..mapref import MapRef
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+MapSource = int | MapRef | str
+
+log = logging.getLogger("bpfring")
+
+PAGE_SIZE = mmap.PAGESIZE
+
+
+class MappedRing:
+    """Base of :class:`~bpfring.RingBuffer` and :class:`~bpfring.UserRingBuffer`."""
+
+    _map_type: ClassVar[int]
+    _kind: ClassVar[str]
+    # mmap protections of the consumer page, and of the producer page + data.
+    _cons_prot: ClassVar[int]
+    _data_prot: ClassVar[int]
+    # What the private epoll waits for on the map fd (see bpfring._wait).
+    _epoll_events: ClassVar[int]
+    # The backend's binding of the mapped memory (made by _bind).
+    _impl: KernelRing | UserRing
+
+    def __init__(self, source: MapSource, *, _owned: bool = False) -> None:
+        _ringbackend.check_arch()
+        #: The backend this ring uses for its whole life (chosen once: see
+        #: bpfring._ringbackend); every shared-memory access goes through it.
+        self._be: RingBackend = _ringbackend.impl
+        self._closed = True
+        what = f"{self._kind} ring buffer map"
+        if isinstance(source, str):
+            source = MapRef.parse(source)
+        if isinstance(source, MapRef):
+            self._fd = OwnedFD(source.open(map_type=self._map_type), what)
+        else:
+            self._fd = OwnedFD(source, what) if _owned else OwnedFD.dup(source, what)
+        self._npd: npt.NDArray[np.uint8] | None = None
+        try:
+            fd = self._fd.fileno()
+            info = _sys.map_info(fd)
+            if info.type != self._map_type:
+                raise MapTypeError(
+                    f"map {info.name or info.id!r} (id {info.id}) is a {info.type_name} map, "
+                    f"not a {_sys.MAP_TYPE_NAMES[self._map_type]} map",
+                    hint=f"use {'UserRingBuffer' if info.type == 31 else 'RingBuffer'} "
+                    "for this map" if info.type in (27, 31) else None,
+                )
+            self.info = info
+            self._size: int = info.max_entries
+            self._map_pages(fd)
+            try:
+                self._epoll = select.epoll()
+                self._epoll.register(fd, self._epoll_events)
+            except BaseException:
+                self._unmap()
+                raise
+        except BaseException:
+            self._fd.close()
+            raise
+        self._closed = False
+
+    def _mmap(self, fd: int, length: int, prot: int, offset: int) -> mmap.mmap:
+        try:
+            return mmap.mmap(fd, length, flags=mmap.MAP_SHARED, prot=prot, offset=offset)
+        except OSError as e:
+            if e.errno == _errno.EINVAL and prot & mmap.PROT_WRITE == 0 and offset == 0:
+                hint = "open the map read-write: fds opened with BPF_F_RDONLY cannot be mmapped"
+            elif e.errno == _errno.EPERM:
+                hint = "the map is frozen (BPF_MAP_FREEZE) or the fd lacks write access"
+            else:
+                hint = "open the map read-write (no BPF_F_RDONLY/BPF_F_WRONLY)"
+            raise BPFError(f"cannot mmap {self._kind} ring buffer: {e.strerror}",
+                           errno=e.errno, hint=hint) from None
+
+    def _map_pages(self, fd: int) -> None:
+        """Map the consumer page (offset 0) and the producer page followed by
+        the data area twice over (offset PAGE_SIZE, 2*size bytes of data), and
+        set up the views of positions and data, then the kind's core."""
+        self._cons_mm = self._mmap(fd, PAGE_SIZE, self._cons_prot, 0)
+        try:
+            self._data_mm = self._mmap(fd, PAGE_SIZE + 2 * self._size, self._data_prot,
+                                       PAGE_SIZE)
+        except BaseException:
+            self._cons_mm.close()
+            raise
+        self._cons_view = memoryview(self._cons_mm).cast("Q")
+        prod_page = memoryview(self._data_mm)
+        self._prod_view = prod_page[:PAGE_SIZE].cast("Q")
+        self._data = prod_page[PAGE_SIZE:]
+        prod_page.release()
+        self._words = self._bind()
+
+    def _bind(self) -> memoryview:
+        """Create the kind's sans-IO core and backend ring over the mapped
+        views; return the core's header view (released at close)."""
+        raise NotImplementedError
+
+    def _np_data(self) -> npt.NDArray[np.uint8]:
+        """The data area as a numpy uint8 array (made once, dropped at close)."""
+        arr = self._npd
+        if arr is None:
+            import numpy as np
+
+            arr = self._npd = np.frombuffer(self._data, dtype=np.uint8)
+        return arr
+
+    # Positions ---------------------------------------------------------------------
+
+    @property
+    def consumer_pos(self) -> int:
+        return self._impl.consumer_pos()
+
+    @property
+    def producer_pos(self) -> int:
+        return self._impl.producer_pos()
+
+    # Context manager and fd plumbing -------------------------------------------------
+
+    def fileno(self) -> int:
+        """The map fd (a private duplicate, valid until :meth:`close`)."""
+        self._check_open()
+        return self._fd.fileno()
+
+    @property
+    def size(self) -> int:
+        """Size of the data area in bytes."""
+        return self._size
+
+    @property
+    def map_id(self) -> int:
+        return self.info.id
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"{type(self).__name__} is closed")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Mark closed, then drop the epoll, the views, the mappings and the fd
+        (callers hold the ring's lock)."""
+        self._closed = True
+        self._epoll.close()
+        self._unmap()
+        self._fd.close()
+
+    def _unmap(self) -> None:
+        self._npd = None
+        for v in (self._words, self._data, self._prod_view, self._cons_view):
+            v.release()
+        for m in (self._data_mm, self._cons_mm):
+            try:
+                m.close()
+            except BufferError:
+                # A caller still holds a view into the ring; the mapping is
+                # released by the garbage collector once that view is gone.
+                log.warning("ring buffer mapping still referenced; unmapping deferred")
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"fd={self._fd.fileno()}"
+        return f"<{type(self).__name__} id={self.info.id} name={self.info.name!r} " \
+               f"size={self._size} {state}>"
+
+    # Constructors shared by both kinds ---------------------------------------------
+
+    @classmethod
+    def create(cls, size: int, *, name: str = "") -> Self:
+        """Create a new standalone ring map of ``size`` bytes (a power of two
+        and a multiple of the page size)."""
+        check_ring_size(size, PAGE_SIZE)
+        fd = _sys.map_create(cls._map_type, 0, 0, size, name=name)
+        return cls(fd, _owned=True)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Self:
+        """Open a ring map pinned on a bpffs at ``path``."""
+        fd = _sys.obj_get(os.fspath(path))
+        return cls(fd, _owned=True)
+
+    @classmethod
+    def from_id(cls, map_id: int) -> Self:
+        """Open a ring map by its kernel map id."""
+        fd = _sys.map_get_fd_by_id(map_id)
+        return cls(fd, _owned=True)
+
+    def pin(self, path: str | os.PathLike[str]) -> None:
+        """Pin the map on a bpffs at ``path`` so other processes can open it."""
+        self._check_open()
+        _sys.obj_pin(self._fd.fileno(), os.fspath(path))
