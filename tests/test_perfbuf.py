@@ -513,3 +513,24 @@ def test_close_from_another_thread_wakes_a_blocked_poll(perf):
     assert not t.is_alive(), "poll(timeout=None) stayed blocked after close()"
     assert len(outcome) == 1 and isinstance(outcome[0], ValueError)
     assert "closed" in str(outcome[0])
+
+
+def test_poller_serves_perf_and_ring_buffers_together(perf, echo):
+    """One Poller, one thread: a PerfBuffer next to a RingBuffer."""
+    from conftest import produce_ctx
+
+    got: dict[str, int] = {"perf": 0, "ring": 0}
+    with PerfBuffer(perf.maps["events"].fd) as pb, bpfring.Poller() as poller:
+        rb = echo.ring_buffer("out_ring")
+        poller.add(pb, lambda v: got.__setitem__("perf", got["perf"] + 1))
+        poller.add(rb, lambda v: got.__setitem__("ring", got["ring"] + 1))
+        assert poller.poll(timeout=0) == 0
+        emit(perf, 7, 32, cpu=0)
+        echo.programs["produce"].run(ctx=produce_ctx(5))
+        deadline = time.monotonic() + 10
+        while got["perf"] + got["ring"] < 12 and time.monotonic() < deadline:
+            poller.poll(timeout=1)
+        assert got == {"perf": 7, "ring": 5}
+        t0 = time.monotonic()
+        assert poller.poll(timeout=0.2) == 0  # nothing left: it waits, no spin
+        assert time.monotonic() - t0 >= 0.15

@@ -308,6 +308,13 @@ class PerfBuffer:
         callback raises is not consumed (it comes again)."""
         return self._consume(callback, limit)
 
+    def consume_status(self, callback: Callable[[memoryview], Any],
+                       limit: int | None = None) -> tuple[int, bool]:
+        """:meth:`consume`, as ``(delivered, busy)`` like
+        :meth:`RingBuffer.consume_status` (a perf ring has no busy records,
+        so ``busy`` is always false); what :class:`~bpfring.Poller` calls."""
+        return self._consume(callback, limit), False
+
     def poll(self, callback: Callable[[memoryview], Any], timeout: float | None = None,
              limit: int | None = None) -> int:
         """Wait up to ``timeout`` seconds (None: forever, 0: not at all) for

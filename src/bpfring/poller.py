@@ -7,7 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 from ._wait import Waiter
+from .perfbuf import PerfBuffer
 from .ringbuf import RingBuffer, UserRingBuffer
+
+_Ring = RingBuffer | UserRingBuffer | PerfBuffer
 
 __all__ = ["Poller"]
 
@@ -15,8 +18,8 @@ __all__ = ["Poller"]
 class Poller:
     """Waits on many rings at once and dispatches to per-ring callbacks.
 
-    * a :class:`RingBuffer` is registered with ``callback(view)``, called per
-      record as in :meth:`RingBuffer.poll`;
+    * a :class:`RingBuffer` or :class:`~bpfring.PerfBuffer` is registered
+      with ``callback(view)``, called per record as in :meth:`RingBuffer.poll`;
     * a :class:`UserRingBuffer` is registered with ``callback(ring)``, called
       when the kernel has drained it (room may be free again): the place to
       write more.  It may also be called once right after registration, so
@@ -33,15 +36,16 @@ class Poller:
             raise ValueError("batch must be positive")
         self.batch = batch
         self._ep = select.epoll()
-        self._rings: dict[int, tuple[RingBuffer | UserRingBuffer, Callable[[Any], Any]]] = {}
+        self._rings: dict[int, tuple[_Ring, Callable[[Any], Any]]] = {}
         self._order: list[int] = []
         self._start = 0
 
-    def add(self, ring: RingBuffer | UserRingBuffer, callback: Callable[[Any], Any]) -> None:
+    def add(self, ring: _Ring, callback: Callable[[Any], Any]) -> None:
         fd = ring.fileno()
         if fd in self._rings:
             raise ValueError("ring already registered")
-        if isinstance(ring, RingBuffer):
+        if isinstance(ring, RingBuffer | PerfBuffer):
+            # A PerfBuffer's fd is its own epoll set over the per-CPU events.
             self._ep.register(fd, select.EPOLLIN)
         elif isinstance(ring, UserRingBuffer):
             # Edge-triggered: "not completely full" is almost always true, so
@@ -52,7 +56,7 @@ class Poller:
         self._rings[fd] = (ring, callback)
         self._order.append(fd)
 
-    def remove(self, ring: RingBuffer | UserRingBuffer) -> None:
+    def remove(self, ring: _Ring) -> None:
         fd = ring.fileno()
         self._ep.unregister(fd)
         del self._rings[fd]
@@ -78,7 +82,7 @@ class Poller:
             more = False
             for i in range(n):
                 ring, cb = self._rings[order[(start + i) % n]]
-                if isinstance(ring, RingBuffer):
+                if isinstance(ring, RingBuffer | PerfBuffer):
                     got, b = ring.consume_status(cb, self.batch)
                     total += got
                     busy |= b
