@@ -18,6 +18,7 @@ import os
 import re
 import struct
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -242,10 +243,16 @@ def test_kprobes_report_the_missing_kernel_feature(trace):
     assert trace.links == []
 
 
-def _burn(seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        pass
+def _burn(seconds: float, cpus: list[int] | None = None) -> None:
+    """Keep the CPUs busy for ``seconds``: one spinning child pinned to each
+    (an idle vCPU of this VM may take no cpu-clock samples at all)."""
+    code = ("import os, sys, time; os.sched_setaffinity(0, {int(sys.argv[1])}); "
+            "end = time.monotonic() + float(sys.argv[2])\n"
+            "while time.monotonic() < end: pass")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(c), str(seconds)])
+             for c in (cpus if cpus is not None else _perf.online_cpus())]
+    for p in procs:
+        assert p.wait(30) == 0
 
 
 def test_perf_event_sampling_on_every_cpu(trace):
@@ -255,7 +262,7 @@ def test_perf_event_sampling_on_every_cpu(trace):
     assert len(links) == len(cpus) and all(not link.closed for link in links)
     _burn(0.3)
     samples = list(trace.globals.samples)
-    # cpu-clock ticks on every CPU (idle or not); at 1 kHz for 0.3 s, well above 50
+    # cpu-clock ticks on every busy CPU; at 1 kHz for 0.3 s, well above 50
     assert all(samples[c] > 50 for c in cpus), samples[:len(cpus)]
     for link in links:
         link.close()
