@@ -272,9 +272,9 @@ def test_tc_keeps_the_qdisc_while_others_use_it(netpair, net):
     p = progs(net)
     link = p["count_tc"].attach_tc("vb", direction="egress")
     # someone else (libbpf directly, not through bpfring) adds a filter too
-    other = _netattach._opts(_netattach._TcOpts, prog_fd=p["count_tc2"].fd, priority=7,
+    other = _netattach.libbpf_opts(_netattach._TcOpts, prog_fd=p["count_tc2"].fd, priority=7,
                              handle=7)
-    hook = _netattach._opts(_netattach._TcHook, ifindex=socket.if_nametoindex("vb"),
+    hook = _netattach.libbpf_opts(_netattach._TcHook, ifindex=socket.if_nametoindex("vb"),
                             attach_point=_netattach.TC_INGRESS)
     assert _netattach._lib().bpf_tc_attach(ctypes.byref(hook), ctypes.byref(other)) == 0
     assert _netattach.tc_filter_count(socket.if_nametoindex("vb")) >= 2
