@@ -25,7 +25,7 @@ from __future__ import annotations
 from ._errors import UserLoadError, UserRuntimeError
 from ._interp import DEFAULT_BUDGET
 from ._maps import UserMap
-from ._object import RunResult, UserObject, UserProgram, load
+from ._object import RunResult, UserObject, UserProgram, load, load_insns
 from ._ringbuf import RingBufMap
 
 __all__ = [
@@ -38,4 +38,5 @@ __all__ = [
     "UserProgram",
     "UserRuntimeError",
     "load",
+    "load_insns",
 ]

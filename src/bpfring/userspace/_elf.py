@@ -708,3 +708,42 @@ def _check_jumps(out: list[Insn], base: int, f: _Func, sname: str) -> None:
                              and last.code & 0xF0 == _isa.JA)):
         raise UserLoadError(f"{f.name}: the last instruction is not exit or goto: the "
                             "program could run off its end")
+
+
+def link_raw(insns: list[Insn], name: str, prog_type: str) -> LinkedProgram:
+    """A program given as instructions (no ELF file): checked as the loader checks
+    a function, with subprograms found from bpf-to-bpf calls and ``BPF_PSEUDO_FUNC``
+    loads, as the kernel finds them.  Map references are not possible here."""
+    if not insns:
+        raise UserLoadError(f"program {name!r} has no instructions")
+    starts = {0}
+    for pc, ins in enumerate(insns):
+        why = _isa.check(ins)
+        if why:
+            raise UserLoadError(f"{name}: invalid instruction at {pc} (code {ins.code:#04x}): "
+                                f"{why}")
+        if ins.code == _isa.LD_IMM64:
+            if pc + 1 >= len(insns) or insns[pc + 1].code != _isa.FILLER:
+                raise UserLoadError(f"{name}: ld_imm64 at {pc} has no second half")
+            if ins.src == _isa.PSEUDO_FUNC:
+                rel = ins.imm & 0xFFFFFFFF
+                starts.add(pc + (rel - (1 << 32) if rel >> 31 else rel) + 1)
+            elif ins.src:
+                raise UserLoadError(f"{name}: ld_imm64 at {pc} with pseudo source {ins.src} "
+                                    "needs an object file (maps)")
+        if ins.code == _isa.JMP | _isa.CALL:
+            if ins.src == _isa.PSEUDO_CALL:
+                starts.add(pc + ins.imm + 1)
+            elif ins.src == _isa.PSEUDO_KFUNC_CALL:
+                raise UserLoadError(f"{name}: kfunc call at {pc} is not supported")
+    order = sorted(starts)
+    if order[-1] >= len(insns) or order[0] < 0:
+        raise UserLoadError(f"{name}: a call or function address leaves the program")
+    infos = []
+    for i, start in enumerate(order):
+        end = order[i + 1] if i + 1 < len(order) else len(insns)
+        fname = name if start == 0 else f"{name}+{start}"
+        infos.append(FuncInfo(start, end - start, fname))
+        _check_jumps(insns[:end], start, _Func(fname, 0, start, end - start, start == 0),
+                     "insns")
+    return LinkedProgram(name, prog_type, prog_type, list(insns), infos, {})

@@ -27,7 +27,7 @@ from ._maps import ArrayMap, ProgArrayMap, UserMap, make_map, possible_cpus
 from ._memory import FUNC_TAG, M64, MAP_TAG, Fault, Memory
 from ._ringbuf import RingBufMap
 
-__all__ = ["RunResult", "UserObject", "UserProgram", "load"]
+__all__ = ["RunResult", "UserObject", "UserProgram", "load", "load_insns"]
 
 M32 = 0xFFFF_FFFF
 
@@ -445,3 +445,17 @@ def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
         data = Path(path).read_bytes()
     image = _elf.parse(data, oname)
     return UserObject(image, budget=budget, cpu=cpu, seed=seed, globals=globals)
+
+
+def load_insns(insns: bytes | bytearray | memoryview | list[_isa.Insn], *,
+               prog_type: str = "syscall", name: str = "prog", budget: int = DEFAULT_BUDGET,
+               cpu: int | str = 0, seed: int | None = None) -> UserObject:
+    """An object with one program given as raw instructions (8-byte slots in the
+    kernel's encoding, or decoded :class:`~bpfring.userspace._isa.Insn`), as
+    BPF_PROG_LOAD would take it: no maps, no globals.  The program is
+    ``obj.programs[name]``."""
+    decoded = _isa.decode(bytes(insns)) if isinstance(insns, bytes | bytearray | memoryview) \
+        else list(insns)
+    linked = _elf.link_raw(decoded, name, prog_type)
+    image = ObjectImage(name, "", [], {name: linked}, None)
+    return UserObject(image, budget=budget, cpu=cpu, seed=seed)
