@@ -187,6 +187,20 @@ class UserMap:
         return f"<UserMap {self.name} {self.type_name} key={self.key_size} " \
                f"value={self.value_size} max_entries={self.max_entries}>"
 
+    def _bad_flags(self, flags: int) -> bool:
+        """The kernel's flag check: unknown bits, or BPF_F_LOCK on a value with no
+        ``struct bpf_spin_lock`` (-EINVAL)."""
+        if flags & ~F_LOCK > EXIST:
+            return True
+        return bool(flags & F_LOCK) and not self._has_spin_lock()
+
+    def _has_spin_lock(self) -> bool:
+        btf = self._btf
+        if btf is None or not self._value_type_id:
+            return False
+        t = btf.resolve(self._value_type_id)
+        return any(btf.resolve(m.type_id).name == "bpf_spin_lock" for m in t.members)
+
     # program side (overridden) -----------------------------------------------------
 
     def p_lookup(self, key: bytes) -> int:
@@ -425,16 +439,25 @@ class ArrayMap(UserMap):
                             "global section" if self.internal else "map value",
                             writable=not self._frozen)
 
-    def p_update(self, key: bytes, value: bytes, flags: int) -> int:
+    def _check_update(self, key: bytes, flags: int) -> int:
+        """array_map_update_elem's checks, in its order; the index or -errno."""
         if flags & ~F_LOCK > EXIST:
             return -_errno.EINVAL
         i = self._index(key)
         if i >= self.max_entries:
             return -_errno.E2BIG
-        if flags & ~F_LOCK == NOEXIST:
+        if flags & NOEXIST:
             return -_errno.EEXIST
+        if flags & F_LOCK and not self._has_spin_lock():
+            return -_errno.EINVAL
         if self._frozen:
             return -_errno.EPERM
+        return i
+
+    def p_update(self, key: bytes, value: bytes, flags: int) -> int:
+        i = self._check_update(key, flags)
+        if i < 0:
+            return i
         assert self._backing is not None
         off = self._off(i, self._cpu() if self.percpu else 0)
         self._backing.view[off:off + self.value_size] = value[:self.value_size]
@@ -464,13 +487,11 @@ class ArrayMap(UserMap):
         return bytes(self._backing.view[off:off + self._ncpu * self._stride()])
 
     def _set(self, key: bytes, raw: bytes, flags: int) -> int:
-        if flags & ~F_LOCK > EXIST:
-            return -_errno.EINVAL
-        i = self._index(key)
-        if i >= self.max_entries:
-            return -_errno.E2BIG
-        if flags == NOEXIST:
-            return -_errno.EEXIST
+        if flags & F_LOCK and not self._has_spin_lock():
+            return -_errno.EINVAL  # the syscall's own check comes first
+        i = self._check_update(key, flags)
+        if i < 0:
+            return i
         assert self._backing is not None
         off = self._off(i)
         if self.percpu:
@@ -545,7 +566,7 @@ class HashMap(UserMap):
             v[off:off + self.value_size] = raw[:self.value_size]
 
     def _upsert(self, key: bytes, raw: bytes, flags: int, all_cpus: bool) -> int:
-        if flags & ~F_LOCK > EXIST:
+        if self._bad_flags(flags):
             return -_errno.EINVAL
         slot = self._index.get(key)
         f = flags & ~F_LOCK
