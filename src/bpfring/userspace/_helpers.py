@@ -177,12 +177,16 @@ def ringbuf_query(vm: Interpreter, ring: int, flags: int, *_: int) -> int:
 
 def loop(vm: Interpreter, nr: int, cb: int, ctx: int, flags: int, *_: int) -> int:
     """bpf_loop: ``cb(i, ctx)`` for i < nr until it returns nonzero; returns the
-    number of calls made (the stopping one included)."""
-    nr &= 0xFFFF_FFFF
+    number of calls made (the stopping one included).
+
+    With flags 0 the verifier inlines the loop (inline_bpf_loop): it compares
+    all 64 bits of nr with BPF_MAX_LOOPS and sets -E2BIG with a 32-bit move,
+    so r0 is 0xfffffff9, not -7.  That is what programs see; the helper body
+    (flags != 0) returns a 64-bit -EINVAL."""
     if flags:
         return _neg(_errno.EINVAL)
     if nr > BPF_MAX_LOOPS:
-        return _neg(_errno.E2BIG)
+        return (-_errno.E2BIG) & 0xFFFF_FFFF
     for i in range(nr):
         if vm.call(cb, (i, ctx)):
             return i + 1

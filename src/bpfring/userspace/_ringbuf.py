@@ -81,8 +81,9 @@ class _RingMemory:
         try:
             os.ftruncate(fd, 2 * page + size)
             rw = mmap.PROT_READ | mmap.PROT_WRITE
-            # Reserve the whole range, then map the file over it: pages, data, data again.
-            self.addr = _mmap(None, self.length, mmap.PROT_NONE, _MAP_PRIVATE | _MAP_ANON, -1, 0)
+            # Reserve the whole range (PROT_NONE), then map the file over it: pages,
+            # data, data again.
+            self.addr = _mmap(None, self.length, 0, _MAP_PRIVATE | _MAP_ANON, -1, 0)
             _mmap(self.addr, 2 * page + size, rw, _MAP_SHARED | _MAP_FIXED, fd, 0)
             _mmap(self.addr + 2 * page + size, size, rw, _MAP_SHARED | _MAP_FIXED, fd, 2 * page)
         except BaseException:
