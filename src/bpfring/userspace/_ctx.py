@@ -8,7 +8,8 @@ what BPF_PROG_TEST_RUN gives it in the kernel.
   here the ctx region computes them);
 * ``sched_cls``/``sched_act`` (TC): packet ``data`` starting at the Ethernet
   header and a ``struct __sk_buff`` with ``len``, ``protocol`` and
-  ``pkt_type`` set as ``eth_type_trans`` on the loopback device would,
+  ``pkt_type`` set as ``eth_type_trans`` on the loopback device would
+  (an IPv4/IPv6 packet must hold its IP header, as the kernel requires),
   ``ifindex`` 1, ``data``/``data_end``/``data_meta`` pointers, and the fields
   test runs accept from ``ctx`` (mark, priority, cb, ...);
 * anything else (raw_tp, tracepoint, kprobe, ...): ``ctx`` bytes, read-only.
@@ -48,7 +49,18 @@ class RunFrame:
 
 
 def make_ctx(prog_type: str, mem: Memory, data: bytes, ctx: bytes | None) -> RunFrame:
+    """The regions and r1 of one run; on bad input nothing stays registered."""
     fr = RunFrame()
+    try:
+        return _make(fr, prog_type, mem, data, ctx)
+    except BaseException:
+        for addr in fr.regions:
+            mem.remove(addr)
+        raise
+
+
+def _make(fr: RunFrame, prog_type: str, mem: Memory, data: bytes, ctx: bytes | None
+          ) -> RunFrame:
     if prog_type == "xdp":
         return _xdp(fr, mem, data, ctx)
     if prog_type in ("sched_cls", "sched_act"):
@@ -123,6 +135,11 @@ def _skb(fr: RunFrame, mem: Memory, data: bytes, ctx: bytes | None) -> RunFrame:
     else:
         pkt_type = 0
     proto = struct.unpack_from(">H", pkt, 12)[0]
+    need = {0x0800: 20, 0x86DD: 40}.get(proto, 0)  # the test run pulls the IP header
+    if len(pkt) < ETH_HLEN + need:
+        raise BPFError(f"{'IPv4' if proto == 0x0800 else 'IPv6'} packet of {len(pkt)} bytes has "
+                       f"no room for its IP header", errno=_errno.EINVAL,
+                       hint="BPF_PROG_TEST_RUN refuses it too")
     if proto < 0x600:  # 802.3 length field: eth_type_trans's ETH_P_802_3 / 802_2
         proto = 0x0001 if pkt[14:16] == b"\xff\xff" else 0x0004
     struct.pack_into("<I", skb, 0, len(pkt))
