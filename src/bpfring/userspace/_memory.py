@@ -107,19 +107,24 @@ class Memory:
         reg = self.regions.get(addr >> 32)
         off = addr & 0xFFFF_FFFF
         if reg is not None:
-            return f"{addr:#x} ({reg.name}+{off}, {reg.kind} of {reg.size} bytes)"
+            where = "" if off < reg.size else ", past the end of"
+            return f"{addr:#x} ({reg.name}+{off}{where} {reg.kind} of {reg.size} bytes)" \
+                if where else f"{addr:#x} ({reg.name}+{off}, {reg.kind} of {reg.size} bytes)"
         if addr == 0:
             return "NULL"
         if addr & 0xF000_0000_0000_0000 == MAP_TAG:
             return f"{addr:#x} (a map handle, not memory)"
         if addr & 0xF000_0000_0000_0000 == FUNC_TAG:
             return f"{addr:#x} (a function address, not memory)"
-        if addr >> 32 & 1 and (addr >> 32) - 1 in self.regions:
-            near = self.regions[(addr >> 32) - 1]
-            return f"{addr:#x} (past the end of {near.name})"
-        if (addr >> 32) + 1 in self.regions:
-            near = self.regions[(addr >> 32) + 1]
-            return f"{addr:#x} (before the start of {near.name})"
+        # An odd region number is a gap: just past the end of the region below
+        # (small offsets) or just before the start of the one above (offsets near 4G).
+        key = addr >> 32
+        if key & 1:
+            below, above = self.regions.get(key - 1), self.regions.get(key + 1)
+            if above is not None and (off >= 0x8000_0000 or below is None):
+                return f"{addr:#x} ({0x1_0000_0000 - off} bytes before the start of {above.name})"
+            if below is not None:
+                return f"{addr:#x} (past the end of {below.name}, at +{off + (1 << 32)})"
         return f"{addr:#x} (no region)"
 
     def check(self, addr: int, size: int, write: bool) -> tuple[Region, int]:
