@@ -8,6 +8,7 @@ import logging
 import mmap
 import os
 import struct
+import threading
 import time
 
 import pytest
@@ -65,7 +66,7 @@ def test_bpf_loop(both, stop, count):
     k, u = both
     if count == 1 << 23:
         count = 3000  # the full 8M-iteration loop is too slow for the interpreter
-    rc, out, *_ = _same(k, u, "loops", stop, count)
+    _rc, out, *_ = _same(k, u, "loops", stop, count)
     assert out[2] == 0xFFFF_FFF9  # -E2BIG from the inlined loop's 32-bit move
     assert out[3] == (-22) & M64  # -EINVAL: flags must be 0
 
@@ -128,9 +129,9 @@ def test_formatting(both):
     k, u = both
     for a, b, c in ((1, 0xDEADBEEF, M64 - 4), ((-5) & M64, 0, 12345678901234),
                     (0x8000_0000, M64, 1 << 63)):
-        rc, out, text, small = _same(k, u, "fmt", a, b, c)
+        _rc, out, text, small = _same(k, u, "fmt", a, b, c)
         assert out[0] == out[1] == out[2] >= len(text) + 1
-    rc, out, text, small = _run(u, "fmt", 1, 0xDEADBEEF, 7)
+    _rc, out, text, small = _run(u, "fmt", 1, 0xDEADBEEF, 7)
     full = "a=1 b=1 x=deadbeef lx=deadbeef ld=7 s=hello c=Z % |    1|1    |00007| 1|+1|"
     assert text == full[:63] and out[0] == len(full) + 1  # truncated, full length + 1
     assert small == "a=1 b=1"
@@ -158,9 +159,10 @@ def test_current_task_and_user_memory(both, cpu0):
     assert results[1] == results[0]
     rc, out, comm, small = results[1]
     assert rc == 0  # bpf_get_smp_processor_id: CPU 0
-    assert out[0] == (os.getpid() << 32) | __import__("threading").get_native_id()
+    assert out[0] == (os.getpid() << 32) | threading.get_native_id()
     assert out[1] == (os.getgid() << 32) | os.getuid()
-    assert comm == open("/proc/thread-self/comm").read().strip()[:15]
+    with open("/proc/thread-self/comm") as f:
+        assert comm == f.read().strip()[:15]
     assert out[4] == 0x1122_3344_5566_7788 and out[5] == len(b"from python!") + 1
     assert out[6] == (-14) & M64 and out[7] == 0  # -EFAULT, destination zeroed
     assert small == "from pyt"

@@ -14,13 +14,11 @@ import re
 import struct
 
 import pytest
+from conftest import BPF_DIR
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bpfring.userspace import UserLoadError, UserRuntimeError, load, load_insns
-from bpfring.userspace import _isa
-
-from conftest import BPF_DIR
+from bpfring.userspace import UserLoadError, UserRuntimeError, _isa, load, load_insns
 
 M64 = (1 << 64) - 1
 SRC = BPF_DIR / "userspace_alu.bpf.c"

@@ -10,13 +10,12 @@ import os
 import struct
 
 import pytest
+from conftest import BPF_DIR
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bpfring.errors import BPFError
 from bpfring.userspace import load
-
-from conftest import BPF_DIR
 
 MAPS = ["hash", "array", "pcpu_array", "pcpu_hash", "lru"]
 

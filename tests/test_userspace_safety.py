@@ -107,7 +107,8 @@ def test_budget_is_configurable_per_run(bad):
 
 def test_packet_and_ctx_bounds(bad):
     pkt = bytes(20)
-    with pytest.raises(UserRuntimeError, match=r"invalid read of 4 bytes .*packet\+64, past the end"):
+    with pytest.raises(UserRuntimeError,
+                       match=r"invalid read of 4 bytes .*packet\+64, past the end"):
         bad.programs["pkt_oob"].run(data=pkt)
     with pytest.raises(UserRuntimeError, match="read-only ctx xdp_md"):
         bad.programs["ctx_write"].run(data=pkt)

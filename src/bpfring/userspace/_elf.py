@@ -207,10 +207,7 @@ class _Elf:
         names = self._bytes(raw[shstrndx][4], raw[shstrndx][5], "section names")
         self.sections: list[_Section] = []
         for i, (name_off, typ, flags, _addr, off, size, link, info, _al, _es) in enumerate(raw):
-            if typ != SHT_NOBITS and typ != 0:
-                body = self._bytes(off, size, f"section {i}")
-            else:
-                body = b""
+            body = self._bytes(off, size, f"section {i}") if typ not in (SHT_NOBITS, 0) else b""
             self.sections.append(_Section(i, _cstr(names, name_off), typ, flags, off, size,
                                           link, info, body))
         self.symbols: list[_Symbol] = []
@@ -444,9 +441,9 @@ def parse(data: bytes, name: str) -> ObjectImage:
     maps_sec = elf.section(".maps")
     if maps_sec is not None:
         by_name = {m.name: i for i, m in enumerate(maps)}
-        for s in elf.symbols:
-            if s.shndx == maps_sec.index and s.name in by_name:
-                map_by_sym[(maps_sec.index, s.value)] = by_name[s.name]
+        for y in elf.symbols:
+            if y.shndx == maps_sec.index and y.name in by_name:
+                map_by_sym[(maps_sec.index, y.value)] = by_name[y.name]
     data_map: dict[int, int] = {}  # section index -> map index
     for s in elf.sections:
         if _is_data_section(s):

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._maps import UserMap
-from ._memory import MAP_TAG, M64, Fault
+from ._memory import M64, MAP_TAG, Fault
 from ._printf import FormatError, bprintf
 
 if TYPE_CHECKING:

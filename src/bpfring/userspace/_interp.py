@@ -593,8 +593,10 @@ def _compile_atomic(regs: list[int], mem: Memory, size: int, d: int, s: int, off
         return cmpxchg
     op = imm & ~_isa.FETCH
     fetch = bool(imm & _isa.FETCH)
-    fn = {_isa.ADD: lambda a, b: (a + b) & vmask, _isa.OR: lambda a, b: a | b,
-          _isa.AND: lambda a, b: a & b, _isa.XOR: lambda a, b: a ^ b}[op]
+    ops: dict[int, Callable[[int, int], int]] = {
+        _isa.ADD: lambda a, b: (a + b) & vmask, _isa.OR: lambda a, b: a | b,
+        _isa.AND: lambda a, b: a & b, _isa.XOR: lambda a, b: a ^ b}
+    fn = ops[op]
 
     def atomic() -> int | None:
         reg, o = locate((regs[d] + off) & M64, True)

@@ -30,9 +30,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from .._fd import OwnedFD
 from ..btf import BTF
 from ..errors import BPFError, MapTypeError
-from .._fd import OwnedFD
 from ._errors import UserLoadError
 from ._memory import Memory
 
@@ -531,7 +531,7 @@ class HashMap(UserMap):
         if not self._free:
             if not self._lru:
                 return None
-            old, slot = self._index.popitem(last=False)  # least recently used
+            _old, slot = self._index.popitem(last=False)  # least recently used
             self._release(slot)
         else:
             slot = self._free.pop()

@@ -124,7 +124,7 @@ class _Globals:
         object.__setattr__(self, "_vars", None)
 
     def _index(self) -> dict[str, tuple[ArrayMap, Any]]:
-        idx = self._vars
+        idx: dict[str, tuple[ArrayMap, Any]] | None = self._vars
         if idx is None:
             idx = {}
             btf = self._obj.btf
