@@ -183,3 +183,55 @@ def test_closed_map_and_object(maps_path):
     with pytest.raises(ValueError, match="closed"):
         u.programs["map_op"].run(ctx=bytes(24))
     u.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 2), st.integers(0, 1 << 40),
+                              st.sampled_from([0, 0, 2, 1, 3])), min_size=1, max_size=30))
+def test_queue_and_stack_match_kernel(maps_path, kernel, ops):
+    import bpfring
+
+    with bpfring.load(maps_path) as k, load(maps_path) as u:
+        for m, op, value, flags in ops:
+            ctx = struct.pack("<IIIIQ", m, op, 0, flags, value)
+            got = [(o.programs["qs_op"].run(ctx=ctx), o.globals.found) for o in (k, u)]
+            assert got[1] == got[0], (m, op, value, flags)
+        for m, name in enumerate(("fifo", "lifo")):
+            expect = list(u.maps[name].values())
+            drained = {}
+            for o in (k, u):  # pop until empty, through the program
+                out = []
+                while (r := _op_qs(o, m, 1))[0] == 0:
+                    out.append(r[1])
+                drained[o is u] = out
+            assert drained[True] == drained[False] == expect
+
+
+def test_queue_and_stack_python_side(maps_path):
+    with load(maps_path) as u:
+        q, s = u.maps["fifo"], u.maps["lifo"]
+        for v in (1, 2, 3, 4):
+            q.push(v)
+            s.push(v)
+        with pytest.raises(BPFError) as ei:
+            q.push(5)
+        assert ei.value.errno == errno.E2BIG
+        q.push(5, flags=2)                      # BPF_EXIST: drop the oldest
+        s.push(5, flags=2)
+        assert list(q.values()) == [2, 3, 4, 5] and list(s.values()) == [5, 4, 3, 2]
+        assert q.peek() == 2 and q.pop() == 2 and len(q) == 3
+        assert s.pop() == 5 and s.peek() == 4
+        with pytest.raises(BPFError) as ei:
+            q.push(1, flags=1)
+        assert ei.value.errno == errno.EINVAL
+        assert _op_qs(u, 0, 1) == (0, 3)
+        while q.pop() is not None:
+            pass
+        assert q.pop("empty") == "empty"
+        assert _op_qs(u, 0, 1) == (-errno.ENOENT, 0)
+
+
+def _op_qs(obj, m, op, value=0, flags=0):
+    ctx = struct.pack("<IIIIQ", m, op, 0, flags, value)
+    return obj.programs["qs_op"].run(ctx=ctx), obj.globals.found

@@ -131,3 +131,38 @@ int count_flow(struct map_args *ctx)
 	__builtin_memcpy(s->tag, "seen", 5);
 	return 1;
 }
+
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 4);
+	__type(value, __u64);
+} fifo SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK);
+	__uint(max_entries, 4);
+	__type(value, __u64);
+} lifo SEC(".maps");
+
+/* op 0 push(value, flags), 1 pop, 2 peek on fifo (map 0) or lifo (map 1);
+ * 'found' gets the popped/peeked value (zeroed when empty). */
+SEC("raw_tp") /* queue and stack maps are not for sleepable programs */
+int qs_op(struct map_args *ctx)
+{
+	void *m = ctx->map ? (void *)&lifo : (void *)&fifo;
+	__u64 v = ctx->value;
+	long rc;
+
+	switch (ctx->op) {
+	case 0:
+		return bpf_map_push_elem(m, &v, ctx->flags);
+	case 1:
+		rc = bpf_map_pop_elem(m, &v);
+		break;
+	default:
+		rc = bpf_map_peek_elem(m, &v);
+		break;
+	}
+	found = v;
+	return rc;
+}

@@ -122,6 +122,36 @@ def for_each_map_elem(vm: Interpreter, m: int, cb: int, ctx: int, flags: int, *_
     return n
 
 
+def _queue(vm: Interpreter, m: int) -> Any:
+    from ._maps import QueueStackMap
+
+    mp = _map(vm, m)
+    if not isinstance(mp, QueueStackMap):
+        raise Fault(f"map {mp.name!r} is a {mp.type_name} map, not a queue or stack")
+    return mp
+
+
+def map_push_elem(vm: Interpreter, m: int, value: int, flags: int, *_: int) -> int:
+    mp = _queue(vm, m)
+    return mp.p_push(_read(vm, value, mp.value_size, "value"), flags) & M64  # type: ignore[no-any-return]
+
+
+def _pop_peek(vm: Interpreter, m: int, value: int, delete: bool) -> int:
+    mp = _queue(vm, m)
+    vm.mem.check(value, mp.value_size, True)
+    ret, raw = mp.p_get(delete)
+    vm.mem.write(value, raw)
+    return int(ret) & M64
+
+
+def map_pop_elem(vm: Interpreter, m: int, value: int, *_: int) -> int:
+    return _pop_peek(vm, m, value, True)
+
+
+def map_peek_elem(vm: Interpreter, m: int, value: int, *_: int) -> int:
+    return _pop_peek(vm, m, value, False)
+
+
 # rings ------------------------------------------------------------------------------
 
 
@@ -453,6 +483,9 @@ HELPERS: dict[int, tuple[str, Callable[..., int]]] = {
     16: ("bpf_get_current_comm", get_current_comm),
     42: ("bpf_get_numa_node_id", get_numa_node_id),
     45: ("bpf_probe_read_str", probe_read_kernel_str),
+    87: ("bpf_map_push_elem", map_push_elem),
+    88: ("bpf_map_pop_elem", map_pop_elem),
+    89: ("bpf_map_peek_elem", map_peek_elem),
     93: ("bpf_spin_lock", spin_lock),
     94: ("bpf_spin_unlock", spin_unlock),
     112: ("bpf_probe_read_user", probe_read_user),

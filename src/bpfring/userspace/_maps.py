@@ -690,6 +690,102 @@ class ProgArrayMap(UserMap):
         return self._del(key)
 
 
+class QueueStackMap(UserMap):
+    """``BPF_MAP_TYPE_QUEUE`` and ``BPF_MAP_TYPE_STACK`` (kernel/bpf/queue_stack_maps.c):
+    memfd ``[u32 head][u32 tail][(max_entries + 1) values]``, head and tail as
+    the kernel moves them.  Python side: :meth:`push`, :meth:`pop`, :meth:`peek`."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        if self.key_size != 0 or self.value_size <= 0 or self.max_entries <= 0:
+            raise UserLoadError(f"{self.type_name} map {self.name!r}: key size must be 0, "
+                                "value size and max_entries positive")
+        self._size = self.max_entries + 1
+        self._backing = _Backing(self.name, 8 + self._size * self.value_size)
+
+    def _ht(self) -> tuple[int, int]:
+        assert self._backing is not None
+        v = self._backing.view
+        return int.from_bytes(v[0:4], "little"), int.from_bytes(v[4:8], "little")
+
+    def _set_ht(self, head: int, tail: int) -> None:
+        assert self._backing is not None
+        self._backing.view[0:8] = head.to_bytes(4, "little") + tail.to_bytes(4, "little")
+
+    def _slot(self, i: int) -> slice:
+        return slice(8 + i * self.value_size, 8 + (i + 1) * self.value_size)
+
+    def p_push(self, value: bytes, flags: int) -> int:
+        if flags & NOEXIST or flags > EXIST:
+            return -_errno.EINVAL
+        head, tail = self._ht()
+        if (head + 1) % self._size == tail:  # full
+            if flags != EXIST:
+                return -_errno.E2BIG
+            tail = (tail + 1) % self._size  # overwrite the oldest element
+        assert self._backing is not None
+        self._backing.view[self._slot(head)] = value[:self.value_size]
+        self._set_ht((head + 1) % self._size, tail)
+        return 0
+
+    def p_get(self, delete: bool) -> tuple[int, bytes]:
+        """(0, value) or (-ENOENT, zeros): pop (delete) or peek."""
+        head, tail = self._ht()
+        if head == tail:
+            return -_errno.ENOENT, bytes(self.value_size)
+        assert self._backing is not None
+        if self.type == QUEUE:
+            value = bytes(self._backing.view[self._slot(tail)])
+            if delete:
+                self._set_ht(head, (tail + 1) % self._size)
+        else:
+            top = (head - 1) % self._size
+            value = bytes(self._backing.view[self._slot(top)])
+            if delete:
+                self._set_ht(top, tail)
+        return 0, value
+
+    def push(self, value: Any, flags: int = ANY) -> None:
+        """Add ``value`` (typed or bytes); ``flags=2`` (BPF_EXIST) drops the oldest
+        element when full."""
+        self._check_open()
+        ret = self.p_push(self._raw(value, self.value_size, self.value_type, "value"), flags)
+        if ret < 0:
+            raise _err(-ret, "map push")
+
+    def pop(self, default: Any = None) -> Any:
+        self._check_open()
+        ret, raw = self.p_get(True)
+        return default if ret < 0 else self._decode_value(raw)
+
+    def peek(self, default: Any = None) -> Any:
+        self._check_open()
+        ret, raw = self.p_get(False)
+        return default if ret < 0 else self._decode_value(raw)
+
+    def values(self) -> Iterator[Any]:
+        """The elements in the order :meth:`pop` would return them (not consumed)."""
+        self._check_open()
+        head, tail = self._ht()
+        order = []
+        i = tail
+        while i != head:
+            order.append(i)
+            i = (i + 1) % self._size
+        if self.type == STACK:
+            order.reverse()
+        assert self._backing is not None
+        for i in order:
+            yield self._decode_value(bytes(self._backing.view[self._slot(i)]))
+
+    def __len__(self) -> int:
+        head, tail = self._ht()
+        return (head - tail) % self._size
+
+    def _get(self, key: bytes) -> bytes | None:
+        raise MapTypeError(f"{self.type_name} map {self.name!r} has no keys; use peek/pop/push")
+
+
 def make_map(name: str, map_type: int, key_size: int, value_size: int, max_entries: int,
              flags: int, mem: Memory, btf: BTF | None, **kw: Any) -> UserMap:
     """A user-space map of ``map_type``; UserLoadError for a type not implemented."""
@@ -704,6 +800,8 @@ def make_map(name: str, map_type: int, key_size: int, value_size: int, max_entri
         cls = ProgArrayMap
     elif map_type == RINGBUF:
         cls = RingBufMap
+    elif map_type in (QUEUE, STACK):
+        cls = QueueStackMap
     else:
         raise UserLoadError(f"map {name!r}: type {MAP_TYPE_NAMES.get(map_type, map_type)} is "
                             "not supported in user space")
