@@ -117,3 +117,14 @@ def test_packet_reads_are_bounded_by_the_packet(xdp_path):
         with pytest.raises(BPFError, match="more than struct xdp_md") as ei:
             u.programs["parse"].run(ctx=b"\0" * 30, data=eth(0x0800, b""))
         assert ei.value.errno == 22 and len(u.memory.regions) == before
+
+
+def test_tail_call_from_a_subprogram_returns_to_its_caller(xdp_path, kernel):
+    import bpfring
+
+    syn = eth(0x0800, ipv4(6, tcp(0x02)))
+    with bpfring.load(xdp_path) as k, load(xdp_path) as u:
+        assert u.programs["via_sub"].run(data=syn) == k.programs["via_sub"].run(data=syn) == 0
+        k.maps["jump"][2] = k.programs["tcp"].fd
+        u.maps["jump"][2] = u.programs["tcp"]
+        assert u.programs["via_sub"].run(data=syn) == k.programs["via_sub"].run(data=syn) == 13

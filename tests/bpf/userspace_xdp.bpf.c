@@ -120,3 +120,21 @@ int classify(struct __sk_buff *skb)
 		return 1; /* otherhost: TC_ACT_RECLASSIFY? just a code */
 	return skb->protocol == bpf_htons(ETH_P_IP) ? 0 : 2;
 }
+
+/* A tail call from a subprogram: the slot program replaces do_tail, and its
+ * exit returns to via_sub (r + 10); a missing slot leaves do_tail's 7. */
+volatile int fallback = 7; /* opaque: keeps clang from folding do_tail's result */
+
+static __noinline int do_tail(struct xdp_md *ctx)
+{
+	bpf_tail_call(ctx, &jump, 2);
+	return fallback;
+}
+
+SEC("xdp")
+int via_sub(struct xdp_md *ctx)
+{
+	int r = do_tail(ctx);
+
+	return r == 7 ? XDP_ABORTED : r + 10;
+}

@@ -149,6 +149,8 @@ class ObjectImage:
     maps: list[MapDef]
     programs: dict[str, LinkedProgram]
     btf: BTF | None
+    #: CO-RE relocation records checked (resolved against the object's own BTF).
+    core_relos: int = 0
 
 
 @dataclass
@@ -494,8 +496,7 @@ def parse(data: bytes, name: str) -> ObjectImage:
             refs[rel.info][idx] = _resolve_reloc(elf, sec, insns[idx], idx, rtype, sym,
                                                  map_by_sym, data_map, maps, code)
 
-    if btf is not None:
-        _check_core(elf, btf, code)
+    core_relos = _check_core(elf, btf, code) if btf is not None else 0
 
     programs: dict[str, LinkedProgram] = {}
     for f in funcs.values():
@@ -503,7 +504,7 @@ def parse(data: bytes, name: str) -> ObjectImage:
             continue
         sname = elf.sections[f.sec].name
         programs[f.name] = _link(f, funcs, code, refs, elf, sname)
-    return ObjectImage(name, license_text, maps, programs, btf)
+    return ObjectImage(name, license_text, maps, programs, btf, core_relos)
 
 
 def _resolve_reloc(elf: _Elf, sec: _Section, ins: Insn, idx: int, rtype: int, sym: _Symbol,
@@ -552,20 +553,21 @@ def _resolve_reloc(elf: _Elf, sec: _Section, ins: Insn, idx: int, rtype: int, sy
                         f"{target.name!r}, which the runtime does not map")
 
 
-def _check_core(elf: _Elf, btf: BTF, code: dict[int, list[Insn]]) -> None:
-    """Validate CO-RE relocation records (resolved against the object's own BTF)."""
+def _check_core(elf: _Elf, btf: BTF, code: dict[int, list[Insn]]) -> int:
+    """Validate CO-RE relocation records (resolved against the object's own BTF:
+    the instructions keep their compiled-in, local values); return their count."""
     ext = elf.section(".BTF.ext")
     if ext is None or len(ext.data) < 24:
-        return
+        return 0
     raw = ext.data
     magic, _ver, _flags, hdr_len = struct.unpack_from("<HBBI", raw, 0)
     if magic != 0xEB9F:
         raise UserLoadError(f"bad .BTF.ext magic {magic:#x}")
     if hdr_len < 32 or len(raw) < 32:
-        return  # no CO-RE part
+        return 0  # no CO-RE part
     core_off, core_len = struct.unpack_from("<II", raw, 24)
     if core_len == 0:
-        return
+        return 0
     pos = hdr_len + core_off
     end = pos + core_len
     if end > len(raw):
@@ -575,6 +577,7 @@ def _check_core(elf: _Elf, btf: BTF, code: dict[int, list[Insn]]) -> None:
         raise UserLoadError(f".BTF.ext CO-RE record size {rec_size}")
     pos += 4
     by_name = {s.name: s.index for s in elf.sections}
+    count = 0
     while pos + 8 <= end:
         name_off, n = struct.unpack_from("<II", raw, pos)
         pos += 8
@@ -592,6 +595,8 @@ def _check_core(elf: _Elf, btf: BTF, code: dict[int, list[Insn]]) -> None:
             if type_id >= len(btf):
                 raise UserLoadError(f"CO-RE relocation at {sname}+{insn_off // 8} names BTF "
                                     f"type {type_id}: none")
+            count += 1
+    return count
 
 
 def _link(main: _Func, funcs: dict[tuple[int, int], _Func], code: dict[int, list[Insn]],
