@@ -8,8 +8,7 @@ import struct
 import pytest
 from conftest import BPF_DIR
 
-from bpfring.userspace import UserLoadError, load
-from bpfring.userspace import _elf
+from bpfring.userspace import UserLoadError, _elf, load
 
 
 @pytest.fixture(scope="module")
