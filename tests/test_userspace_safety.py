@@ -214,3 +214,20 @@ def test_runs_without_bpf_privileges(kernel):
     assert out["records"] == 4                 # 5 records, 1 discarded
     assert out["sdiv"] == 1 << 63              # INT_MIN / -1
     assert out["xdp"] == 1                     # UDP to port 9: XDP_DROP
+
+
+def test_error_shows_the_c_source_line(bad):
+    with pytest.raises(UserRuntimeError) as ei:
+        bad.programs["oob_map_write"].run(ctx=_args(8))
+    assert ei.value.source.startswith("userspace_bad.bpf.c:")
+    assert "*(volatile char *)(v + ctx->off) = 1;" in ei.value.source
+    assert ei.value.source in str(ei.value)
+
+
+def test_error_pickles(bad):
+    import pickle
+
+    with pytest.raises(UserRuntimeError) as ei:
+        bad.programs["null_deref"].run(ctx=_args(0, 9))
+    again = pickle.loads(pickle.dumps(ei.value))
+    assert str(again) == str(ei.value) and again.pc == ei.value.pc

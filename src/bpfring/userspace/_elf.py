@@ -129,6 +129,17 @@ class LinkedProgram:
     functions: list[FuncInfo]
     #: pc -> note for the disassembly (which map or section an ld_imm64 names).
     notes: dict[int, str] = field(default_factory=dict)
+    #: pc -> "file:line: source text" where the object's line info starts a line.
+    lines: dict[int, str] = field(default_factory=dict)
+
+    def source_at(self, pc: int) -> str:
+        """The C source line ``pc`` was compiled from (from .BTF.ext line info), or ""."""
+        f = self.function_at(pc)
+        lo = f.start if f is not None else 0
+        for p in range(pc, lo - 1, -1):
+            if p in self.lines:
+                return self.lines[p]
+        return ""
 
     def function_at(self, pc: int) -> FuncInfo | None:
         for f in reversed(self.functions):
@@ -497,13 +508,14 @@ def parse(data: bytes, name: str) -> ObjectImage:
                                                  map_by_sym, data_map, maps, code)
 
     core_relos = _check_core(elf, btf, code) if btf is not None else 0
+    lines = _line_info(elf, btf) if btf is not None else {}
 
     programs: dict[str, LinkedProgram] = {}
     for f in funcs.values():
         if not f.is_program:
             continue
         sname = elf.sections[f.sec].name
-        programs[f.name] = _link(f, funcs, code, refs, elf, sname)
+        programs[f.name] = _link(f, funcs, code, refs, elf, sname, lines)
     return ObjectImage(name, license_text, maps, programs, btf, core_relos)
 
 
@@ -599,8 +611,41 @@ def _check_core(elf: _Elf, btf: BTF, code: dict[int, list[Insn]]) -> int:
     return count
 
 
+def _line_info(elf: _Elf, btf: BTF) -> dict[tuple[int, int], str]:
+    """(section index, insn index) -> "file:line: text" from .BTF.ext line info
+    (for error messages; malformed line info is ignored, it changes nothing)."""
+    ext = elf.section(".BTF.ext")
+    out: dict[tuple[int, int], str] = {}
+    if ext is None or len(ext.data) < 24:
+        return out
+    raw = ext.data
+    try:
+        hdr_len = struct.unpack_from("<I", raw, 4)[0]
+        line_off, line_len = struct.unpack_from("<II", raw, 16)
+        pos = hdr_len + line_off
+        end = min(pos + line_len, len(raw))
+        rec_size = struct.unpack_from("<I", raw, pos)[0]
+        pos += 4
+        by_name = {s.name: s.index for s in elf.sections}
+        while rec_size >= 16 and pos + 8 <= end:
+            name_off, n = struct.unpack_from("<II", raw, pos)
+            pos += 8
+            sidx = by_name.get(btf.string(name_off), -1)
+            for _ in range(n):
+                insn_off, file_off, text_off, line_col = struct.unpack_from("<IIII", raw, pos)
+                pos += rec_size
+                text = btf.string(text_off).strip()
+                if text:
+                    fname = btf.string(file_off).rsplit("/", 1)[-1]
+                    out[(sidx, insn_off // 8)] = f"{fname}:{line_col >> 10}: {text}"
+    except (struct.error, BTFError, UserLoadError):
+        return out
+    return out
+
+
 def _link(main: _Func, funcs: dict[tuple[int, int], _Func], code: dict[int, list[Insn]],
-          refs: dict[int, dict[int, _Ref]], elf: _Elf, section: str) -> LinkedProgram:
+          refs: dict[int, dict[int, _Ref]], elf: _Elf, section: str,
+          lines: dict[tuple[int, int], str] | None = None) -> LinkedProgram:
     """Lay out ``main`` and every subprogram it reaches; fix calls and references."""
     placed: dict[tuple[int, int], int] = {}  # (sec, start) -> new start pc
     order: list[_Func] = [main]
@@ -608,6 +653,7 @@ def _link(main: _Func, funcs: dict[tuple[int, int], _Func], code: dict[int, list
     out: list[Insn] = []
     infos: list[FuncInfo] = []
     notes: dict[int, str] = {}
+    src_lines: dict[int, str] = {}
     fixups: list[tuple[int, tuple[int, int], str]] = []  # (pc, (sec, target), kind)
     i = 0
     while i < len(order):
@@ -623,6 +669,8 @@ def _link(main: _Func, funcs: dict[tuple[int, int], _Func], code: dict[int, list
                 raise UserLoadError(f"function {f.name} runs past the end of {sname}")
             ins = insns[j]
             pc = len(out)
+            if lines and (f.sec, j) in lines:
+                src_lines[pc] = lines[(f.sec, j)]
             why = _isa.check(ins)
             if why:
                 raise UserLoadError(f"{f.name}: invalid instruction at {sname}+{j} "
@@ -684,7 +732,8 @@ def _link(main: _Func, funcs: dict[tuple[int, int], _Func], code: dict[int, list
             out[pc + 1] = out[pc + 1]._replace(imm=0)
         else:
             out[pc] = ins._replace(imm=target - pc - 1)
-    return LinkedProgram(main.name, section, prog_type_of(section), out, infos, notes)
+    return LinkedProgram(main.name, section, prog_type_of(section), out, infos, notes,
+                         src_lines)
 
 
 def _check_jumps(out: list[Insn], base: int, f: _Func, sname: str) -> None:

@@ -24,30 +24,35 @@ class UserRuntimeError(BPFError):
     call stack too deep, or a helper given a bad argument.
 
     ``pc`` is the instruction index in the program (as in a verifier log),
-    ``insn`` its disassembly, ``program`` the program's name and ``function``
-    the function (program or subprogram) holding the instruction.
+    ``insn`` its disassembly, ``program`` the program's name, ``function``
+    the function (program or subprogram) holding the instruction and
+    ``source`` the C line it came from (``file:line: text``, from the object's
+    line info; empty without ``-g``).
     """
 
     def __init__(self, message: str, *, program: str = "", pc: int = -1, insn: str = "",
-                 function: str = "", **kw: object) -> None:
+                 function: str = "", source: str = "", **kw: object) -> None:
         where = ""
         if pc >= 0:
             fn = f" in {function}" if function and function != program else ""
             where = f" at insn {pc}{fn} ({insn})" if insn else f" at insn {pc}{fn}"
         prog = f"program {program!r}" if program else "program"
-        super().__init__(f"{prog}{where}: {message}", **kw)  # type: ignore[arg-type]
+        text = f"{prog}{where}: {message}" + (f"\n  at {source}" if source else "")
+        super().__init__(text, **kw)  # type: ignore[arg-type]
         self.program = program
         self.pc = pc
         self.insn = insn
         self.function = function
+        self.source = source
         self.reason = message
 
     def __reduce__(self):  # type: ignore[no-untyped-def]  # pickling (multiprocessing)
         return (_rebuild, (type(self), self.reason, self.program, self.pc, self.insn,
-                           self.function, self.errno, self.hint))
+                           self.function, self.source, self.errno, self.hint))
 
 
 def _rebuild(cls: type[UserRuntimeError], reason: str, program: str, pc: int, insn: str,
-             function: str, err: int | None, hint: str | None) -> UserRuntimeError:
-    return cls(reason, program=program, pc=pc, insn=insn, function=function, errno=err,
-               hint=hint)
+             function: str, source: str, err: int | None, hint: str | None
+             ) -> UserRuntimeError:
+    return cls(reason, program=program, pc=pc, insn=insn, function=function, source=source,
+               errno=err, hint=hint)

@@ -326,9 +326,10 @@ class Interpreter:
             if f.start <= pc < f.start + f.size:
                 fn = f.name
                 break
-        prog = image.prog.name if image.prog is not None else image.name
+        prog = image.name
+        source = image.prog.source_at(pc) if image.prog is not None else ""
         return UserRuntimeError(message, program=prog, pc=pc, insn=self.disasm(image, pc),
-                                function=fn)
+                                function=fn, source=source)
 
     # compile ---------------------------------------------------------------------------
 
