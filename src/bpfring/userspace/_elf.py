@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from ..btf import BTF, Kind
 from ..errors import BTFError
 from . import _isa
+from ._btfext import check_core, fixup_btf, line_info
 from ._errors import UserLoadError
 from ._isa import Insn
 
@@ -56,14 +57,6 @@ R_BPF_NONE, R_BPF_64_64, R_BPF_64_ABS64, R_BPF_64_ABS32, R_BPF_64_NODYLD32 = 0, 
 R_BPF_64_32 = 10
 RELOC_NAMES = {0: "R_BPF_NONE", 1: "R_BPF_64_64", 2: "R_BPF_64_ABS64", 3: "R_BPF_64_ABS32",
                4: "R_BPF_64_NODYLD32", 10: "R_BPF_64_32"}
-
-#: CO-RE relocation kinds (enum bpf_core_relo_kind).
-CORE_KINDS = {
-    0: "field_byte_offset", 1: "field_byte_size", 2: "field_exists", 3: "field_signed",
-    4: "field_lshift_u64", 5: "field_rshift_u64", 6: "type_id_local", 7: "type_id_target",
-    8: "type_exists", 9: "type_size", 10: "enumval_exists", 11: "enumval_value",
-    12: "type_matches",
-}
 
 _SHDR = struct.Struct("<IIQQQQIIQQ")
 _SYM = struct.Struct("<IBBHQQ")
@@ -285,50 +278,6 @@ def prog_type_of(section: str) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# BTF: fill in DATASEC sizes and offsets
-# --------------------------------------------------------------------------------------
-
-_FIXED_WORDS = (0, 1, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 0)
-_VLEN_WORDS = (0, 0, 0, 0, 3, 3, 2, 0, 0, 0, 0, 0, 0, 2, 0, 3, 0, 0, 0, 3)
-
-
-def _fixup_btf(raw: bytes, elf: _Elf) -> BTF:
-    """The object's BTF with each DATASEC's size set to its section's and each
-    variable's offset to its symbol's value (clang leaves them 0 in a .o)."""
-    try:
-        btf = BTF.from_bytes(raw)
-    except BTFError as e:
-        raise UserLoadError(f"the object's BTF is malformed: {e}") from None
-    hdr_len, type_off, type_len = struct.unpack_from("<III", raw, 4)
-    buf = bytearray(raw)
-    pos = hdr_len + type_off
-    end = pos + type_len
-    tid = 1
-    sec_sizes = {s.name: s.size for s in elf.sections}
-    while pos < end:
-        info = struct.unpack_from("<I", buf, pos + 4)[0]
-        kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-        if kind >= len(_FIXED_WORDS) or kind == 0:
-            raise UserLoadError(f"BTF type {tid} has unknown kind {kind}")
-        if kind == Kind.DATASEC:
-            name = btf.type(tid).name
-            sec = elf.section(name)
-            if sec is not None:
-                struct.pack_into("<I", buf, pos + 8, sec_sizes[name])
-                syms = {s.name: s.value for s in elf.symbols if s.shndx == sec.index
-                        and s.type in (STT_OBJECT, STT_NOTYPE, STT_FUNC)}
-                for j in range(vlen):
-                    at = pos + 12 + 12 * j
-                    var_id = struct.unpack_from("<I", buf, at)[0]
-                    var = btf.type(var_id)
-                    if var.name in syms:
-                        struct.pack_into("<I", buf, at + 4, syms[var.name])
-        pos += 4 * (3 + _FIXED_WORDS[kind] + _VLEN_WORDS[kind] * vlen)
-        tid += 1
-    return BTF.from_bytes(bytes(buf))
-
-
-# --------------------------------------------------------------------------------------
 # maps
 # --------------------------------------------------------------------------------------
 
@@ -447,7 +396,7 @@ def parse(data: bytes, name: str) -> ObjectImage:
     lic_sec = elf.section("license")
     license_text = lic_sec.data.split(b"\0", 1)[0].decode("ascii", "replace") if lic_sec else ""
     btf_sec = elf.section(".BTF")
-    btf = _fixup_btf(btf_sec.data, elf) if btf_sec is not None else None
+    btf = fixup_btf(btf_sec.data, elf) if btf_sec is not None else None
 
     maps = _btf_maps(elf, btf)
     map_by_sym: dict[tuple[int, int], int] = {}
@@ -507,8 +456,8 @@ def parse(data: bytes, name: str) -> ObjectImage:
             refs[rel.info][idx] = _resolve_reloc(elf, sec, insns[idx], idx, rtype, sym,
                                                  map_by_sym, data_map, maps, code)
 
-    core_relos = _check_core(elf, btf, code) if btf is not None else 0
-    lines = _line_info(elf, btf) if btf is not None else {}
+    core_relos = check_core(elf, btf, code) if btf is not None else 0
+    lines = line_info(elf, btf) if btf is not None else {}
 
     programs: dict[str, LinkedProgram] = {}
     for f in funcs.values():
@@ -563,84 +512,6 @@ def _resolve_reloc(elf: _Elf, sec: _Section, ins: Insn, idx: int, rtype: int, sy
         return _Ref("value", map_index=mi, offset=off, note=f"{label} ({target.name}+{off})")
     raise UserLoadError(f"ld_imm64 at {where} references {sym.name!r} in section "
                         f"{target.name!r}, which the runtime does not map")
-
-
-def _check_core(elf: _Elf, btf: BTF, code: dict[int, list[Insn]]) -> int:
-    """Validate CO-RE relocation records (resolved against the object's own BTF:
-    the instructions keep their compiled-in, local values); return their count."""
-    ext = elf.section(".BTF.ext")
-    if ext is None or len(ext.data) < 24:
-        return 0
-    raw = ext.data
-    magic, _ver, _flags, hdr_len = struct.unpack_from("<HBBI", raw, 0)
-    if magic != 0xEB9F:
-        raise UserLoadError(f"bad .BTF.ext magic {magic:#x}")
-    if hdr_len < 32 or len(raw) < 32:
-        return 0  # no CO-RE part
-    core_off, core_len = struct.unpack_from("<II", raw, 24)
-    if core_len == 0:
-        return 0
-    pos = hdr_len + core_off
-    end = pos + core_len
-    if end > len(raw):
-        raise UserLoadError(".BTF.ext CO-RE section runs past its end")
-    rec_size = struct.unpack_from("<I", raw, pos)[0]
-    if rec_size < 16:
-        raise UserLoadError(f".BTF.ext CO-RE record size {rec_size}")
-    pos += 4
-    by_name = {s.name: s.index for s in elf.sections}
-    count = 0
-    while pos + 8 <= end:
-        name_off, n = struct.unpack_from("<II", raw, pos)
-        pos += 8
-        sname = btf.string(name_off)
-        sidx = by_name.get(sname)
-        for _ in range(n):
-            insn_off, type_id, _acc, kind = struct.unpack_from("<IIII", raw, pos)
-            pos += rec_size
-            if kind not in CORE_KINDS:
-                raise UserLoadError(f"unknown CO-RE relocation kind {kind} in {sname}")
-            if sidx is None or sidx not in code or insn_off % 8 or \
-                    insn_off // 8 >= len(code[sidx]):
-                raise UserLoadError(f"CO-RE relocation {CORE_KINDS[kind]} at {sname}+"
-                                    f"{insn_off // 8} is not on an instruction")
-            if type_id >= len(btf):
-                raise UserLoadError(f"CO-RE relocation at {sname}+{insn_off // 8} names BTF "
-                                    f"type {type_id}: none")
-            count += 1
-    return count
-
-
-def _line_info(elf: _Elf, btf: BTF) -> dict[tuple[int, int], str]:
-    """(section index, insn index) -> "file:line: text" from .BTF.ext line info
-    (for error messages; malformed line info is ignored, it changes nothing)."""
-    ext = elf.section(".BTF.ext")
-    out: dict[tuple[int, int], str] = {}
-    if ext is None or len(ext.data) < 24:
-        return out
-    raw = ext.data
-    try:
-        hdr_len = struct.unpack_from("<I", raw, 4)[0]
-        line_off, line_len = struct.unpack_from("<II", raw, 16)
-        pos = hdr_len + line_off
-        end = min(pos + line_len, len(raw))
-        rec_size = struct.unpack_from("<I", raw, pos)[0]
-        pos += 4
-        by_name = {s.name: s.index for s in elf.sections}
-        while rec_size >= 16 and pos + 8 <= end:
-            name_off, n = struct.unpack_from("<II", raw, pos)
-            pos += 8
-            sidx = by_name.get(btf.string(name_off), -1)
-            for _ in range(n):
-                insn_off, file_off, text_off, line_col = struct.unpack_from("<IIII", raw, pos)
-                pos += rec_size
-                text = btf.string(text_off).strip()
-                if text:
-                    fname = btf.string(file_off).rsplit("/", 1)[-1]
-                    out[(sidx, insn_off // 8)] = f"{fname}:{line_col >> 10}: {text}"
-    except (struct.error, BTFError, UserLoadError):
-        return out
-    return out
 
 
 def _link(main: _Func, funcs: dict[tuple[int, int], _Func], code: dict[int, list[Insn]],

@@ -123,7 +123,7 @@ def for_each_map_elem(vm: Interpreter, m: int, cb: int, ctx: int, flags: int, *_
 
 
 def _queue(vm: Interpreter, m: int) -> Any:
-    from ._maps import QueueStackMap
+    from ._special import QueueStackMap
 
     mp = _map(vm, m)
     if not isinstance(mp, QueueStackMap):

@@ -23,9 +23,10 @@ from ._elf import LinkedProgram, ObjectImage
 from ._errors import UserLoadError, UserRuntimeError
 from ._helpers import HELPERS, helper_name
 from ._interp import DEFAULT_BUDGET, Image, Interpreter
-from ._maps import ArrayMap, ProgArrayMap, UserMap, make_map, possible_cpus
+from ._maps import ArrayMap, UserMap, make_map, possible_cpus
 from ._memory import FUNC_TAG, M64, MAP_TAG, Fault, Memory
 from ._ringbuf import RingBufMap
+from ._special import ProgArrayMap
 
 __all__ = ["RunResult", "UserObject", "UserProgram", "load", "load_insns"]
 
