@@ -235,3 +235,18 @@ def test_queue_and_stack_python_side(maps_path):
 def _op_qs(obj, m, op, value=0, flags=0):
     ctx = struct.pack("<IIIIQ", m, op, 0, flags, value)
     return obj.programs["qs_op"].run(ctx=ctx), obj.globals.found
+
+
+def test_spin_locked_values(maps_path, kernel):
+    import bpfring
+
+    with bpfring.load(maps_path) as k, load(maps_path) as u:
+        for o in (k, u):
+            for key, value in ((0, 5), (1, 7), (0, 9)):
+                assert o.programs["locked_add"].run(
+                    ctx=struct.pack("<IIIIQ", 0, 0, key, 0, value)) == 0
+            assert o.programs["locked_add"].run(ctx=struct.pack("<IIIIQ", 0, 0, 2, 0, 1)) == -2
+            o.maps["guarded"].update(1, {"n": 100}, flags=4)  # BPF_F_LOCK: allowed here
+        assert [v.n for _, v in sorted(u.maps["guarded"].items())] == \
+            [v.n for _, v in sorted(k.maps["guarded"].items())] == [14, 100]
+        assert u.maps["guarded"][0].lock == k.maps["guarded"][0].lock  # unlocked again

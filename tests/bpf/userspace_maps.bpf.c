@@ -166,3 +166,31 @@ int qs_op(struct map_args *ctx)
 	found = v;
 	return rc;
 }
+
+struct locked {
+	struct bpf_spin_lock lock;
+	__u32 pad;
+	__u64 n;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct locked);
+} guarded SEC(".maps");
+
+/* n += value under the element's spin lock; BPF_F_LOCK updates accepted. */
+SEC("syscall")
+int locked_add(struct map_args *ctx)
+{
+	__u32 key = ctx->key;
+	struct locked *l = bpf_map_lookup_elem(&guarded, &key);
+
+	if (!l)
+		return -2;
+	bpf_spin_lock(&l->lock);
+	l->n += ctx->value;
+	bpf_spin_unlock(&l->lock);
+	return 0;
+}
