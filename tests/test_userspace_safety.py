@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from conftest import BPF_DIR
@@ -191,6 +192,15 @@ _CHILD = textwrap.dedent("""
         pkt = bytes(12) + b"\\x08\\x00" + bytes([0x45]) + bytes(8) + bytes([17]) + bytes(10)
         pkt += struct.pack(">HHHH", 1, 9, 8, 0)
         out["xdp"] = u.programs["parse"].run(data=pkt)
+    with userspace.load(paths["demo"]) as u:
+        for i in range(2):
+            u.maps["user_ringbuf"].write(u.types["user_sample"].encode(i=i, comm="x"))
+        u.programs["handle_kill_exit"].run(ctx=bytes(16))
+        out["demo"] = [u.types["event"].decode(r).pid for r in u.maps["kernel_ringbuf"].read()]
+    with userspace.load(paths["echo"]) as u:
+        u.maps["in_ring"].write(b"ping")
+        out["echo"] = [u.programs["echo"].run(), u.maps["out_ring"].read()[0].decode()]
+    out["pid"] = __import__("os").getpid()
     print(json.dumps(out))
 """)
 
@@ -202,6 +212,8 @@ def test_runs_without_bpf_privileges(kernel):
     paths = {"features": str(bpfring.build(BPF_DIR / "userspace_features.bpf.c")),
              "alu": str(bpfring.build(BPF_DIR / "userspace_alu.bpf.c")),
              "xdp": str(bpfring.build(BPF_DIR / "userspace_xdp.bpf.c")),
+             "echo": str(bpfring.build(BPF_DIR / "echo.bpf.c")),
+             "demo": str(bpfring.build(Path(bpfring.__file__).parent / "bpf" / "demo.bpf.c")),
              "sdiv_op": int(re.search(r"OP\((\d+), [^\n]*/\* sdiv64 reg \*/",
                                       (BPF_DIR / "userspace_alu.bpf.c").read_text())[1])}
     proc = subprocess.run([sys.executable, "-c", _CHILD, json.dumps(paths)],
@@ -214,6 +226,8 @@ def test_runs_without_bpf_privileges(kernel):
     assert out["records"] == 4                 # 5 records, 1 discarded
     assert out["sdiv"] == 1 << 63              # INT_MIN / -1
     assert out["xdp"] == 1                     # UDP to port 9: XDP_DROP
+    assert out["demo"] == [out["pid"]] * 2     # bpfring's demo program, unprivileged
+    assert out["echo"] == [1, "ping"]          # user ring -> drain -> ring
 
 
 def test_error_shows_the_c_source_line(bad):

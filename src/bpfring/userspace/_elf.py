@@ -124,6 +124,8 @@ class LinkedProgram:
     notes: dict[int, str] = field(default_factory=dict)
     #: pc -> "file:line: source text" where the object's line info starts a line.
     lines: dict[int, str] = field(default_factory=dict)
+    #: kfuncs called (``call`` with src BPF_PSEUDO_KFUNC_CALL, imm an index here).
+    kfuncs: list[str] = field(default_factory=list)
 
     def source_at(self, pc: int) -> str:
         """The C source line ``pc`` was compiled from (from .BTF.ext line info), or ""."""
@@ -476,8 +478,9 @@ def _resolve_reloc(elf: _Elf, sec: _Section, ins: Insn, idx: int, rtype: int, sy
         raise UserLoadError(f"unsupported relocation {RELOC_NAMES.get(rtype, rtype)} at "
                             f"{where} (symbol {sym.name!r})")
     if sym.shndx == SHN_UNDEF:
-        what = "kfunc" if ins.code == _isa.JMP | _isa.CALL else "extern"
-        raise UserLoadError(f"{what} {sym.name!r} (at {where}) is not supported in user space")
+        if ins.code == _isa.JMP | _isa.CALL and rtype == R_BPF_64_32:
+            return _Ref("kfunc", note=sym.name)  # resolved by name when the object binds
+        raise UserLoadError(f"extern {sym.name!r} (at {where}) is not supported in user space")
     if sym.shndx >= len(elf.sections):
         raise UserLoadError(f"symbol {sym.name!r} at {where} is in special section "
                             f"{sym.shndx:#x}")
@@ -525,6 +528,7 @@ def _link(main: _Func, funcs: dict[tuple[int, int], _Func], code: dict[int, list
     infos: list[FuncInfo] = []
     notes: dict[int, str] = {}
     src_lines: dict[int, str] = {}
+    kfuncs: list[str] = []
     fixups: list[tuple[int, tuple[int, int], str]] = []  # (pc, (sec, target), kind)
     i = 0
     while i < len(order):
@@ -554,7 +558,12 @@ def _link(main: _Func, funcs: dict[tuple[int, int], _Func], code: dict[int, list
             if ins.code == _isa.LD_IMM64 and ins.src in (_isa.PSEUDO_MAP_FD,
                                                           _isa.PSEUDO_MAP_VALUE) and ref is None:
                 raise UserLoadError(f"{f.name}: map reference at {sname}+{j} has no relocation")
-            if ref is not None and ref.kind == "map":
+            if ref is not None and ref.kind == "kfunc":
+                if ref.note not in kfuncs:
+                    kfuncs.append(ref.note)
+                ins = ins._replace(src=_isa.PSEUDO_KFUNC_CALL, imm=kfuncs.index(ref.note))
+                notes[pc] = ref.note
+            elif ref is not None and ref.kind == "map":
                 ins = ins._replace(src=_isa.PSEUDO_MAP_IDX, imm=ref.map_index)
                 notes[pc] = ref.note
             elif ref is not None and ref.kind == "value":
@@ -591,7 +600,7 @@ def _link(main: _Func, funcs: dict[tuple[int, int], _Func], code: dict[int, list
                                     f"{ins.src} has no relocation")
             elif cls == _isa.JMP and ins.code & 0xF0 == _isa.CALL and \
                     ins.src == _isa.PSEUDO_KFUNC_CALL:
-                raise UserLoadError(f"{f.name}: kfunc call at {sname}+{j} is not supported")
+                raise UserLoadError(f"{f.name}: kfunc call at {sname}+{j} names no function")
             out.append(ins)
         _check_jumps(out, base, f, sname)
         placed[(f.sec, f.start)] = base
@@ -604,7 +613,7 @@ def _link(main: _Func, funcs: dict[tuple[int, int], _Func], code: dict[int, list
         else:
             out[pc] = ins._replace(imm=target - pc - 1)
     return LinkedProgram(main.name, section, prog_type_of(section), out, infos, notes,
-                         src_lines)
+                         src_lines, kfuncs)
 
 
 def _check_jumps(out: list[Insn], base: int, f: _Func, sname: str) -> None:

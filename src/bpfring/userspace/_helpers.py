@@ -19,6 +19,7 @@ import ctypes
 import errno as _errno
 import logging
 import os
+import struct
 import sys
 import threading
 import time
@@ -32,7 +33,7 @@ from ._printf import FormatError, bprintf
 if TYPE_CHECKING:
     from ._interp import Interpreter
 
-__all__ = ["HELPERS", "helper_name"]
+__all__ = ["HELPERS", "KFUNCS", "helper_name"]
 
 log = logging.getLogger("bpfring.userspace")
 
@@ -159,9 +160,86 @@ def _ring(vm: Interpreter, addr: int) -> Any:
     from ._ringbuf import RingBufMap
 
     mp = _map(vm, addr, "ring buffer")
-    if not isinstance(mp, RingBufMap):
+    if not isinstance(mp, RingBufMap) or mp.type != 27:
         raise Fault(f"map {mp.name!r} is a {mp.type_name} map, not a ring buffer")
     return mp
+
+
+def user_ringbuf_drain(vm: Interpreter, m: int, cb: int, ctx: int, flags: int, *_: int) -> int:
+    """``cb(dynptr, ctx)`` per sample of a user ring; the dynptr (and the sample
+    it points to) is read-only and valid only during the call."""
+    from ._ringbuf import UserRingBufMap
+
+    mp = _map(vm, m, "user ring buffer")
+    if not isinstance(mp, UserRingBufMap):
+        raise Fault(f"map {mp.name!r} is a {mp.type_name} map, not a user ring buffer")
+
+    def one(addr: int, size: int) -> int:
+        dp = bytearray(_DYNPTR.pack(addr, size | _DYNPTR_LOCAL, 0))
+        dpa = vm.mem.add(memoryview(dp).toreadonly(), "dynptr", writable=False, kind="dynptr")
+        try:
+            return vm.call(cb, (dpa, ctx))
+        finally:
+            vm.mem.remove(dpa)
+
+    return int(mp.drain(one, flags)) & M64
+
+
+# dynptrs: struct bpf_dynptr_kern { void *data; u32 size (24 bits) | type << 28 |
+# rdonly << 31; u32 offset; } -----------------------------------------------------------
+
+_DYNPTR = struct.Struct("<QII")
+_DYNPTR_LOCAL = 1 << 28
+_DYNPTR_RDONLY = 1 << 31
+_DYNPTR_SIZE = (1 << 24) - 1
+
+
+def _dynptr(vm: Interpreter, addr: int) -> tuple[int, int, int, bool]:
+    """(data, size, offset, read-only) of the dynptr at ``addr``."""
+    data, info, off = _DYNPTR.unpack(_read(vm, addr, 16, "dynptr"))
+    reg = vm.mem.region(data) if data else None
+    rdonly = bool(info & _DYNPTR_RDONLY) or (reg is not None and not reg.writable)
+    return data, info & _DYNPTR_SIZE, off, rdonly
+
+
+def dynptr_read(vm: Interpreter, dst: int, length: int, src: int, offset: int, flags: int
+                ) -> int:
+    length &= 0xFFFF_FFFF
+    offset &= 0xFFFF_FFFF
+    data, size, off, _ro = _dynptr(vm, src)
+    if flags or not data:
+        return _neg(_errno.EINVAL)
+    if offset > size or length > size - offset:
+        return _neg(_errno.E2BIG)
+    vm.mem.write(dst, _read(vm, data + off + offset, length, "dynptr data") if length else b"")
+    return 0
+
+
+def dynptr_write(vm: Interpreter, dst: int, offset: int, src: int, length: int, flags: int
+                 ) -> int:
+    length &= 0xFFFF_FFFF
+    offset &= 0xFFFF_FFFF
+    data, size, off, ro = _dynptr(vm, dst)
+    if flags or not data or ro:
+        return _neg(_errno.EINVAL)
+    if offset > size or length > size - offset:
+        return _neg(_errno.E2BIG)
+    vm.mem.write(data + off + offset, _read(vm, src, length, "src"))
+    return 0
+
+
+def dynptr_data(vm: Interpreter, ptr: int, offset: int, length: int, *_: int) -> int:
+    """A pointer to ``length`` bytes at ``offset`` of the dynptr's data, or NULL."""
+    length &= 0xFFFF_FFFF
+    offset &= 0xFFFF_FFFF
+    data, size, off, _ro = _dynptr(vm, ptr)
+    if not data or offset > size or length > size - offset:
+        return 0
+    return (data + off + offset) & M64
+
+
+def kfunc_dynptr_size(vm: Interpreter, ptr: int, *_: int) -> int:
+    return _dynptr(vm, ptr)[1]
 
 
 def _record_owner(vm: Interpreter, addr: int) -> Any:
@@ -503,7 +581,16 @@ HELPERS: dict[int, tuple[str, Callable[..., int]]] = {
     165: ("bpf_snprintf", snprintf),
     181: ("bpf_loop", loop),
     182: ("bpf_strncmp", strncmp),
+    201: ("bpf_dynptr_read", dynptr_read),
+    202: ("bpf_dynptr_write", dynptr_write),
+    203: ("bpf_dynptr_data", dynptr_data),
     208: ("bpf_ktime_get_tai_ns", ktime_get_tai_ns),
+    209: ("bpf_user_ringbuf_drain", user_ringbuf_drain),
+}
+
+#: kfuncs by name (a kfunc call names its function through an extern symbol).
+KFUNCS: dict[str, Callable[..., int]] = {
+    "bpf_dynptr_size": kfunc_dynptr_size,
 }
 
 _ALL_NAMES: dict[int, str] | None = None

@@ -67,6 +67,8 @@ class Image:
     prog: LinkedProgram | None = None
     #: pcs where a function starts: the only valid callback targets.
     entries: frozenset[int] = frozenset()
+    #: implementations of the kfuncs the program calls, by call imm.
+    kfuncs: list[Callable[..., int]] = field(default_factory=list)
 
 
 def _s64(x: int) -> int:
@@ -282,6 +284,14 @@ class Interpreter:
                         pc = pc + ins.imm + 1
                         continue
                     hid = ins.imm
+                    if ins.src == _isa.PSEUDO_KFUNC_CALL:
+                        self.count = count
+                        regs[0] = image.kfuncs[hid](self, regs[1], regs[2], regs[3], regs[4],
+                                                    regs[5]) & M64
+                        count = self.count
+                        self.image = image
+                        pc += 1
+                        continue
                     if hid == TAIL_CALL:
                         target = self.tail_target(regs[2], regs[3] & M32)
                         if target is not None and self.tail_calls < MAX_TAIL_CALLS:

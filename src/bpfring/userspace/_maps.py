@@ -39,7 +39,7 @@ __all__ = ["MAP_TYPE_NAMES", "ArrayMap", "UserMap", "make_map", "possible_cpus"]
 
 ANY, NOEXIST, EXIST, F_LOCK = 0, 1, 2, 4
 ARRAY, HASH, PROG_ARRAY, PERCPU_HASH, PERCPU_ARRAY = 2, 1, 3, 5, 6
-LRU_HASH, LRU_PERCPU_HASH, QUEUE, STACK, RINGBUF = 9, 10, 22, 23, 27
+LRU_HASH, LRU_PERCPU_HASH, QUEUE, STACK, RINGBUF, USER_RINGBUF = 9, 10, 22, 23, 27, 31
 MAP_TYPE_NAMES = {
     1: "hash", 2: "array", 3: "prog_array", 4: "perf_event_array", 5: "percpu_hash",
     6: "percpu_array", 7: "stack_trace", 8: "cgroup_array", 9: "lru_hash",
@@ -511,7 +511,7 @@ def make_map(name: str, map_type: int, key_size: int, value_size: int, max_entri
              flags: int, mem: Memory, btf: BTF | None, **kw: Any) -> UserMap:
     """A user-space map of ``map_type``; UserLoadError for a type not implemented."""
     from ._hash import HashMap
-    from ._ringbuf import RingBufMap
+    from ._ringbuf import RingBufMap, UserRingBufMap
     from ._special import ProgArrayMap, QueueStackMap
 
     cls: type[UserMap]
@@ -523,6 +523,8 @@ def make_map(name: str, map_type: int, key_size: int, value_size: int, max_entri
         cls = ProgArrayMap
     elif map_type == RINGBUF:
         cls = RingBufMap
+    elif map_type == USER_RINGBUF:
+        cls = UserRingBufMap
     elif map_type in (QUEUE, STACK):
         cls = QueueStackMap
     else:

@@ -21,7 +21,7 @@ from . import _elf, _isa
 from ._ctx import make_ctx
 from ._elf import LinkedProgram, ObjectImage
 from ._errors import UserLoadError, UserRuntimeError
-from ._helpers import HELPERS, helper_name
+from ._helpers import HELPERS, KFUNCS, helper_name
 from ._interp import DEFAULT_BUDGET, Image, Interpreter
 from ._maps import ArrayMap, UserMap, make_map, possible_cpus
 from ._memory import FUNC_TAG, M64, MAP_TAG, Fault, Memory
@@ -294,7 +294,13 @@ class UserObject:
                 raise UserLoadError(f"program {prog.name!r}: ld_imm64 source {ins.src} at "
                                     f"insn {pc} is not supported")
             insns[pc] = ins._replace(src=0, imm=value & M64)
-        return Image(prog.name, insns, prog.functions, dict(prog.notes), prog, entries)
+        kfuncs = []
+        for kname in prog.kfuncs:
+            if kname not in KFUNCS:
+                raise UserLoadError(f"program {prog.name!r} calls kfunc {kname!r}, which the "
+                                    "user-space runtime does not implement")
+            kfuncs.append(KFUNCS[kname])
+        return Image(prog.name, insns, prog.functions, dict(prog.notes), prog, entries, kfuncs)
 
     def _tail_target(self, map_addr: int, index: int) -> Image | None:
         i = (map_addr - MAP_TAG) & M64

@@ -35,15 +35,17 @@ from typing import Any
 
 from .._fd import OwnedFD
 from .._ringcore import BUSY_BIT, DISCARD_BIT, HDR_SIZE, LEN_MASK
-from ..errors import MapTypeError
+from ..errors import MapTypeError, RecordTooLarge, RingFull
 from ._errors import UserLoadError
 from ._maps import UserMap
 
-__all__ = ["RingBufMap"]
+__all__ = ["RingBufMap", "UserRingBufMap"]
 
 RB_NO_WAKEUP, RB_FORCE_WAKEUP = 1, 2
 RB_AVAIL_DATA, RB_RING_SIZE, RB_CONS_POS, RB_PROD_POS = 0, 1, 2, 3
 RINGBUF_MAX_RECORD_SZ = 0xFFFFFFFF // 4
+_DRAIN_CAP = 128 * 1024  # BPF_MAX_USER_RINGBUF_SAMPLES
+_DYNPTR_MAX = (1 << 24) - 1  # DYNPTR_MAX_SIZE
 #: pg_off of a header counts pages from the kernel's struct bpf_ringbuf, whose
 #: data area starts 3 pages in (meta page, consumer page, producer page).
 _PG_OFF_BASE = 3
@@ -310,3 +312,83 @@ class RingBufMap(UserMap):
             self._ring = None
         self._event.close()
         super().close()
+
+
+class UserRingBufMap(RingBufMap):
+    """``BPF_MAP_TYPE_USER_RINGBUF``: Python produces (:meth:`write`), programs
+    drain with ``bpf_user_ringbuf_drain``.  Same memory layout; the producer
+    protocol is libbpf's ``user_ring_buffer__reserve``/``__submit``, the drain
+    ``__bpf_user_ringbuf_peek`` and ``bpf_user_ringbuf_drain``."""
+
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self._draining = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append one sample; :class:`~bpfring.RingFull` when there is no room now,
+        :class:`~bpfring.RecordTooLarge` when it can never fit."""
+        r = self._r()
+        size = len(data)
+        total = (size + HDR_SIZE + 7) & ~7
+        if total > self.max_entries or size > LEN_MASK:
+            raise RecordTooLarge(f"a {size}-byte sample cannot fit in the "
+                                 f"{self.max_entries}-byte user ring {self.name!r}")
+        cons, prod = self.consumer_pos, self.producer_pos
+        if self.max_entries - (prod - cons) < total:
+            raise RingFull(f"user ring {self.name!r} is full")
+        off = prod & self.mask
+        _U32.pack_into(r.data, off, size | BUSY_BIT)
+        _U32.pack_into(r.data, off + 4, 0)
+        _U64.pack_into(r.prod, 0, prod + total)
+        r.data[off + HDR_SIZE:off + HDR_SIZE + size] = bytes(data)
+        _U32.pack_into(r.data, off, size)  # commit: clear BUSY
+
+    def drain(self, callback: Callable[[int, int], int], flags: int) -> int:
+        """``bpf_user_ringbuf_drain``: ``callback(payload address, size)`` per
+        committed sample (discarded ones skipped), stopping at a busy or missing
+        one, after DRAIN_CAP samples or when the callback returns nonzero.
+        Returns the count handed over, or -EINVAL/-E2BIG/-EBUSY."""
+        if flags & ~(RB_NO_WAKEUP | RB_FORCE_WAKEUP):
+            return -_errno.EINVAL
+        if self._draining:
+            return -_errno.EBUSY
+        r = self._r()
+        self._draining = True
+        samples, ret = 0, 0
+        try:
+            while samples < _DRAIN_CAP and ret == 0:
+                cons, prod = self.consumer_pos, self.producer_pos
+                if cons & 7 or prod & 7:
+                    return -_errno.EINVAL
+                if cons >= prod:
+                    break
+                word = _U32.unpack_from(r.data, cons & self.mask)[0]
+                length = word & LEN_MASK
+                total = (length + HDR_SIZE + 7) & ~7
+                if total > prod - cons:
+                    return -_errno.EINVAL
+                if total > self.max_entries or length > _DYNPTR_MAX:
+                    return -_errno.E2BIG
+                if word & DISCARD_BIT:
+                    self.consumer_pos = cons + total
+                    continue
+                if word & BUSY_BIT:
+                    break
+                start = (cons + HDR_SIZE) & self.mask
+                view = r.sub(start, length).toreadonly() if length else r.sub(start, 0)
+                addr = self._mem.add(view, f"{self.name} sample@{cons}", writable=False,
+                                     kind="user ring sample")
+                try:
+                    ret = callback(addr, length)
+                finally:
+                    # Consumed even when the callback failed: a sample that kills the
+                    # program must not block the ring for every later drain.
+                    self._mem.remove(addr)
+                    r.drop(view)
+                    self.consumer_pos = cons + total
+                samples += 1
+            return samples
+        finally:
+            self._draining = False
+            if flags & RB_FORCE_WAKEUP or (not flags & RB_NO_WAKEUP and samples > 0):
+                self.wakeups += 1
