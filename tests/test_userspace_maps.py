@@ -250,3 +250,17 @@ def test_spin_locked_values(maps_path, kernel):
         assert [v.n for _, v in sorted(u.maps["guarded"].items())] == \
             [v.n for _, v in sorted(k.maps["guarded"].items())] == [14, 100]
         assert u.maps["guarded"][0].lock == k.maps["guarded"][0].lock  # unlocked again
+
+
+def test_lookup_percpu_elem(maps_path, kernel):
+    import bpfring
+
+    with bpfring.load(maps_path) as k, load(maps_path) as u:
+        ncpu = len(k.maps["pcpu_array"][0])
+        for o in (k, u):
+            o.maps["pcpu_array"][1] = [10 + c for c in range(ncpu)]
+        for cpu in range(ncpu + 2):
+            got = [(o.programs["percpu_get"].run(ctx=struct.pack("<IIIIQ", 0, 0, 1, cpu, 0)),
+                    o.globals.found) for o in (k, u)]
+            assert got[1] == got[0]
+            assert got[1] == ((0, 10 + cpu) if cpu < ncpu else (-2, 0))

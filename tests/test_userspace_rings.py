@@ -126,3 +126,30 @@ def test_callback_cannot_write_the_sample(echo_obj_path, tmp_path):
         with pytest.raises(UserRuntimeError, match="read-only user ring sample"):
             u.programs["f"].run()
         assert u.maps["in"].consumer_pos == 16  # the sample was consumed all the same
+
+
+@pytest.mark.parametrize("runs", [[(30, 1000)], [(200, 0), (200, 200), (50, 7)]])
+def test_dynptr_records_match_kernel(kernel, runs):
+    """tests/bpf/diff_prog.bpf.c: records built with bpf_ringbuf_reserve_dynptr,
+    bpf_dynptr_write, submit/discard_dynptr (the ring fills up and the program
+    stops at the first failed reservation)."""
+    import random
+
+    import bpfring
+
+    path = bpfring.build(BPF_DIR / "diff_prog.bpf.c")
+    pattern = random.Random(3).randbytes(2048)
+    with bpfring.load(path) as k, load(path) as u:
+        kr = k.ring_buffer("kring")
+        for obj in (k, u):
+            obj.maps["pattern"].update_raw(b"\0\0\0\0", pattern)
+        for count, base in runs:
+            ctx = struct.pack("<II", count, base)
+            assert u.programs["gen"].run(ctx=ctx) == k.programs["gen"].run(ctx=ctx)
+            assert u.maps["kring"].read() == kr.read()
+        for sample in (b"a" * 10, b"b" * 5000, b""):
+            k.user_ring_buffer("uring").write(sample)
+            u.maps["uring"].write(sample)
+        assert u.programs["drain"].run() == k.programs["drain"].run() == 3
+        assert sorted(u.maps["stats"].items()) == sorted(k.maps["stats"].items())
+        assert u.maps["echo_ring"].read() == k.ring_buffer("echo_ring").read()

@@ -194,3 +194,14 @@ int locked_add(struct map_args *ctx)
 	bpf_spin_unlock(&l->lock);
 	return 0;
 }
+
+/* found = pcpu_array[key] on CPU ctx->flags (bpf_map_lookup_percpu_elem). */
+SEC("syscall")
+int percpu_get(struct map_args *ctx)
+{
+	__u32 key = ctx->key;
+	__u64 *v = bpf_map_lookup_percpu_elem(&pcpu_array, &key, ctx->flags);
+
+	found = v ? *v : 0;
+	return v ? 0 : -2;
+}

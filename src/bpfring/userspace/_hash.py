@@ -109,13 +109,13 @@ class HashMap(UserMap):
         self._free.append(slot)
         return 0
 
-    def p_lookup(self, key: bytes) -> int:
+    def p_lookup(self, key: bytes, cpu: int | None = None) -> int:
         slot = self._index.get(key)
         if slot is None:
             return 0
         if self._lru:
             self._index.move_to_end(key)  # the kernel sets the node's ref bit
-        cpu = self._cpu() if self.percpu else -1
+        cpu = (self._cpu() if cpu is None else cpu) if self.percpu else -1
         return self._region(slot, cpu, self._voff(slot, max(cpu, 0)), self.value_size)
 
     def p_update(self, key: bytes, value: bytes, flags: int) -> int:

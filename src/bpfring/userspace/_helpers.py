@@ -96,6 +96,19 @@ def map_lookup_elem(vm: Interpreter, m: int, key: int, *_: int) -> int:
     return mp.p_lookup(_read(vm, key, mp.key_size, "key"))
 
 
+def map_lookup_percpu_elem(vm: Interpreter, m: int, key: int, cpu: int, *_: int) -> int:
+    """The value of ``cpu``'s slot of a per-CPU map; NULL for a CPU that does not exist."""
+    mp = _map(vm, m)
+    if not mp.percpu:
+        raise Fault(f"bpf_map_lookup_percpu_elem on {mp.type_name} map {mp.name!r}, which is "
+                    "not per-CPU")
+    k = _read(vm, key, mp.key_size, "key")
+    cpu &= 0xFFFF_FFFF
+    if cpu >= mp._ncpu:
+        return 0
+    return mp.p_lookup(k, cpu)
+
+
 def map_update_elem(vm: Interpreter, m: int, key: int, value: int, flags: int, *_: int) -> int:
     mp = _map(vm, m)
     k = _read(vm, key, mp.key_size, "key")
@@ -236,6 +249,47 @@ def dynptr_data(vm: Interpreter, ptr: int, offset: int, length: int, *_: int) ->
     if not data or offset > size or length > size - offset:
         return 0
     return (data + off + offset) & M64
+
+
+def _set_dynptr(vm: Interpreter, addr: int, data: int, size: int, kind: int) -> None:
+    vm.mem.write(addr, _DYNPTR.pack(data, size | kind << 28 if data else 0, 0))
+
+
+def ringbuf_reserve_dynptr(vm: Interpreter, ring: int, size: int, flags: int, ptr: int,
+                           *_: int) -> int:
+    """A record as a ringbuf dynptr; on failure the dynptr is set to null (and the
+    program must still discard it, as the verifier demands)."""
+    mp = _ring(vm, ring)
+    size &= 0xFFFF_FFFF
+    vm.mem.check(ptr, 16, True)
+    if size > _DYNPTR_SIZE:
+        _set_dynptr(vm, ptr, 0, 0, 0)
+        return _neg(_errno.E2BIG)
+    if flags:
+        _set_dynptr(vm, ptr, 0, 0, 0)
+        return _neg(_errno.EINVAL)
+    addr = mp.reserve(size)
+    if not addr:
+        _set_dynptr(vm, ptr, 0, 0, 0)
+        return _neg(_errno.EAGAIN)
+    _set_dynptr(vm, ptr, addr, size, 2)  # BPF_DYNPTR_TYPE_RINGBUF
+    return 0
+
+
+def _dynptr_commit(vm: Interpreter, ptr: int, flags: int, discard: bool) -> int:
+    data, _size, _off, _ro = _dynptr(vm, ptr)
+    if data:  # a null dynptr (failed reserve) is a no-op
+        _record_owner(vm, data).commit(data, flags, discard)
+        _set_dynptr(vm, ptr, 0, 0, 0)
+    return 0
+
+
+def ringbuf_submit_dynptr(vm: Interpreter, ptr: int, flags: int, *_: int) -> int:
+    return _dynptr_commit(vm, ptr, flags, False)
+
+
+def ringbuf_discard_dynptr(vm: Interpreter, ptr: int, flags: int, *_: int) -> int:
+    return _dynptr_commit(vm, ptr, flags, True)
 
 
 def kfunc_dynptr_size(vm: Interpreter, ptr: int, *_: int) -> int:
@@ -581,6 +635,10 @@ HELPERS: dict[int, tuple[str, Callable[..., int]]] = {
     165: ("bpf_snprintf", snprintf),
     181: ("bpf_loop", loop),
     182: ("bpf_strncmp", strncmp),
+    195: ("bpf_map_lookup_percpu_elem", map_lookup_percpu_elem),
+    198: ("bpf_ringbuf_reserve_dynptr", ringbuf_reserve_dynptr),
+    199: ("bpf_ringbuf_submit_dynptr", ringbuf_submit_dynptr),
+    200: ("bpf_ringbuf_discard_dynptr", ringbuf_discard_dynptr),
     201: ("bpf_dynptr_read", dynptr_read),
     202: ("bpf_dynptr_write", dynptr_write),
     203: ("bpf_dynptr_data", dynptr_data),

@@ -202,7 +202,9 @@ class UserMap:
 
     # program side (overridden) -----------------------------------------------------
 
-    def p_lookup(self, key: bytes) -> int:
+    def p_lookup(self, key: bytes, cpu: int | None = None) -> int:
+        """The value's address for the program (0: none); ``cpu`` picks the slot
+        of a per-CPU map (default: the current CPU)."""
         return 0
 
     def p_update(self, key: bytes, value: bytes, flags: int) -> int:
@@ -429,11 +431,11 @@ class ArrayMap(UserMap):
         assert self._backing is not None
         return self._backing.sub(0, self.value_size)
 
-    def p_lookup(self, key: bytes) -> int:
+    def p_lookup(self, key: bytes, cpu: int | None = None) -> int:
         i = self._index(key)
         if i >= self.max_entries:
             return 0
-        cpu = self._cpu() if self.percpu else -1
+        cpu = (self._cpu() if cpu is None else cpu) if self.percpu else -1
         return self._region(i, cpu, self._off(i, max(cpu, 0)), self.value_size,
                             "global section" if self.internal else "map value",
                             writable=not self._frozen)
