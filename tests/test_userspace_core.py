@@ -8,6 +8,7 @@ import struct
 import pytest
 from conftest import BPF_DIR
 
+import bpfring
 from bpfring.userspace import UserLoadError, _elf, load
 
 
@@ -57,3 +58,17 @@ def test_bad_core_record_is_a_load_error(core_path):
     struct.pack_into("<I", data, first + 12, 99)
     with pytest.raises(UserLoadError, match="unknown CO-RE relocation kind 99"):
         load(bytes(data))
+
+
+def test_bpfring_load_runtime_user_dispatches_to_the_runtime(kernel):
+    """The one-call form: the same source in the kernel and in user space."""
+    from conftest import BPF_DIR
+
+    with bpfring.load(BPF_DIR / "echo.bpf.c", runtime="user") as uobj:
+        assert type(uobj).__name__ == "UserObject"
+        with bpfring.load(BPF_DIR / "echo.bpf.c") as kobj:
+            assert set(uobj.maps) >= {"in_ring", "out_ring"} and type(kobj).__name__ == "BPFObject"
+    with pytest.raises(ValueError, match="runtime must be"):
+        bpfring.load(BPF_DIR / "echo.bpf.c", runtime="gpu")
+    assert issubclass(bpfring.UserRuntimeError, bpfring.BPFError)
+    assert bpfring.userspace.UserRuntimeError is bpfring.UserRuntimeError

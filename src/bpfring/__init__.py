@@ -37,6 +37,8 @@ _EXPORTS: dict[str, str] = {
     "SampleError": "errors",
     "ToolNotFound": "errors",
     "TypeNotFound": "errors",
+    "UserLoadError": "errors",
+    "UserRuntimeError": "errors",
     # rings
     "RingBuffer": "ringbuf",
     "Sample": "ringbuf",
@@ -48,7 +50,7 @@ _EXPORTS: dict[str, str] = {
     # objects
     "BPFObject": "object",
     "Program": "object",
-    "load": "object",
+    "load": "_api",
     "open": "object:open_object",
     "open_object": "object",
     "Link": "link",
@@ -63,7 +65,7 @@ _EXPORTS: dict[str, str] = {
     "cache_dir": "build",
 }
 # Submodules that are part of the public surface as modules.
-_SUBMODULES = frozenset({"btf"})
+_SUBMODULES = frozenset({"btf", "userspace"})
 
 __all__ = [
     "AttachError",
@@ -96,7 +98,9 @@ __all__ = [
     "Skipped",
     "ToolNotFound",
     "TypeNotFound",
+    "UserLoadError",
     "UserRingBuffer",
+    "UserRuntimeError",
     "__version__",
     "btf",
     "build",
@@ -105,6 +109,7 @@ __all__ = [
     "load",
     "open",
     "open_object",
+    "userspace",
 ]
 
 
@@ -151,7 +156,8 @@ class _Package(types.ModuleType):
 sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
-    from . import btf
+    from . import btf, userspace
+    from ._api import load
     from ._attach import AttachReport, Skipped
     from ._sys import PreparedRun, PreparedUpdate
     from .bridge import MapBridge
@@ -173,11 +179,13 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
         SampleError,
         ToolNotFound,
         TypeNotFound,
+        UserLoadError,
+        UserRuntimeError,
     )
     from .link import Link
     from .mapref import MapRef
     from .maps import Map
-    from .object import BPFObject, Program, load, open_object
+    from .object import BPFObject, Program, open_object
     from .object import open_object as open
     from .perfbuf import PerfBuffer
     from .poller import Poller
