@@ -248,12 +248,12 @@ def _kernel_side(b: btf.BTF, name: str) -> tuple[int, list[tuple[str, int, int, 
 
 
 @pytest.mark.parametrize("fmt_name, cname", [
-    ("_OP_HDR", "bpfring_bridge_op"),
-    ("_RESULT", "bpfring_bridge_result"),
-    ("_FLUSH_CTX", "bpfring_bridge_flush"),
+    ("OP_HDR", "bpfring_bridge_op"),
+    ("RESULT", "bpfring_bridge_result"),
+    ("FLUSH_CTX", "bpfring_bridge_flush"),
 ])
 def test_bridge_wire_struct(wire_btf: list[btf.BTF], fmt_name: str, cname: str) -> None:
-    from bpfring import bridge
+    from bpfring.bridge import _wire as bridge
 
     fmt = getattr(bridge, fmt_name)
     ours = _struct_fields(fmt)
@@ -269,21 +269,21 @@ def test_bridge_wire_struct(wire_btf: list[btf.BTF], fmt_name: str, cname: str) 
 
 def test_bridge_state_layout(wire_btf: list[btf.BTF]) -> None:
     """The mmapped state element: the u64 counters in _STATE_FIELDS order,
-    the u32 control words at the indexes bridge.py writes."""
-    from bpfring import bridge
+    the u32 control words at the indexes the bridge writes (bridge/_wire.py)."""
+    from bpfring.bridge import _wire as bridge
 
     for b in wire_btf:
         size, members = _kernel_side(b, "bpfring_bridge_state")
-        assert size == bridge._STATE_SIZE
+        assert size == bridge.STATE_SIZE
         by_name = {name: (off, sz, signed) for name, off, sz, signed in members}
         counters = [m for m in members if m[2] == 8 and m[0] != "reserved"]
-        assert tuple(m[0] for m in counters) == bridge._STATE_FIELDS
-        for i, name in enumerate(bridge._STATE_FIELDS):
+        assert tuple(m[0] for m in counters) == bridge.STATE_FIELDS
+        for i, name in enumerate(bridge.STATE_FIELDS):
             assert by_name[name][:2] == (8 * i, 8), name
         # counters() reads last_error as an s64 in a u64 view: the only signed one
         assert {n for n, (_, _, s) in by_name.items() if s} == {"last_error"}
-        for word, index in (("want_wakeup", bridge._CTL_WANT_WAKEUP),
-                            ("report", bridge._CTL_REPORT), ("budget", bridge._CTL_BUDGET)):
+        for word, index in (("want_wakeup", bridge.CTL_WANT_WAKEUP),
+                            ("report", bridge.CTL_REPORT), ("budget", bridge.CTL_BUDGET)):
             assert by_name[word][:2] == (4 * index, 4), word
 
 

@@ -369,7 +369,7 @@ def test_full_ring_timeout_without_a_drain(obj):
 def test_malformed_samples_are_counted_and_skipped(obj):
     """A foreign producer's bad sample is consumed and counted as bad without
     touching the map; the operation indexes stay in step with the kernel."""
-    from bpfring.bridge import _OP_HDR
+    from bpfring.bridge._wire import OP_HDR as _OP_HDR
 
     urb = obj.user_ring_buffer("hmap__ops")
     urb.write(_OP_HDR.pack(1, 0, 4, 16, 1, 0) + bytes(24))  # key_size 4, not 8
