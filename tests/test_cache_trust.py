@@ -58,7 +58,7 @@ def _plant(cache: Path, source: Path, tmp_path: Path) -> Path:
     planted = first.path.parent / "planted.bpf.o"
     shutil.copy(evil, planted)
     data["entries"][0]["object"] = planted.name
-    data["entries"][0]["sha256"] = b._sha256_file(planted)
+    data["entries"][0]["sha256"] = b.sha256_file(planted)
     manifest.write_text(json.dumps(data))
     return planted
 

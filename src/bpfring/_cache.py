@@ -21,11 +21,17 @@ is merely readable by others (say 0755) is tightened to 0700 and kept.
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
+import json
 import logging
 import os
 import stat
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import BPFError
 
@@ -145,8 +151,112 @@ def read_trusted(path: Path) -> bytes:
 def sha256_trusted(path: Path) -> str:
     """SHA-256 of a cache file that passes the trust rules (hashing the
     opened file, so the file checked is the file hashed)."""
-    import hashlib
-
     fd = _open_trusted(path)
     with os.fdopen(fd, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+# Writing and locking cache files, and hashing what they refer to
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the new one,
+    never a partial one: temp file in the same directory, fsync, rename."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``path`` (created if needed), so
+    concurrent builds of the same program do not interleave their updates."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def sha256_json(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+# Build manifests: which object a source and its dependencies built
+
+
+def read_manifest(path: Path, fmt: int) -> list[dict[str, Any]]:
+    try:
+        data = json.loads(read_trusted(path))
+    except FileNotFoundError:
+        return []
+    except Untrusted as exc:
+        log.warning("bpfring cache: ignoring build manifest: %s", exc)
+        return []
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable build manifest %s: %s", path, exc)
+        return []
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        return []
+    entries = data.get("entries")
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def deps_match(entry: dict[str, Any], hashes: dict[str, str | None]) -> bool:
+    """Whether every dependency recorded in ``entry`` still has its hash.
+    ``hashes`` memoizes file hashes within one lookup (None: unreadable)."""
+    deps = entry.get("deps")
+    if not isinstance(deps, list) or not deps:
+        return False
+    for item in deps:
+        if not (isinstance(item, list) and len(item) == 2):
+            return False
+        path, digest = item
+        if path not in hashes:
+            try:
+                hashes[path] = sha256_file(path)
+            except OSError:
+                hashes[path] = None
+        if hashes[path] != digest:
+            return False
+    return True
+
+
+def lookup_entry(objdir: Path, manifest: Path, fmt: int) -> tuple[dict[str, Any], Path] | None:
+    """A manifest entry whose dependencies and object are all intact."""
+    hashes: dict[str, str | None] = {}
+    for entry in read_manifest(manifest, fmt):
+        if not deps_match(entry, hashes):
+            continue
+        name = entry.get("object")
+        if not isinstance(name, str) or "/" in name:
+            continue
+        obj = objdir / name
+        try:
+            digest = sha256_trusted(obj)
+        except FileNotFoundError:
+            log.debug("cached object %s disappeared; rebuilding", obj)
+            continue
+        except Untrusted as exc:
+            log.warning("bpfring cache: not using cached object: %s; rebuilding it", exc)
+            continue
+        if digest != entry.get("sha256"):
+            log.warning("cached object %s does not match its recorded SHA-256 "
+                        "(modified after it was built); rebuilding it", obj)
+            continue
+        return entry, obj
+    return None

@@ -49,7 +49,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -61,12 +60,24 @@ import subprocess
 import sysconfig
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from . import _keeptypes, _kfuncs
-from ._cache import Untrusted, private_root, private_subdir, read_trusted, sha256_trusted
+from ._cache import (
+    Untrusted,
+    atomic_write,
+    locked,
+    lookup_entry,
+    private_root,
+    private_subdir,
+    read_manifest,
+    read_trusted,
+    sha256_file,
+    sha256_json,
+    sha256_trusted,
+)
 from .errors import BTFError, BuildError, ToolNotFound
 
 if TYPE_CHECKING:
@@ -208,43 +219,6 @@ def _subdir(root: Path, *parts: str) -> Path:
     return private_subdir(root, *parts)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one,
-    never a partial one: temp file in the same directory, fsync, rename."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive advisory lock on ``path`` (created if needed), so
-    concurrent builds of the same program do not interleave their updates."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _sha256_file(path: str | os.PathLike[str]) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def _sha256_json(obj: object) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-
-
 # --------------------------------------------------------------------------
 # Tools
 
@@ -287,7 +261,7 @@ def _clang_info(clang: str, root: Path) -> tuple[str, bool]:
     info = _clang_info_memo.get(ident)
     if info is not None:
         return info
-    record = _subdir(root, "tools") / f"clang-{_sha256_json(list(ident))[:32]}.json"
+    record = _subdir(root, "tools") / f"clang-{sha256_json(list(ident))[:32]}.json"
     try:
         data = json.loads(read_trusted(record))
         info = (str(data["version"]), bool(data["mcpu_v3"]))
@@ -303,7 +277,7 @@ def _clang_info(clang: str, root: Path) -> tuple[str, bool]:
             capture_output=True, check=False,
         )
         info = (version, probe.returncode == 0)
-        _atomic_write(record, json.dumps({"version": info[0], "mcpu_v3": info[1]}).encode())
+        atomic_write(record, json.dumps({"version": info[0], "mcpu_v3": info[1]}).encode())
     _clang_info_memo[ident] = info
     return info
 
@@ -340,7 +314,7 @@ def vmlinux_header(cache_dir: str | os.PathLike[str] | None = None) -> Path:
 def _vmlinux(root: Path) -> tuple[Path, str]:
     """(path of vmlinux.h, sha256 of its content)."""
     try:
-        btf_hash = _sha256_file(KERNEL_BTF)
+        btf_hash = sha256_file(KERNEL_BTF)
     except FileNotFoundError:
         raise BTFError(
             f"{KERNEL_BTF} does not exist: this kernel does not expose its BTF type "
@@ -355,7 +329,7 @@ def _vmlinux(root: Path) -> tuple[Path, str]:
     directory = _subdir(root, "vmlinux", f"{btf_hash[:32]}-k{_kfuncs.VERSION}")
     header = directory / "vmlinux.h"
     recorded = directory / "vmlinux.h.sha256"
-    with _locked(directory / ".lock"):
+    with locked(directory / ".lock"):
         try:
             expected = read_trusted(recorded).decode(errors="replace").strip()
             actual = sha256_trusted(header)
@@ -380,9 +354,9 @@ def _vmlinux(root: Path) -> tuple[Path, str]:
                      "install a newer bpftool",
             )
         data = _kfuncs.insert(proc.stdout, _kfunc_block())
-        _atomic_write(header, data)
+        atomic_write(header, data)
         digest = hashlib.sha256(data).hexdigest()
-        _atomic_write(recorded, digest.encode() + b"\n")
+        atomic_write(recorded, digest.encode() + b"\n")
         return header, digest
 
 
@@ -512,69 +486,6 @@ def _parse_depfile(text: str, cwd: str) -> list[str]:
     return list(seen)
 
 
-def _read_manifest(path: Path) -> list[dict[str, Any]]:
-    try:
-        data = json.loads(read_trusted(path))
-    except FileNotFoundError:
-        return []
-    except Untrusted as exc:
-        log.warning("bpfring cache: ignoring build manifest: %s", exc)
-        return []
-    except (OSError, ValueError) as exc:
-        log.warning("ignoring unreadable build manifest %s: %s", path, exc)
-        return []
-    if not isinstance(data, dict) or data.get("format") != _FORMAT:
-        return []
-    entries = data.get("entries")
-    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
-
-
-def _deps_match(entry: dict[str, Any], hashes: dict[str, str | None]) -> bool:
-    """Whether every dependency recorded in ``entry`` still has its hash.
-    ``hashes`` memoizes file hashes within one lookup (None: unreadable)."""
-    deps = entry.get("deps")
-    if not isinstance(deps, list) or not deps:
-        return False
-    for item in deps:
-        if not (isinstance(item, list) and len(item) == 2):
-            return False
-        path, digest = item
-        if path not in hashes:
-            try:
-                hashes[path] = _sha256_file(path)
-            except OSError:
-                hashes[path] = None
-        if hashes[path] != digest:
-            return False
-    return True
-
-
-def _lookup(objdir: Path, manifest: Path) -> tuple[dict[str, Any], Path] | None:
-    """A manifest entry whose dependencies and object are all intact."""
-    hashes: dict[str, str | None] = {}
-    for entry in _read_manifest(manifest):
-        if not _deps_match(entry, hashes):
-            continue
-        name = entry.get("object")
-        if not isinstance(name, str) or "/" in name:
-            continue
-        obj = objdir / name
-        try:
-            digest = sha256_trusted(obj)
-        except FileNotFoundError:
-            log.debug("cached object %s disappeared; rebuilding", obj)
-            continue
-        except Untrusted as exc:
-            log.warning("bpfring cache: not using cached object: %s; rebuilding it", exc)
-            continue
-        if digest != entry.get("sha256"):
-            log.warning("cached object %s does not match its recorded SHA-256 "
-                        "(modified after it was built); rebuilding it", obj)
-            continue
-        return entry, obj
-    return None
-
-
 # --------------------------------------------------------------------------
 # Building
 
@@ -608,7 +519,7 @@ def build_info(
                                           os.environ.get("BPFRING_KEEP_TYPES", "headers"),
                                           "BPFRING_KEEP_TYPES" if keep_types is None else None)
     try:
-        source_hash = _sha256_file(src)
+        source_hash = sha256_file(src)
     except FileNotFoundError:
         raise FileNotFoundError(errno.ENOENT, "BPF source file not found", str(source)) from None
 
@@ -643,7 +554,7 @@ def build_info(
     args += user_defines
     args += [str(f) for f in cflags]
 
-    key1 = _sha256_json({
+    key1 = sha256_json({
         "format": _FORMAT,
         "clang": clang,
         "clang_version": clang_version,
@@ -656,7 +567,7 @@ def build_info(
     objdir = _subdir(root, "obj", key1[:2])
     manifest = objdir / f"{key1}.json"
 
-    hit = _lookup(objdir, manifest)
+    hit = lookup_entry(objdir, manifest, _FORMAT)
     if hit is not None:
         entry, obj = hit
         warnings = str(entry.get("warnings", ""))
@@ -682,21 +593,21 @@ def build_info(
                                exclude_dirs=[root / "vmlinux", root / "sysinc", INCLUDE_DIR])
         if kept is not None:
             out = kept.path
-        dep_hashes = [[d, _sha256_file(d)] for d in deps]
-        key2 = _sha256_json({"key": key1, "deps": dep_hashes})
+        dep_hashes = [[d, sha256_file(d)] for d in deps]
+        key2 = sha256_json({"key": key1, "deps": dep_hashes})
         stem = src.name.split(".")[0] or "prog"
         obj = objdir / f"{stem}-{key2[:40]}.bpf.o"
-        obj_hash = _sha256_file(out)
+        obj_hash = sha256_file(out)
         warnings = proc.stderr.strip()
         entry = {"object": obj.name, "sha256": obj_hash, "deps": dep_hashes,
                  "warnings": warnings, "built": time.time(), "extra_args": extra,
                  "kept": list(kept.types) if kept else []}
-        with _locked(objdir / f"{key1}.lock"):
+        with locked(objdir / f"{key1}.lock"):
             os.replace(out, obj)
-            others = [e for e in _read_manifest(manifest) if e.get("object") != obj.name]
+            others = [e for e in read_manifest(manifest, _FORMAT) if e.get("object") != obj.name]
             data = {"format": _FORMAT, "source": str(src),
                     "entries": [entry, *others][:_MAX_ENTRIES]}
-            _atomic_write(manifest, json.dumps(data, indent=1).encode())
+            atomic_write(manifest, json.dumps(data, indent=1).encode())
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -835,7 +746,7 @@ def _write_source(text: str, name: str, root: Path) -> Path:
     except FileNotFoundError:
         current = None
     if current != data:
-        _atomic_write(path, data)
+        atomic_write(path, data)
     return path
 
 
