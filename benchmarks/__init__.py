@@ -5,7 +5,8 @@ programs, and use bpfring's public API only.
 ``bpfring bench [SUITE] [options]`` (or ``python -m benchmarks``, or the
 ``bench_*.py`` scripts here): SUITE is ``rings`` (default; kernel -> user and
 user -> kernel throughput against libbpf C, libbpf through ctypes and BCC)
-or ``bridge`` (map updates through a user ring against bpf() syscalls).
+or ``bridge`` (map updates through a user ring against bpf() syscalls)
+or ``perf`` (perf event arrays: PerfBuffer against libbpf's perf buffer).
 Each suite module provides ``main(argv) -> int``.
 """
 
@@ -15,7 +16,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-SUITES = {"rings": "benchmarks.rings", "bridge": "benchmarks.bridge"}
+SUITES = {"rings": "benchmarks.rings", "bridge": "benchmarks.bridge", "perf": "benchmarks.perf"}
 
 
 def main(argv: Sequence[str]) -> int:

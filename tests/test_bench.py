@@ -202,3 +202,19 @@ def test_bench_entry_points_from_a_checkout() -> None:
     out = subprocess.run([sys.executable, "-m", "bpfring", "bench", "nosuch"], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "unknown benchmark suite 'nosuch'" in out.stderr
+
+
+def test_bench_perf_quick_json(kernel) -> None:
+    """The perf buffer suite runs every case it can against the kernel, each
+    delivering exactly the records written (the suite checks count and seq
+    sum), and reports ratios measured in the same run."""
+    cmd = [sys.executable, "-m", "bpfring", "bench", "perf", "--quick", "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=dict(os.environ))
+    assert out.returncode == 0, out.stderr[-4000:]
+    report = json.loads(out.stdout)
+    assert set(report["rate"]) >= {"libbpf-c", "libbpf-ctypes", "callback", "typed",
+                                   "read_array"}
+    assert all(r > 0 for r in report["rate"].values())
+    assert "callback/libbpf-c" in report["ratios"]
+    assert set(report["skipped"]) <= {"bcc"}
+    assert report["machine"]["cpu"]

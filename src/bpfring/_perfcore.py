@@ -63,6 +63,7 @@ RECORD_SAMPLE = 9
 
 HEADER = struct.Struct("<IHH")  # type, misc, size
 _U32 = struct.Struct("<I")
+_SAMPLE_HEAD = struct.Struct("<IHHI")  # header, then a sample's raw size
 _LOST = struct.Struct("<QQ")  # id, lost
 POS_MASK = (1 << 64) - 1
 
@@ -120,26 +121,39 @@ def walk(data: memoryview, size: int, tail: int, head: int,
     lost = 0
     pos = tail
     left = avail
+    mask = size - 1
+    cap = -1 if limit is None else limit  # -1: never equal to a count
+    sample_head = _SAMPLE_HEAD.unpack_from
     try:
         while left:
-            if (limit is not None and delivered >= limit) or (halt is not None and halt[0]):
+            if delivered == cap or (halt is not None and halt[0]):
                 break
-            # The header itself can wrap only at an 8-byte boundary, never
-            # inside (records are 8-aligned, the header is 8 bytes).
-            off = pos & (size - 1)
-            rtype, _misc, rsize = HEADER.unpack_from(data, off)
-            if rsize < HEADER.size or rsize % 8 or rsize > left:
+            # The header itself never wraps (records and the header are
+            # 8-byte aligned); a sample's raw size right after it may.
+            off = pos & mask
+            if off + _SAMPLE_HEAD.size <= size:
+                rtype, _misc, rsize, raw = sample_head(data, off)
+            else:
+                rtype, _misc, rsize = HEADER.unpack_from(data, off)
+                raw = -1
+            if rsize < HEADER.size or rsize & 7 or rsize > left:
                 raise RingCorrupted(f"perf ring: record at {pos} has size {rsize} "
                                     f"({left} bytes left before data_head)")
             if rtype == RECORD_SAMPLE:
-                if len(scratch) < rsize:
-                    scratch = bytearray(max(rsize, 256))
-                rec = _record(data, size, pos, rsize, scratch)
-                raw = _U32.unpack_from(rec, HEADER.size)[0]
-                if HEADER.size + 4 + raw > rsize:
-                    raise RingCorrupted(f"perf ring: sample at {pos} claims {raw} raw bytes "
-                                        f"in a {rsize}-byte record")
-                on_sample(rec[HEADER.size + 4:HEADER.size + 4 + raw])
+                if raw >= 0 and off + rsize <= size:  # contiguous: a view, no copy
+                    if _SAMPLE_HEAD.size + raw > rsize:
+                        raise RingCorrupted(f"perf ring: sample at {pos} claims {raw} raw "
+                                            f"bytes in a {rsize}-byte record")
+                    on_sample(data[off + _SAMPLE_HEAD.size:off + _SAMPLE_HEAD.size + raw])
+                else:  # wraps around the end of the data area: reassemble
+                    if len(scratch) < rsize:
+                        scratch = bytearray(max(rsize, 256))
+                    rec = _record(data, size, pos, rsize, scratch)
+                    raw = _U32.unpack_from(rec, HEADER.size)[0]
+                    if HEADER.size + 4 + raw > rsize:
+                        raise RingCorrupted(f"perf ring: sample at {pos} claims {raw} raw "
+                                            f"bytes in a {rsize}-byte record")
+                    on_sample(rec[HEADER.size + 4:HEADER.size + 4 + raw])
                 delivered += 1
             elif rtype == RECORD_LOST:
                 if rsize < HEADER.size + _LOST.size:

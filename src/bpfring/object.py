@@ -584,7 +584,8 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
                 name: str | None = None, include_dirs: IncludeDirs = (),
                 defines: Defines = None, cflags: Iterable[str] = (),
                 globals: Mapping[str, Any] | None = None,
-                btf_custom_path: str | os.PathLike[str] | None = None) -> BPFObject:
+                btf_custom_path: str | os.PathLike[str] | None = None,
+                keep_types: str | bool | None = None) -> BPFObject:
     """Open (not load) a BPF object from a .bpf.c path, .o path, C text or ELF
     bytes: ``bpfring.open()``.
 
@@ -595,7 +596,11 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
     = ...``), programs' ``autoload``, ``globals`` (also given here), a map's
     :meth:`~bpfring.Map.reuse_fd`.  ``btf_custom_path`` makes libbpf resolve
     CO-RE relocations against that BTF file instead of the running kernel's.
+    ``keep_types`` is :func:`bpfring.build`'s (``"headers"`` by default:
+    types of the program's own headers are kept in its BTF; ``"all"`` also
+    those of the ``.bpf.c`` file; ``"none"``).
     """
+    kept: dict[str, Any] = {} if keep_types is None else {"keep_types": keep_types}
     opts = _libbpf.OpenOpts()
     opts.sz = ctypes.sizeof(opts)
     log_buf = ctypes.create_string_buffer(_LOG_BUF_SIZE)
@@ -625,13 +630,13 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
         text = os.fspath(src)
         if not os.path.exists(text) and _looks_like_source(text):
             path = build_source(text, name=name or "prog", include_dirs=dirs, defines=defines,
-                                cflags=flags)
+                                cflags=flags, **kept)
         else:
             path = Path(text)
             if not path.exists():
                 raise FileNotFoundError(_errno.ENOENT, "no such BPF source or object", text)
             if path.suffix == ".c":
-                path = build(path, include_dirs=dirs, defines=defines, cflags=flags)
+                path = build(path, include_dirs=dirs, defines=defines, cflags=flags, **kept)
         if name:
             oname = name
         elif os.path.exists(text):
@@ -660,7 +665,8 @@ def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
          globals: Mapping[str, Any] | None = None, name: str | None = None,
          include_dirs: IncludeDirs = (), defines: Defines = None,
          cflags: Iterable[str] = (),
-         btf_custom_path: str | os.PathLike[str] | None = None) -> BPFObject:
+         btf_custom_path: str | os.PathLike[str] | None = None,
+         keep_types: str | bool | None = None) -> BPFObject:
     """Open and load a BPF object: :func:`open_object` then :meth:`BPFObject.load`.
 
     ``src`` is a ``.bpf.c`` file (compiled with :func:`bpfring.build` first), a
@@ -670,7 +676,8 @@ def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
     build options are those of :func:`open_object`.
     """
     obj = open_object(src, name=name, include_dirs=include_dirs, defines=defines,
-                      cflags=cflags, globals=globals, btf_custom_path=btf_custom_path)
+                      cflags=cflags, globals=globals, btf_custom_path=btf_custom_path,
+                      keep_types=keep_types)
     try:
         obj.load()
     except BaseException:
