@@ -534,3 +534,81 @@ def test_poller_serves_perf_and_ring_buffers_together(perf, echo):
         t0 = time.monotonic()
         assert poller.poll(timeout=0.2) == 0  # nothing left: it waits, no spin
         assert time.monotonic() - t0 >= 0.15
+
+
+# ---------------------------------------------------------------------------------
+# The two backends of the walk: C (_speedups.perf_walk) == pure (_perfcore.perf_walk)
+# ---------------------------------------------------------------------------------
+
+try:
+    from bpfring import _speedups as _sp
+except ImportError:  # a skip here fails under CI (conftest)
+    _sp = None
+
+
+def _walkers():
+    out = [("pure", _perfcore.perf_walk)]
+    if _sp is not None:
+        out.append(("c", _sp.perf_walk))
+    return out
+
+
+@pytest.mark.skipif(_sp is None, reason="bpfring._speedups is not built")
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.integers(1, 120), st.just(-1)), min_size=1, max_size=40),
+       st.integers(0, 31), st.sampled_from([128, 512]), st.one_of(st.none(), st.integers(0, 8)),
+       st.integers(-1, 12))
+def test_c_and_pure_walks_agree(plan, start, size, limit, raise_at):
+    """Same fake ring (records wrapping the end, lost reports), same limit, a
+    callback that may raise: both walks deliver the same views, count the
+    same losses, store the same data_tail and raise the same way."""
+    results = []
+    for _name, walker in _walkers():
+        meta_b = bytearray(4096)
+        meta = memoryview(meta_b).cast("Q")
+        ring = FakePerfRing(size)
+        ring.head = ring.tail = start * 8
+        for seq, n in enumerate(plan):
+            rec = (_perfcore.lost_record(seq + 1) if n < 0
+                   else _perfcore.sample_record(_payload(seq, n)))
+            if not ring.put(rec):
+                break
+        meta[_perfcore.DATA_HEAD // 8] = ring.head
+        meta[_perfcore.DATA_TAIL // 8] = ring.tail
+        got: list[bytes] = []
+        lost: list[int] = []
+
+        def cb(v: memoryview, got=got) -> None:
+            if len(got) == raise_at:
+                raise KeyError("stop")
+            got.append(bytes(v))
+
+        try:
+            res = walker(meta, memoryview(ring.data), cb, limit, lost.append, None)
+            err = None
+        except KeyError:
+            res, err = None, "KeyError"
+        results.append((got, lost, res, err, meta[_perfcore.DATA_TAIL // 8]))
+    assert all(r == results[0] for r in results[1:]), results
+
+
+@pytest.mark.skipif(_sp is None, reason="bpfring._speedups is not built")
+@pytest.mark.parametrize("bad", [0, 4, 12, 4096])
+def test_c_walk_rejects_impossible_headers_and_keeps_what_came_before(bad):
+    for _name, walker in _walkers():
+        ring = FakePerfRing(256)
+        ring.put(_perfcore.sample_record(b"good"))
+        at = ring.head
+        ring.put(_perfcore.sample_record(b"abcd"))
+        struct.pack_into("<H", ring.data, at + 6, bad)
+        meta = memoryview(bytearray(4096)).cast("Q")
+        meta[_perfcore.DATA_HEAD // 8] = ring.head
+        seen: list[bytes] = []
+
+        def keep(v: memoryview, seen: list[bytes] = seen) -> None:
+            seen.append(bytes(v))
+
+        with pytest.raises(RingCorrupted):
+            walker(meta, memoryview(ring.data), keep, None, None, None)
+        assert seen == [b"good"]
+        assert meta[_perfcore.DATA_TAIL // 8] == at  # the good record stays consumed

@@ -48,6 +48,7 @@ __all__ = [
     "RECORD_LOST",
     "RECORD_SAMPLE",
     "WalkResult",
+    "perf_walk",
     "walk",
 ]
 
@@ -171,6 +172,32 @@ def walk(data: memoryview, size: int, tail: int, head: int,
         e.walk_result = WalkResult(pos, delivered, lost)  # type: ignore[attr-defined]
         raise
     return WalkResult(pos, delivered, lost)
+
+
+def perf_walk(meta: memoryview, data: memoryview, on_sample: Callable[[memoryview], object],
+              limit: int | None, on_lost: Callable[[int], object] | None,
+              halt: bytearray | None) -> tuple[int, int]:
+    """Consume one CPU's perf ring: :func:`walk` between the metadata page's
+    ``data_tail`` and ``data_head``, then store the new ``data_tail`` (also
+    when a callback raised or the ring proved corrupted: the records before
+    stay consumed).  Returns ``(delivered, lost)``.
+
+    The pure-Python twin of ``bpfring._speedups.perf_walk`` (same arguments,
+    results and errors).  ``meta`` is the page as a ``'Q'`` view; plain item
+    accesses are acquire loads and release stores on x86-TSO only, which is
+    why the pure backend is refused elsewhere (``_ringbackend.check_arch``).
+    """
+    head = meta[DATA_HEAD // 8]
+    tail = meta[DATA_TAIL // 8]
+    try:
+        res = walk(data, len(data), tail, head, on_sample, limit, on_lost, halt)
+    except BaseException as e:
+        done = getattr(e, "walk_result", None)
+        if done is not None:
+            meta[DATA_TAIL // 8] = done.tail
+        raise
+    meta[DATA_TAIL // 8] = res.tail
+    return res.delivered, res.lost
 
 
 def sample_record(payload: bytes) -> bytes:

@@ -1110,7 +1110,10 @@ static PyTypeObject UserRing_Type = {
     .tp_new = ring_new,
 };
 
+#include "_speedups_perf.c"
+
 static PyMethodDef methods[] = {
+    {"perf_walk", (PyCFunction)(void (*)(void))sp_perf_walk, METH_FASTCALL, perf_walk_doc},
     {"load_acquire_u64", (PyCFunction)(void (*)(void))sp_load_acquire_u64, METH_FASTCALL,
      load_acquire_u64_doc},
     {"store_release_u64", (PyCFunction)(void (*)(void))sp_store_release_u64, METH_FASTCALL,

@@ -108,6 +108,10 @@ class PerfBuffer:
         # Position loads and stores go through the ring backend chosen now (C:
         # real acquire/release; pure Python: plain accesses, x86-TSO only).
         self._backend = _ringbackend.impl
+        # The record walk: the backend's (C: _speedups.perf_walk) or the
+        # pure-Python reference, with the same arguments and results.
+        self._walk: Callable[..., tuple[int, int]] = getattr(
+            self._backend, "perf_walk", _perfcore.perf_walk)
         if page_count < 1 or page_count & (page_count - 1):
             raise ValueError(f"page_count must be a power of two >= 1, not {page_count}")
         if wakeup_events < 1:
@@ -255,34 +259,21 @@ class PerfBuffer:
 
     def _consume_ring(self, ring: _CpuRing, callback: Callable[[memoryview], Any],
                       limit: int | None) -> int:
-        # Acquire-load data_head (pairs with the kernel's release store after
-        # it wrote the records); only we write data_tail, so a plain load.
-        head = self._backend.load_acquire_u64(ring.meta, _HEAD)
-        tail = ring.meta[_TAIL]
-        if head == tail:
-            return 0
+        """Deliver one CPU's records; the walk loads data_head (acquire) and
+        stores data_tail (release) itself, also when a callback raises."""
         self.cpu = ring.cpu
-        on_lost = None
-        if self._lost_cb is not None:
-            lost_cb, cpu = self._lost_cb, ring.cpu
-            def on_lost(n: int) -> None:
-                lost_cb(cpu, n)
-        try:
-            res = _perfcore.walk(ring.data, ring.size, tail, head, callback, limit, on_lost,
-                                 self._halt)
-        except BaseException as e:
-            done = getattr(e, "walk_result", None)
-            if done is not None:
-                self._publish(ring, done)
-            raise
-        self._publish(ring, res)
-        return res.delivered
+        user_cb = self._lost_cb
+        cpu = ring.cpu
 
-    def _publish(self, ring: _CpuRing, res: _perfcore.WalkResult) -> None:
-        ring.lost += res.lost
-        # Release-store data_tail after the payload reads: the kernel may
-        # overwrite the space once it sees the new tail.
-        self._backend.store_release_u64(ring.meta, _TAIL, res.tail)
+        def on_lost(n: int) -> None:
+            # Counted as reports are consumed, even if a later callback raises.
+            ring.lost += n
+            if user_cb is not None:
+                user_cb(cpu, n)
+
+        delivered, _lost = self._walk(ring.meta, ring.data, callback, limit, on_lost,
+                                      self._halt)
+        return delivered
 
     def _consume(self, callback: Callable[[memoryview], Any], limit: int | None,
                  rings: list[_CpuRing] | None = None) -> int:
