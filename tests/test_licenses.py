@@ -42,3 +42,15 @@ def test_metadata_lists_every_license_and_ships_the_texts():
     for text in ("Apache-2.0", "LGPL-2.1", "BSD-2-Clause"):
         assert (ROOT / "LICENSES" / f"{text}.txt").stat().st_size > 1000
     assert set(meta["license-files"]) == {"LICENSE", "LICENSES/*.txt"}
+
+
+def test_version_lives_in_one_place():
+    """pyproject.toml takes the version from bpfring.__version__ (no second copy)."""
+    import importlib.metadata
+
+    import bpfring
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "bpfring.__version__"}
+    assert importlib.metadata.version("bpfring") == bpfring.__version__
