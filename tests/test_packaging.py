@@ -1,4 +1,4 @@
-"""Licensing: the BPF-side C is GPLv2-compatible (LGPL-2.1-only OR
+"""Packaging: the BPF-side C is GPLv2-compatible (LGPL-2.1-only OR
 BSD-2-Clause) and every BPF program declares a GPL-compatible license, so the
 kernel grants it the GPL-only helpers; the license texts ship with the package."""
 
