@@ -119,6 +119,11 @@ class RingBackend(Protocol):
 
     def acquire_fence(self) -> None: ...
 
+    def perf_walk(self, meta: memoryview, data: memoryview,
+                  callback: Callable[[memoryview], object], limit: int | None,
+                  on_lost: Callable[[int], object] | None, halt: bytearray | None,
+                  /) -> tuple[int, int]: ...
+
 
 #: The active backend: ``bpfring._speedups`` or :mod:`bpfring._ringpure`.
 #: Read it when a ring is opened, not at import: :func:`set_accelerated`

@@ -31,6 +31,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._perfcore import perf_walk  # the perf ring walk: same API as _speedups.perf_walk
 from ._ringcore import (
     BUSY_BIT,
     DYNPTR_MAX,
@@ -47,10 +48,10 @@ if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
 __all__ = ["API", "DYNPTR_MAX", "HDR_SIZE", "KernelRing", "UserRing", "acquire_fence",
-           "load_acquire_u64", "store_release_u64"]
+           "load_acquire_u64", "perf_walk", "store_release_u64"]
 
 #: The ``API`` number of the _speedups.c this module mirrors.
-API = 2
+API = 3
 
 _U64_MAX = 1 << 64
 _SIZE_MAX = sys.maxsize >> 2

@@ -1148,7 +1148,7 @@ PyInit__speedups(void)
     }
     /* Bumped whenever a signature or a semantic changes: bpfring._ringbackend
      * ignores a build with another value (a stale editable-install .so). */
-    if (PyModule_AddIntConstant(m, "API", 2) < 0 ||
+    if (PyModule_AddIntConstant(m, "API", 3) < 0 ||
         PyModule_AddIntConstant(m, "HDR_SIZE", HDR_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "DYNPTR_MAX", DYNPTR_MAX) < 0) {
         Py_DECREF(m);

@@ -108,10 +108,9 @@ class PerfBuffer:
         # Position loads and stores go through the ring backend chosen now (C:
         # real acquire/release; pure Python: plain accesses, x86-TSO only).
         self._backend = _ringbackend.impl
-        # The record walk: the backend's (C: _speedups.perf_walk) or the
-        # pure-Python reference, with the same arguments and results.
-        self._walk: Callable[..., tuple[int, int]] = getattr(
-            self._backend, "perf_walk", _perfcore.perf_walk)
+        # The record walk of the backend (C: _speedups.perf_walk; pure:
+        # _perfcore.perf_walk), same arguments and results.
+        self._walk: Callable[..., tuple[int, int]] = self._backend.perf_walk
         if page_count < 1 or page_count & (page_count - 1):
             raise ValueError(f"page_count must be a power of two >= 1, not {page_count}")
         if wakeup_events < 1:
