@@ -37,6 +37,32 @@ def pytest_runtest_makereport(item, call):
                            "output of scripts/install-venv.sh")
 
 
+def private_mount_namespace() -> list[str] | None:
+    """The argv prefix that runs a command in a private mount namespace
+    (``unshare --mount --propagation private``), so bind mounts made there
+    never reach the rest of the system; None where that cannot be had.
+
+    In a chroot whose / is not a mount point the kernel refuses to change
+    the root's propagation (EINVAL); there, if no mount of this namespace is
+    shared with another one (no ``shared:`` tag in mountinfo), a new mount
+    namespace is private already and ``--propagation unchanged`` is used."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return None
+    private = ["unshare", "--mount", "--propagation", "private"]
+    probe = subprocess.run([*private, "true"], capture_output=True, text=True, timeout=30)
+    if probe.returncode == 0:
+        return private
+    if "propagation" not in probe.stderr:
+        return None
+    with open("/proc/self/mountinfo") as f:
+        if any(" shared:" in line.split(" - ")[0] for line in f):
+            return None
+    return ["unshare", "--mount", "--propagation", "unchanged"]
+
+
 def _bpf_unavailable() -> str | None:
     try:
         from bpfring import _sys

@@ -96,6 +96,14 @@ def _ip(*args: str) -> None:
     subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
 
 
+def _ip_in(ns: str, *args: str) -> None:
+    """``ip ARGS`` inside the network namespace ``ns``.  Only the network
+    namespace is entered (nsenter), not a new mount namespace as ``ip -n``
+    does: that also works where / cannot be made a slave mount (a chroot)."""
+    subprocess.run(["nsenter", f"--net=/run/netns/{ns}", "ip", *args], check=True,
+                   capture_output=True, text=True)
+
+
 @pytest.fixture
 def netpair(kernel) -> Iterator[NetPair]:
     need_tool("ip")
@@ -111,11 +119,11 @@ def netpair(kernel) -> Iterator[NetPair]:
             "veth", "peer", "name", "vb", "netns", b, "address", "02:00:00:00:00:0b")
         for ns, dev, mine, peer, peer_mac in ((a, "va", "10.199.0.1", "10.199.0.2", "0b"),
                                                (b, "vb", "10.199.0.2", "10.199.0.1", "0a")):
-            _ip("-n", ns, "addr", "add", f"{mine}/24", "dev", dev)
-            _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", ns, "link", "set", dev, "up")
+            _ip_in(ns, "addr", "add", f"{mine}/24", "dev", dev)
+            _ip_in(ns, "link", "set", "lo", "up")
+            _ip_in(ns, "link", "set", dev, "up")
             # static neighbours: no ARP traffic, every test packet goes out at once
-            _ip("-n", ns, "neigh", "add", peer, "lladdr", f"02:00:00:00:00:{peer_mac}", "dev",
+            _ip_in(ns, "neigh", "add", peer, "lladdr", f"02:00:00:00:00:{peer_mac}", "dev",
                 dev, "nud", "permanent")
         pair = NetPair(a, b, f"/run/netns/{a}", f"/run/netns/{b}")
         with in_netns(pair.ns_b):

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import private_mount_namespace
 
 import bpfring
 
@@ -73,14 +74,14 @@ def _libbpf_files() -> list[str]:
 
 def _mount_prefix() -> list[str]:
     """``unshare`` + bind mounts of /dev/null over libbpf, or skip."""
-    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("mount"):
+    ns = private_mount_namespace()
+    if ns is None or not shutil.which("mount"):
         pytest.skip("hiding libbpf in a mount namespace needs root, unshare and mount")
     files = _libbpf_files()
     if not files:
         pytest.skip("libbpf is not installed here: nothing to hide")
     script = " && ".join(f"mount --bind /dev/null '{f}'" for f in files)
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-            script + ' && exec "$0" "$@"']
+    return [*ns, "sh", "-c", script + ' && exec "$0" "$@"']
 
 
 @pytest.fixture(params=["ctypes", "mount"])

@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REQUIRE_KERNEL
+from conftest import REQUIRE_KERNEL, private_mount_namespace
 
 import bpfring
 from bpfring import _libbpf
@@ -28,7 +28,9 @@ def _spawn(args: list[str], hide: list[str] | None) -> subprocess.CompletedProce
     if hide is None:
         cmd = [sys.executable, *args]
     else:  # sh -c SCRIPT sh N FILE... ARG...: mount over the N files, then exec python
-        cmd = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+        ns = private_mount_namespace()
+        assert ns is not None, "no private mount namespace here"
+        cmd = [*ns, "--", "sh", "-c",
                'n=$1; shift; i=0; while [ $i -lt $n ]; do mount --bind /dev/null "$1" '
                '|| exit 97; shift; i=$((i+1)); done; exec "$PYTHON" "$@"',
                "sh", str(len(hide)), *hide, *args]
@@ -81,7 +83,7 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def hidden() -> list[str]:
     """The libbpf files to hide (skips where hiding is impossible)."""
-    if os.geteuid() != 0 or shutil.which("unshare") is None:
+    if private_mount_namespace() is None:
         if REQUIRE_KERNEL:
             pytest.fail("hiding libbpf needs root and unshare(1)")
         pytest.skip("hiding libbpf needs root and unshare(1)")
