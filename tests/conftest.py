@@ -37,15 +37,18 @@ def pytest_runtest_makereport(item, call):
                            "output of scripts/install-venv.sh")
 
 
-def private_mount_namespace() -> list[str] | None:
+def private_mount_namespace(covering: list[str] | None = None) -> list[str] | None:
     """The argv prefix that runs a command in a private mount namespace
     (``unshare --mount --propagation private``), so bind mounts made there
-    never reach the rest of the system; None where that cannot be had.
+    over the files in ``covering`` never reach the rest of the system; None
+    where that cannot be had.
 
     In a chroot whose / is not a mount point the kernel refuses to change
-    the root's propagation (EINVAL); there, if no mount of this namespace is
-    shared with another one (no ``shared:`` tag in mountinfo), a new mount
-    namespace is private already and ``--propagation unchanged`` is used."""
+    the root's propagation (EINVAL).  There a bind mount made in a new
+    namespace propagates only through a *shared* mount that contains the
+    mount point, so ``--propagation unchanged`` is used when no visible mount
+    holding one of the ``covering`` files is shared (``ip netns`` makes
+    /run/netns shared, which does not matter here)."""
     import shutil
     import subprocess
 
@@ -57,9 +60,14 @@ def private_mount_namespace() -> list[str] | None:
         return private
     if "propagation" not in probe.stderr:
         return None
+    targets = [os.path.realpath(f) for f in covering or []]
     with open("/proc/self/mountinfo") as f:
-        if any(" shared:" in line.split(" - ")[0] for line in f):
-            return None
+        for line in f:
+            head = line.split(" - ")[0].split()
+            point = head[4].rstrip("/") + "/"
+            holds = any(t.startswith(point) for t in targets)
+            if holds and any(opt.startswith("shared:") for opt in head[6:]):
+                return None
     return ["unshare", "--mount", "--propagation", "unchanged"]
 
 

@@ -74,12 +74,12 @@ def _libbpf_files() -> list[str]:
 
 def _mount_prefix() -> list[str]:
     """``unshare`` + bind mounts of /dev/null over libbpf, or skip."""
-    ns = private_mount_namespace()
-    if ns is None or not shutil.which("mount"):
-        pytest.skip("hiding libbpf in a mount namespace needs root, unshare and mount")
     files = _libbpf_files()
     if not files:
         pytest.skip("libbpf is not installed here: nothing to hide")
+    ns = private_mount_namespace(files)
+    if ns is None or not shutil.which("mount"):
+        pytest.skip("hiding libbpf in a mount namespace needs root, unshare and mount")
     script = " && ".join(f"mount --bind /dev/null '{f}'" for f in files)
     return [*ns, "sh", "-c", script + ' && exec "$0" "$@"']
 

@@ -28,7 +28,7 @@ def _spawn(args: list[str], hide: list[str] | None) -> subprocess.CompletedProce
     if hide is None:
         cmd = [sys.executable, *args]
     else:  # sh -c SCRIPT sh N FILE... ARG...: mount over the N files, then exec python
-        ns = private_mount_namespace()
+        ns = private_mount_namespace(hide)
         assert ns is not None, "no private mount namespace here"
         cmd = [*ns, "--", "sh", "-c",
                'n=$1; shift; i=0; while [ $i -lt $n ]; do mount --bind /dev/null "$1" '
@@ -83,7 +83,7 @@ print(json.dumps(out))
 @pytest.fixture(scope="module")
 def hidden() -> list[str]:
     """The libbpf files to hide (skips where hiding is impossible)."""
-    if private_mount_namespace() is None:
+    if private_mount_namespace(_libbpf_files()) is None:
         if REQUIRE_KERNEL:
             pytest.fail("hiding libbpf needs root and unshare(1)")
         pytest.skip("hiding libbpf needs root and unshare(1)")
