@@ -4,8 +4,16 @@ Commands: ``demo``, ``list``, ``info MAP``, ``tail MAP``, ``write MAP``,
 ``bench``.  ``MAP`` is named the bpftool way: ``id N``, ``pinned PATH`` or
 ``name NAME``.  Tables for people, JSON lines with ``--json``.
 
-Exit codes: 0 success (and Ctrl-C on streaming commands), 1 a bpfring or
-system error (one line on stderr, with a hint), 2 bad usage.
+Every error is one line on stderr, ``bpfring: error: WHAT (hint: WHAT TO DO)``,
+and one of these exit codes (``EXIT_*`` below; the README lists them too):
+
+* 0 success; also ``tail`` and ``demo`` ended by Ctrl-C, SIGTERM or SIGHUP
+  (a stream has no other way to end);
+* 1 a bpfring or system error (no such map, permission, kernel refusal);
+* 2 bad usage or bad input (options, map reference, a sample that does not
+  match its ``--type``);
+* 70 an internal error (a bug in bpfring: ``-vv`` shows the traceback);
+* 130 interrupted before the work was done (``write``, ``bench``).
 """
 
 from __future__ import annotations
@@ -26,6 +34,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bpfring")
 
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from . import demo
@@ -36,12 +50,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _mapref(args: argparse.Namespace) -> MapRef:
+    import os
+
     from .mapref import MapRef
 
     try:
-        return MapRef.parse([args.kind, args.ref])
+        ref = MapRef.parse([args.kind, args.ref])
     except ValueError as e:
         raise _Usage(str(e)) from None
+    if ref.kind == "id" and not 0 < int(ref.value) < 1 << 32:
+        raise _Usage(f"map id {args.ref} is out of range: map ids are 1 to {(1 << 32) - 1}")
+    if ref.kind == "pinned" and os.path.isdir(str(ref.value)):
+        import errno
+
+        raise BPFError(f"{ref.value} is a directory, not a pinned map", errno=errno.EISDIR,
+                       hint="'bpfring list' shows the rings and where they are pinned")
+    return ref
 
 
 class _Usage(Exception):
@@ -170,7 +194,13 @@ def _cmd_write(args: argparse.Namespace) -> int:
             if rtype is not None:
                 if not isinstance(value, dict):
                     raise _Usage(f"--type {args.type} needs a JSON object, got {text!r}")
-                return rtype.encode(value)
+                try:
+                    return rtype.encode(value)
+                except (TypeError, ValueError, OverflowError, KeyError, BPFError) as e:
+                    fields = ", ".join(rtype.fields)
+                    detail = e.message if isinstance(e, BPFError) else str(e).strip("'\"")
+                    raise _Usage(f"sample {text} does not match --type {args.type}: {detail}"
+                                 + (f" (its fields: {fields})" if fields else "")) from None
             if isinstance(value, str):
                 return _hex(value)
             raise _Usage("without --type, give the sample as a JSON string of hex digits")
@@ -188,9 +218,16 @@ def _cmd_write(args: argparse.Namespace) -> int:
                                    else _hex(line))
         if not samples:
             raise _Usage("nothing to write: give --json LINE, --hex HEX or - (stdin)")
-        for data in samples:
-            urb.write(data, timeout=args.timeout)
-        print(f"wrote {len(samples)} sample(s) to map id {urb.map_id}", file=sys.stderr)
+        written = 0
+        try:
+            for data in samples:
+                urb.write(data, timeout=args.timeout)
+                written += 1
+        except KeyboardInterrupt:
+            print(f"bpfring: error: interrupted after writing {written} of {len(samples)} "
+                  f"sample(s) to map id {urb.map_id}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        print(f"wrote {written} sample(s) to map id {urb.map_id}", file=sys.stderr)
     return 0
 
 
@@ -324,6 +361,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _error_line(e: BPFError) -> str:
+    """``bpfring: error: MESSAGE (hint: HINT)``, one line whatever the error holds."""
+    import os
+
+    from ._sys import PRIV_HINT
+
+    first = e.message.splitlines()[0] if e.message else type(e).__name__
+    hint = e.hint
+    if hint == PRIV_HINT and os.geteuid() == 0:
+        # Root was refused: privileges are not what is missing.
+        hint = ("bpfring runs as root already: the kernel refused for another reason "
+                "(an LSM policy, or the object is not what the command needs)")
+    return f"bpfring: error: {first}" + (f" (hint: {hint})" if hint else "")
+
+
+def _stop_on_signals() -> None:
+    """End a streaming command on SIGTERM and SIGHUP as on Ctrl-C: the
+    handler raises KeyboardInterrupt, so ``with`` blocks close the ring and
+    the exit is as clean as for SIGINT."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
@@ -332,11 +397,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return _bench_main(argv[1:])
         except KeyboardInterrupt:
-            return 130
+            return EXIT_INTERRUPTED
         except BPFError as e:
-            print(f"bpfring: error: {e.message}" + (f" (hint: {e.hint})" if e.hint else ""),
-                  file=sys.stderr)
-            return 1
+            print(_error_line(e), file=sys.stderr)
+            return EXIT_ERROR
     parser = build_parser()
     args = parser.parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
@@ -345,24 +409,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     # carries the verifier log): show them only with -v.
     if args.verbose == 0:
         logging.getLogger("bpfring.libbpf").setLevel(logging.ERROR)
+    if args.command in ("tail", "demo"):
+        _stop_on_signals()
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
     except KeyboardInterrupt:
-        return 0
+        return EXIT_OK if args.command in ("tail", "demo") else EXIT_INTERRUPTED
     except _Usage as e:
         print(f"bpfring: error: {e} (hint: bpfring {args.command} --help)", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except BrokenPipeError:
-        return 0
+        return EXIT_OK
     except BPFError as e:
-        first = e.message.splitlines()[0] if e.message else type(e).__name__
-        hint = f" (hint: {e.hint})" if e.hint else ""
-        print(f"bpfring: error: {first}{hint}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as e:
+        print(_error_line(e), file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:
         print(f"bpfring: error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
+    except Exception as e:  # a bug: still one line, the traceback with -vv
+        log.debug("internal error", exc_info=True)
+        print(f"bpfring: error: internal error: {type(e).__name__}: {e} (hint: rerun with "
+              "-vv for the traceback and report it)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover
