@@ -361,16 +361,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _has_bpf_capabilities() -> bool:
+    """Whether this process holds CAP_SYS_ADMIN, CAP_PERFMON and CAP_BPF
+    (root may have lost them: a container, a dropped bounding set)."""
+    try:
+        with open("/proc/self/status") as f:
+            eff = next(int(ln.split()[1], 16) for ln in f if ln.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return False
+    want = (1 << 21) | (1 << 38) | (1 << 39)
+    return eff & want == want
+
+
 def _error_line(e: BPFError) -> str:
     """``bpfring: error: MESSAGE (hint: HINT)``, one line whatever the error holds."""
-    import os
-
     from ._sys import PRIV_HINT
 
     first = e.message.splitlines()[0] if e.message else type(e).__name__
     hint = e.hint
-    if hint == PRIV_HINT and os.geteuid() == 0:
-        # Root was refused: privileges are not what is missing.
+    if hint == PRIV_HINT and _has_bpf_capabilities():
+        # Refused with every BPF capability: privileges are not what is missing.
         hint = ("bpfring runs as root already: the kernel refused for another reason "
                 "(an LSM policy, or the object is not what the command needs)")
     return f"bpfring: error: {first}" + (f" (hint: {hint})" if hint else "")
