@@ -23,7 +23,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import BPFError
@@ -112,9 +112,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from .discovery import list_rings
 
     rings = list_rings()
-    if args.json:
-        for r in rings:
-            print(json.dumps(r.asdict()))
+    if args.json:  # one JSON document, as bpftool prints
+        print(json.dumps([r.asdict() for r in rings]))
         return 0
     print(f"{'ID':>6} {'NAME':<16} {'TYPE':<13} {'SIZE':>10} {'PENDING':>10} {'FILL':>6} "
           f"{'LOST':>6}  PINNED")
@@ -142,23 +141,175 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_tail(args: argparse.Namespace) -> int:
-    import time
+class _Where:
+    """A ``--where`` filter: a Python-syntax expression over record fields,
+    parsed with :mod:`ast` and walked by a whitelist (comparisons, ``and``,
+    ``or``, ``not``, field names, ``a.b`` for nested fields, literals,
+    unary minus, tuples/lists of literals for ``in``).  Nothing is ever
+    passed to ``eval``: any other node (calls, subscripts, lambdas, dunder
+    attributes) is refused when parsing."""
 
+    _CMP: dict[type, Callable[[Any, Any], bool]] = {}
+
+    def __init__(self, text: str, fields: Sequence[str]) -> None:
+        import ast
+        import operator
+
+        if not _Where._CMP:
+            _Where._CMP.update({
+                ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt,
+                ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
+                ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b})
+        self.text = text
+        self.fields = set(fields)
+        try:
+            tree = ast.parse(text, mode="eval")
+        except SyntaxError as e:
+            raise _Usage(f"--where {text!r}: not an expression ({e.msg})") from None
+        self._fn = self._compile(tree.body)
+
+    def _compile(self, node: Any) -> Callable[[dict[str, Any]], Any]:
+        import ast
+
+        if isinstance(node, ast.BoolOp):
+            parts = [self._compile(v) for v in node.values]
+            if isinstance(node.op, ast.And):
+                return lambda r: all(p(r) for p in parts)
+            return lambda r: any(p(r) for p in parts)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            inner = self._compile(node.operand)
+            return lambda r: not inner(r)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+            operand = self._compile(node.operand)
+            neg = isinstance(node.op, ast.USub)
+            return lambda r: -operand(r) if neg else +operand(r)
+        if isinstance(node, ast.Compare):
+            first = self._compile(node.left)
+            steps = [(self._CMP[type(op)], self._compile(c))
+                     for op, c in zip(node.ops, node.comparators, strict=True)
+                     if type(op) in self._CMP]
+            if len(steps) != len(node.ops):
+                raise _Usage(f"--where {self.text!r}: 'is' is not supported; use == or !=")
+
+            def compare(r: dict[str, Any]) -> bool:
+                left = first(r)
+                for op, right_fn in steps:
+                    right = right_fn(r)
+                    if not op(left, right):
+                        return False
+                    left = right
+                return True
+            return compare
+        if isinstance(node, ast.Constant) and isinstance(
+                node.value, int | float | str | bytes | bool | type(None)):
+            value = node.value
+            return lambda r: value
+        if isinstance(node, ast.Tuple | ast.List | ast.Set):
+            items = [self._compile(e) for e in node.elts]
+            return lambda r: tuple(i(r) for i in items)
+        if isinstance(node, ast.Name):
+            name = node.id
+            if name not in self.fields:
+                raise _Usage(f"--where {self.text!r}: no field {name!r} (fields: "
+                             f"{', '.join(sorted(self.fields))})")
+            return lambda r: r[name]
+        if isinstance(node, ast.Attribute) and not node.attr.startswith("_"):
+            base = self._compile(node.value)
+            attr = node.attr
+
+            def member(r: dict[str, Any]) -> Any:
+                value = base(r)
+                asdict = getattr(value, "_asdict", None)
+                if asdict is None:
+                    raise _Usage(f"--where {self.text!r}: {attr!r} is not a member here")
+                fields = asdict()
+                if attr not in fields:
+                    raise _Usage(f"--where {self.text!r}: no member {attr!r} (members: "
+                                 f"{', '.join(fields)})")
+                return fields[attr]
+            return member
+        raise _Usage(f"--where {self.text!r}: '{ast.unparse(node)}' is not allowed (only "
+                     "comparisons, and/or/not, field names and literals)")
+
+    def __call__(self, record: dict[str, Any]) -> bool:
+        try:
+            return bool(self._fn(record))
+        except TypeError as e:
+            raise _Usage(f"--where {self.text!r}: {e}") from None
+
+
+def _open_consumer(args: argparse.Namespace) -> Any:
+    """The consumer for ``tail``: a :class:`RingBuffer` for a kernel ring, a
+    :class:`PerfBuffer` for a perf event array; a user ring is refused with
+    the command that does work on it."""
+    from . import _sys
+    from .mapref import MapRef
+    from .perfbuf import PerfBuffer
     from .ringbuf import RingBuffer
 
-    rb = RingBuffer(_mapref(args))
-    with rb:
-        rtype = _record_type(args, rb.map_id)
-        print(f"bpfring: warning: tail consumes the records of map id {rb.map_id}; any other "
+    ref = _mapref(args)
+    if ref.kind == "name":
+        # Names are shared across map types: prefer a kernel ring, then say
+        # what the name is if it is none.
+        for mtype in (_sys.MAP_TYPE_RINGBUF, _sys.MAP_TYPE_PERF_EVENT_ARRAY,
+                      _sys.MAP_TYPE_USER_RINGBUF):
+            try:
+                fd = ref.open_owned(map_type=mtype)
+                break
+            except BPFError as e:
+                first = e
+        else:
+            raise first
+    else:
+        fd = ref.open_owned()
+    with fd:
+        info = _sys.map_info(fd.fileno())
+        if info.type == _sys.MAP_TYPE_USER_RINGBUF:
+            raise BPFError(f"map {info.name or 'unnamed'!r} (id {info.id}) is a user_ringbuf "
+                           "map: this is a user ring buffer (user → kernel); use write",
+                           hint=f"use UserRingBuffer from Python, or 'bpfring write id "
+                           f"{info.id} --hex HEX' to send it samples")
+        if info.type == _sys.MAP_TYPE_PERF_EVENT_ARRAY:
+            return PerfBuffer(MapRef.fd(fd.fileno()))
+        return RingBuffer(MapRef.fd(fd.fileno()))
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from .perfbuf import PerfBuffer
+
+    consumer = _open_consumer(args)
+    with consumer:
+        map_id: int = consumer.map_id
+        rtype = _record_type(args, map_id)
+        fields = list(rtype.fields) if rtype is not None else []
+        where = _Where(args.where, [*fields, "size", "cpu"]) if args.where else None
+        stats = args.stats if args.stats is not None else os.isatty(sys.stdout.fileno())
+        lost_of = _lost_reader(consumer)
+        print(f"bpfring: warning: tail consumes the records of map id {map_id}; any other "
               "consumer of this ring will miss them", file=sys.stderr)
         seen = 0
-        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        received = 0
+        start = last_stats = time.monotonic()
+        deadline = None if args.timeout is None else start + args.timeout
+        perf = isinstance(consumer, PerfBuffer)
 
         def show(view: memoryview) -> None:
-            nonlocal seen
+            nonlocal seen, received
+            received += 1
             ts = time.strftime("%H:%M:%S")
             rec = rtype.decode(view) if rtype is not None and view.nbytes >= rtype.size else None
+            if where is not None:
+                values: dict[str, Any] = {"size": view.nbytes,
+                                          "cpu": consumer.cpu if perf else None}
+                if rec is not None:
+                    values.update(rec._asdict())
+                elif fields:
+                    return  # too short for --type: no fields to test
+                if not where(values):
+                    return
             if args.json:
                 if rec is not None:
                     out = {"time": ts, **rec._asdict()}
@@ -171,12 +322,45 @@ def _cmd_tail(args: argparse.Namespace) -> int:
                 print(f"{ts} {view.nbytes:>5}B {bytes(view).hex()}", flush=True)
             seen += 1
 
-        while args.count is None or seen < args.count:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if left == 0.0:
-                break
-            rb.poll(show, timeout=left, limit=None if args.count is None else args.count - seen)
+        def report(now: float) -> None:
+            rate = received / (now - start) if now > start else 0.0
+            lost = lost_of()
+            print(f"bpfring: {received} records ({seen} shown), {rate:.1f}/s, lost "
+                  f"{'unknown' if lost is None else lost}", file=sys.stderr, flush=True)
+
+        try:
+            while args.count is None or seen < args.count:
+                now = time.monotonic()
+                if stats and now - last_stats >= 1.0:
+                    report(now)
+                    last_stats = now
+                left = None if deadline is None else max(0.0, deadline - now)
+                if left == 0.0:
+                    break
+                if stats:
+                    left = 1.0 if left is None else min(left, 1.0)
+                consumer.poll(show, timeout=left,
+                              limit=None if args.count is None else args.count - seen)
+        finally:
+            if stats:
+                report(time.monotonic())
     return 0
+
+
+def _lost_reader(consumer: Any) -> Callable[[], int | None]:
+    """How ``--stats`` learns the lost count: the perf buffer counts its
+    loss reports; a kernel ring has one only with bpfring.h's ``__lost``
+    counter next to it."""
+    from .perfbuf import PerfBuffer
+
+    if isinstance(consumer, PerfBuffer):
+        return lambda: int(consumer.lost)
+    from .discovery import find_lost_map, read_lost
+
+    lost_id = find_lost_map(consumer.map_id, consumer.info.name) if consumer.info.name else None
+    if lost_id is None:
+        return lambda: None
+    return lambda: read_lost(lost_id)
 
 
 def _cmd_write(args: argparse.Namespace) -> int:
@@ -313,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list the ring buffer maps on this host",
                         description="List ring buffer maps (both types): id, name, type, "
                         "size, bytes pending, fill level, lost count when known, pins.")
-    ls.add_argument("--json", action="store_true", help="one JSON object per ring")
+    ls.add_argument("--json", action="store_true",
+                    help="one JSON document: an array with one object per ring")
     ls.set_defaults(func=_cmd_list)
 
     inf = sub.add_parser("info", help="show one ring's size, positions and fill",
@@ -324,15 +509,23 @@ def build_parser() -> argparse.ArgumentParser:
     inf.set_defaults(func=_cmd_info)
 
     t = sub.add_parser("tail", help="print the records of a kernel ring buffer",
-                       description="Consume and print records of a BPF_MAP_TYPE_RINGBUF map, "
+                       description="Consume and print records of a BPF_MAP_TYPE_RINGBUF map "
+                       "(or of a BPF_MAP_TYPE_PERF_EVENT_ARRAY), "
                        "decoded from BTF with --type, as hex otherwise.  Note: this consumes "
                        "the records; another consumer of the same ring will miss them.")
     add_map(t)
     t.add_argument("--type", metavar="NAME", help="decode records as this BTF type")
     t.add_argument("--btf", metavar="FILE", help="take types from this object file "
                    "(default: the BTF of the program that uses the map)")
-    t.add_argument("--json", action="store_true", help="one JSON object per record")
-    t.add_argument("--count", type=int, metavar="N", help="exit after N records")
+    t.add_argument("--json", action="store_true",
+                   help="JSON lines: one JSON object per record, a stream (not one document)")
+    t.add_argument("--where", metavar="EXPR", help="show only records matching EXPR, e.g. "
+                   "'pid == 42 and comm != \"sh\"': comparisons, and/or/not, field names "
+                   "(with --type; also size, and cpu for perf buffers) and literals")
+    t.add_argument("--stats", action=argparse.BooleanOptionalAction, default=None,
+                   help="show the record rate and lost count on stderr every second "
+                   "(default: on when stdout is a terminal)")
+    t.add_argument("--count", type=int, metavar="N", help="exit after N records shown")
     t.add_argument("--timeout", type=float, metavar="SEC", help="exit after SEC seconds")
     t.set_defaults(func=_cmd_tail)
 
@@ -412,7 +605,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_error_line(e), file=sys.stderr)
             return EXIT_ERROR
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra == ["-"] and args.command == "write" and args.stdin is None:
+        args.stdin = "-"  # "write MAP --type T -": stdin named after the options
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="bpfring: %(levelname)s: %(message)s")
     # libbpf's own warnings are noisy and repeated in our errors (LoadError
