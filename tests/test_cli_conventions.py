@@ -131,3 +131,62 @@ def test_stats_default_on_a_terminal(echo):
         os.close(master)
     assert proc.returncode == 0, proc.stderr
     assert any("/s" in ln and "lost" in ln for ln in proc.stderr.splitlines())
+
+
+def test_build_writes_a_loadable_object(kernel, tmp_path):
+    out = tmp_path / "echo.bpf.o"
+    proc = cli("build", str(BPF_DIR / "echo.bpf.c"), "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(out)
+    assert out.read_bytes()[:4] == b"\x7fELF"
+    with bpfring.load(out) as obj:
+        assert "in_ring" in obj.maps and obj.name == "echo"
+    bad = tmp_path / "bad.bpf.c"
+    bad.write_text("int f(void) { return undeclared; }\n")
+    err = _one_line_error(cli("build", str(bad), "-o", str(tmp_path / "bad.o")))
+    assert "undeclared" in err
+    assert not (tmp_path / "bad.o").exists()
+    err = _one_line_error(cli("build", str(tmp_path / "nosuch.bpf.c")), code=2)
+    assert "no such BPF C source" in err
+
+
+def test_list_shows_programs_and_pids(echo):
+    import os
+
+    rb = echo.ring_buffer("out_ring")
+    from bpfring import _sys
+
+    progs = set()
+    for name in ("echo", "produce"):
+        with open(f"/proc/self/fdinfo/{echo.programs[name].fd}") as f:
+            progs.add(next(int(ln.split()[1]) for ln in f if ln.startswith("prog_id:")))
+    assert progs and _sys.prog_ids()
+    proc = cli("list", "--json")
+    assert proc.returncode == 0, proc.stderr
+    ring = {r["id"]: r for r in json.loads(proc.stdout)}[rb.map_id]
+    assert os.getpid() in ring["pids"]
+    users = {p["id"]: p["pids"] for p in ring["programs"]}
+    assert progs <= set(users)
+    assert all(os.getpid() in users[p] for p in progs)
+    table = cli("list").stdout.splitlines()
+    assert "PROGRAMS(PIDS)" in table[0]
+    row = next(line for line in table if line.split()[0] == str(rb.map_id))
+    assert all(f"{p}(" in row and str(os.getpid()) in row for p in progs)
+    info = cli("info", "id", str(rb.map_id)).stdout
+    assert f"held by pids:   {os.getpid()}" in info
+
+
+def test_bench_help_lists_every_suite():
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("_suites", root / "benchmarks" / "__init__.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    proc = cli("bench", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: bpfring bench" in proc.stdout
+    for suite in mod.SUITES:
+        assert any(line.split()[:1] == [suite] for line in proc.stdout.splitlines()), suite

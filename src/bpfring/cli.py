@@ -1,8 +1,10 @@
 """The ``bpfring`` command line.
 
 Commands: ``demo``, ``list``, ``info MAP``, ``tail MAP``, ``write MAP``,
-``bench``.  ``MAP`` is named the bpftool way: ``id N``, ``pinned PATH`` or
-``name NAME``.  Tables for people, JSON lines with ``--json``.
+``build``, ``bench``.  ``MAP`` is named the bpftool way: ``id N``, ``pinned
+PATH`` or ``name NAME``.  Tables for people; ``--json`` as bpftool does it:
+one JSON document for ``list`` and ``info``, JSON lines (a stream) for
+``tail``.
 
 Every error is one line on stderr, ``bpfring: error: WHAT (hint: WHAT TO DO)``,
 and one of these exit codes (``EXIT_*`` below; the README lists them too):
@@ -30,6 +32,7 @@ from .errors import BPFError
 
 if TYPE_CHECKING:
     from .btf import Codec
+    from .discovery import RingInfo
     from .mapref import MapRef
 
 log = logging.getLogger("bpfring")
@@ -116,12 +119,19 @@ def _cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps([r.asdict() for r in rings]))
         return 0
     print(f"{'ID':>6} {'NAME':<16} {'TYPE':<13} {'SIZE':>10} {'PENDING':>10} {'FILL':>6} "
-          f"{'LOST':>6}  PINNED")
+          f"{'LOST':>6}  {'PROGRAMS(PIDS)':<24} PINNED")
     for r in rings:
         lost = "-" if r.lost is None else str(r.lost)
         print(f"{r.id:>6} {r.name or '-':<16} {r.type:<13} {r.size:>10} {r.pending:>10} "
-              f"{r.fill:>6.1%} {lost:>6}  {' '.join(r.pinned) or '-'}")
+              f"{r.fill:>6.1%} {lost:>6}  {_users_text(r):<24} {' '.join(r.pinned) or '-'}")
     return 0
+
+
+def _users_text(r: RingInfo) -> str:
+    """``12(345,346) 13(-)``: each program using the ring and the pids holding it."""
+    if not r.programs:
+        return "-"
+    return " ".join(f"{p['id']}({','.join(map(str, p['pids'])) or '-'})" for p in r.programs)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -135,7 +145,9 @@ def _cmd_info(args: argparse.Namespace) -> int:
             ("consumer_pos", r.consumer_pos), ("producer_pos", r.producer_pos),
             ("pending bytes", r.pending), ("fill", f"{r.fill:.1%}"),
             ("lost", "unknown (no bpfring lost counter)" if r.lost is None else r.lost),
-            ("pinned", " ".join(r.pinned) or "-")]
+            ("pinned", " ".join(r.pinned) or "-"),
+            ("programs(pids)", _users_text(r)),
+            ("held by pids", " ".join(map(str, r.pids)) or "-")]
     for k, v in rows:
         print(f"{k + ':':<15} {v}")
     return 0
@@ -415,6 +427,42 @@ def _cmd_write(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build(args: argparse.Namespace) -> int:
+    """Compile with clang (through the build cache) and copy the object to
+    ``-o``: objects can then ship to machines without clang."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .build import build
+
+    src = Path(args.source)
+    if not src.is_file():
+        raise _Usage(f"no such BPF C source: {args.source}")
+    out = Path(args.output) if args.output else src.with_name(
+        src.name.removesuffix(".c") + (".o" if src.name.endswith(".bpf.c") else ".bpf.o"))
+    if out.resolve() == src.resolve():
+        raise _Usage(f"the output {out} would overwrite the source")
+    defines: dict[str, object] = {}
+    for d in args.define or []:
+        key, eq, value = d.partition("=")
+        defines[key] = value if eq else 1
+    built = build(src, include_dirs=args.include or [], defines=defines)
+    # Copy next to the destination, then rename: a reader never sees half a file.
+    fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix=".bpfring-")
+    try:
+        with os.fdopen(fd, "wb") as dst, open(built, "rb") as f:
+            shutil.copyfileobj(f, dst)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    print(out)
+    return 0
+
+
 def _hex(text: str) -> bytes:
     try:
         return bytes.fromhex(text.replace(" ", "").removeprefix("0x"))
@@ -447,7 +495,24 @@ def _bench_main(argv: Sequence[str]) -> int:
         mod = importlib.util.module_from_spec(spec)
         sys.modules["benchmarks"] = mod
         spec.loader.exec_module(mod)
+    if list(argv[:1]) in (["-h"], ["--help"]):
+        _bench_help(mod.SUITES)
+        return EXIT_OK
     return int(mod.main(list(argv)))
+
+
+def _bench_help(suites: dict[str, str]) -> None:
+    """``bpfring bench --help``: every suite with the first sentence of its
+    docstring (``bpfring bench SUITE --help`` shows a suite's options)."""
+    import importlib
+
+    print("usage: bpfring bench [SUITE] [options]\n\nRun a benchmark suite side by side "
+          "with its baselines (default suite: rings).\n\nsuites:")
+    for name, module in suites.items():
+        doc = (importlib.import_module(module).__doc__ or "").strip().split("\n\n")[0]
+        text = " ".join(doc.split()).split(". ")[0].rstrip(".")
+        print(f"  {name:<8} {text.split(': ', 1)[-1] if text.startswith('``') else text}")
+    print("\n'bpfring bench SUITE --help' lists a suite's options and cases.")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -543,6 +608,19 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--timeout", type=float, default=0, metavar="SEC",
                    help="wait up to SEC seconds for room when the ring is full (default 0)")
     w.set_defaults(func=_cmd_write)
+
+    bd = sub.add_parser("build", help="compile BPF C into an object file",
+                        description="Compile FILE.bpf.c with clang (the flags bpfring.load "
+                        "uses, vmlinux.h generated for this kernel) and write the object, "
+                        "to load it with bpfring.load() where clang is not installed.")
+    bd.add_argument("source", metavar="FILE.bpf.c", help="the BPF C source")
+    bd.add_argument("-o", "--output", metavar="OUT",
+                    help="the object to write (default: FILE.bpf.o next to the source)")
+    bd.add_argument("-I", dest="include", action="append", metavar="DIR",
+                    help="add an include directory (repeatable)")
+    bd.add_argument("-D", dest="define", action="append", metavar="NAME[=VALUE]",
+                    help="define a macro (repeatable)")
+    bd.set_defaults(func=_cmd_build)
 
     b = sub.add_parser("bench", help="run the benchmark suites (rings, bridge)",
                        description="Benchmarks, side by side with their baselines; "
