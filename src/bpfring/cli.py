@@ -496,23 +496,28 @@ def _bench_main(argv: Sequence[str]) -> int:
         sys.modules["benchmarks"] = mod
         spec.loader.exec_module(mod)
     if list(argv[:1]) in (["-h"], ["--help"]):
+        # The default suite's options, then every suite.
+        try:
+            mod.main(list(argv))
+        except SystemExit as e:
+            if e.code not in (0, None):
+                raise
         _bench_help(mod.SUITES)
         return EXIT_OK
     return int(mod.main(list(argv)))
 
 
 def _bench_help(suites: dict[str, str]) -> None:
-    """``bpfring bench --help``: every suite with the first sentence of its
+    """The end of ``bpfring bench --help``: every suite with the first sentence of its
     docstring (``bpfring bench SUITE --help`` shows a suite's options)."""
     import importlib
 
-    print("usage: bpfring bench [SUITE] [options]\n\nRun a benchmark suite side by side "
-          "with its baselines (default suite: rings).\n\nsuites:")
+    print("\nsuites ('bpfring bench SUITE [options]', default rings):")
     for name, module in suites.items():
         doc = (importlib.import_module(module).__doc__ or "").strip().split("\n\n")[0]
         text = " ".join(doc.split()).split(". ")[0].rstrip(".")
         print(f"  {name:<8} {text.split(': ', 1)[-1] if text.startswith('``') else text}")
-    print("\n'bpfring bench SUITE --help' lists a suite's options and cases.")
+    print("'bpfring bench SUITE --help' lists a suite's options and cases.")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
