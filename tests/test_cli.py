@@ -66,7 +66,9 @@ def test_list_and_info(echo):
     try:
         proc = cli("list", "--json")
         assert proc.returncode == 0, proc.stderr
-        rings = {r["id"]: r for r in map(json.loads, proc.stdout.splitlines())}
+        doc = json.loads(proc.stdout)  # one JSON document, as bpftool prints
+        assert isinstance(doc, list)
+        rings = {r["id"]: r for r in doc}
         assert rings[urb.map_id]["type"] == "user_ringbuf"
         assert rings[urb.map_id]["pending"] == 16
         assert rings[urb.map_id]["pinned"] == [pin]

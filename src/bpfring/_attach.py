@@ -45,7 +45,7 @@ from ._targets import (
     require_kprobes,
     resolve_binary,
 )
-from .errors import AttachError, BPFError, KernelTooOld
+from .errors import AttachError, BPFError, BPFPermissionError, KernelTooOld
 from .link import Link
 
 __all__ = ["AttachMethods", "AttachReport", "Skipped", "attach_all", "kprobes_available"]
@@ -245,6 +245,9 @@ class AttachMethods:
         target = f"tracepoint {category}:{name}"
         tracefs = ensure_tracefs()
         events = os.path.join(tracefs, "events")
+        unreadable = tracefs_unreadable(self.name, target, events)
+        if unreadable is not None:
+            raise unreadable
         if not os.path.isdir(os.path.join(events, category, name)):
             where = os.path.join(events, category)
             pool = os.listdir(where) if os.path.isdir(where) else os.listdir(events)
@@ -548,6 +551,21 @@ def needs_target(prog: AttachMethods) -> str | None:
     return None
 
 
+def tracefs_unreadable(program: str, target: str, events: str) -> BPFError | None:
+    """The error when this process cannot read tracefs ``events/``: libbpf
+    reads a tracepoint's id there, so CAP_BPF and CAP_PERFMON alone do not
+    let a non-root user attach one (tracefs is root-only, mode 0700, by
+    default)."""
+    if os.access(events, os.R_OK | os.X_OK):
+        return None
+    return BPFPermissionError(
+        f"attaching program {program!r} to {target}: cannot read {events}",
+        errno=_errno.EACCES,
+        hint="attaching a tracepoint reads its id from tracefs, which CAP_BPF and "
+        "CAP_PERFMON do not grant: run as root, or give this user read access to tracefs "
+        "(for example its gid= mount option)")
+
+
 def missing_target(prog: AttachMethods) -> BPFError | None:
     """The error of a ``SEC()`` target this kernel does not have (kprobes
     without CONFIG_KPROBES, a tracepoint tracefs does not list), or None."""
@@ -563,6 +581,10 @@ def missing_target(prog: AttachMethods) -> BPFError | None:
             tracefs = ensure_tracefs()
         except BPFError as e:
             return e
+        unreadable = tracefs_unreadable(prog.name, f"tracepoint {category}:{name}",
+                                        os.path.join(tracefs, "events"))
+        if unreadable is not None:
+            return unreadable
         if not os.path.isdir(os.path.join(tracefs, "events", category, name)):
             return AttachError(f"attaching program {prog.name!r} to tracepoint "
                                f"{category}:{name}: no such tracepoint", errno=_errno.ENOENT,

@@ -228,12 +228,44 @@ class capture_log:
 
 
 def errno_of(ret: int) -> int:
-    """libbpf returns ``-errno``; errno is also set for NULL-returning calls."""
+    """libbpf returns ``-errno``; errno is also set for NULL-returning calls.
+    The result may be one of libbpf's own codes (:data:`LIBBPF_ERRNO`):
+    describe it with :func:`strerror`, not ``os.strerror``."""
     return -ret if ret < 0 else ctypes.get_errno()
+
+
+#: libbpf's own error codes (``enum libbpf_errno`` in ``<bpf/libbpf.h>``,
+#: from 4000 on), which it returns like errnos: name and meaning.
+LIBBPF_ERRNO: dict[int, tuple[str, str]] = {
+    4000: ("LIBBPF_ERRNO__LIBELF", "libelf failed (not a readable ELF file?)"),
+    4001: ("LIBBPF_ERRNO__FORMAT", "not a valid BPF object (bad ELF format)"),
+    4002: ("LIBBPF_ERRNO__KVERSION", "incorrect or missing 'version' section"),
+    4003: ("LIBBPF_ERRNO__ENDIAN", "the object's endianness does not match this machine"),
+    4004: ("LIBBPF_ERRNO__INTERNAL", "internal error in libbpf"),
+    4005: ("LIBBPF_ERRNO__RELOC", "relocation failed"),
+    4006: ("LIBBPF_ERRNO__LOAD", "loading a program failed for an unknown reason"),
+    4007: ("LIBBPF_ERRNO__VERIFY", "the kernel verifier rejected a program"),
+    4008: ("LIBBPF_ERRNO__PROG2BIG", "a program is too big"),
+    4009: ("LIBBPF_ERRNO__KVER", "incorrect kernel version"),
+    4010: ("LIBBPF_ERRNO__PROGTYPE", "the kernel does not support this program type"),
+    4011: ("LIBBPF_ERRNO__WRNGPID", "wrong pid in a netlink message"),
+    4012: ("LIBBPF_ERRNO__INVSEQ", "invalid netlink sequence"),
+    4013: ("LIBBPF_ERRNO__NLPARSE", "netlink parsing error"),
+}
+
+
+def strerror(err: int) -> str:
+    """The meaning of an errno or of a libbpf error code."""
+    import os
+
+    if err in LIBBPF_ERRNO:
+        return LIBBPF_ERRNO[err][1]
+    return os.strerror(err)
 
 
 def cstr(b: bytes | None) -> str:
     return b.decode() if b else ""
 
 
-__all__ = ["OpenOpts", "c_uint", "capture_log", "cstr", "errno_of", "lib", "libbpf_log"]
+__all__ = ["LIBBPF_ERRNO", "OpenOpts", "c_uint", "capture_log", "cstr", "errno_of", "lib",
+           "libbpf_log", "strerror"]

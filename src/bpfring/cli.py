@@ -1,11 +1,21 @@
 """The ``bpfring`` command line.
 
 Commands: ``demo``, ``list``, ``info MAP``, ``tail MAP``, ``write MAP``,
-``bench``.  ``MAP`` is named the bpftool way: ``id N``, ``pinned PATH`` or
-``name NAME``.  Tables for people, JSON lines with ``--json``.
+``build``, ``bench``.  ``MAP`` is named the bpftool way: ``id N``, ``pinned
+PATH`` or ``name NAME``.  Tables for people; ``--json`` as bpftool does it:
+one JSON document for ``list`` and ``info``, JSON lines (a stream) for
+``tail``.
 
-Exit codes: 0 success (and Ctrl-C on streaming commands), 1 a bpfring or
-system error (one line on stderr, with a hint), 2 bad usage.
+Every error is one line on stderr, ``bpfring: error: WHAT (hint: WHAT TO DO)``,
+and one of these exit codes (``EXIT_*`` below; the README lists them too):
+
+* 0 success; also ``tail`` and ``demo`` ended by Ctrl-C, SIGTERM or SIGHUP
+  (a stream has no other way to end);
+* 1 a bpfring or system error (no such map, permission, kernel refusal);
+* 2 bad usage or bad input (options, map reference, a sample that does not
+  match its ``--type``);
+* 70 an internal error (a bug in bpfring: ``-vv`` shows the traceback);
+* 130 interrupted before the work was done (``write``, ``bench``).
 """
 
 from __future__ import annotations
@@ -15,16 +25,23 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import BPFError
 
 if TYPE_CHECKING:
     from .btf import Codec
+    from .discovery import RingInfo
     from .mapref import MapRef
 
 log = logging.getLogger("bpfring")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -36,12 +53,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _mapref(args: argparse.Namespace) -> MapRef:
+    import os
+
     from .mapref import MapRef
 
     try:
-        return MapRef.parse([args.kind, args.ref])
+        ref = MapRef.parse([args.kind, args.ref])
     except ValueError as e:
         raise _Usage(str(e)) from None
+    if ref.kind == "id" and not 0 < int(ref.value) < 1 << 32:
+        raise _Usage(f"map id {args.ref} is out of range: map ids are 1 to {(1 << 32) - 1}")
+    if ref.kind == "pinned" and os.path.isdir(str(ref.value)):
+        import errno
+
+        raise BPFError(f"{ref.value} is a directory, not a pinned map", errno=errno.EISDIR,
+                       hint="'bpfring list' shows the rings and where they are pinned")
+    return ref
 
 
 class _Usage(Exception):
@@ -88,17 +115,23 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from .discovery import list_rings
 
     rings = list_rings()
-    if args.json:
-        for r in rings:
-            print(json.dumps(r.asdict()))
+    if args.json:  # one JSON document, as bpftool prints
+        print(json.dumps([r.asdict() for r in rings]))
         return 0
     print(f"{'ID':>6} {'NAME':<16} {'TYPE':<13} {'SIZE':>10} {'PENDING':>10} {'FILL':>6} "
-          f"{'LOST':>6}  PINNED")
+          f"{'LOST':>6}  {'PROGRAMS(PIDS)':<24} PINNED")
     for r in rings:
         lost = "-" if r.lost is None else str(r.lost)
         print(f"{r.id:>6} {r.name or '-':<16} {r.type:<13} {r.size:>10} {r.pending:>10} "
-              f"{r.fill:>6.1%} {lost:>6}  {' '.join(r.pinned) or '-'}")
+              f"{r.fill:>6.1%} {lost:>6}  {_users_text(r):<24} {' '.join(r.pinned) or '-'}")
     return 0
+
+
+def _users_text(r: RingInfo) -> str:
+    """``12(345,346) 13(-)``: each program using the ring and the pids holding it."""
+    if not r.programs:
+        return "-"
+    return " ".join(f"{p['id']}({','.join(map(str, p['pids'])) or '-'})" for p in r.programs)
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -112,29 +145,183 @@ def _cmd_info(args: argparse.Namespace) -> int:
             ("consumer_pos", r.consumer_pos), ("producer_pos", r.producer_pos),
             ("pending bytes", r.pending), ("fill", f"{r.fill:.1%}"),
             ("lost", "unknown (no bpfring lost counter)" if r.lost is None else r.lost),
-            ("pinned", " ".join(r.pinned) or "-")]
+            ("pinned", " ".join(r.pinned) or "-"),
+            ("programs(pids)", _users_text(r)),
+            ("held by pids", " ".join(map(str, r.pids)) or "-")]
     for k, v in rows:
         print(f"{k + ':':<15} {v}")
     return 0
 
 
-def _cmd_tail(args: argparse.Namespace) -> int:
-    import time
+class _Where:
+    """A ``--where`` filter: a Python-syntax expression over record fields,
+    parsed with :mod:`ast` and walked by a whitelist (comparisons, ``and``,
+    ``or``, ``not``, field names, ``a.b`` for nested fields, literals,
+    unary minus, tuples/lists of literals for ``in``).  Nothing is ever
+    passed to ``eval``: any other node (calls, subscripts, lambdas, dunder
+    attributes) is refused when parsing."""
 
+    _CMP: dict[type, Callable[[Any, Any], bool]] = {}
+
+    def __init__(self, text: str, fields: Sequence[str]) -> None:
+        import ast
+        import operator
+
+        if not _Where._CMP:
+            _Where._CMP.update({
+                ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt,
+                ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
+                ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b})
+        self.text = text
+        self.fields = set(fields)
+        try:
+            tree = ast.parse(text, mode="eval")
+        except SyntaxError as e:
+            raise _Usage(f"--where {text!r}: not an expression ({e.msg})") from None
+        self._fn = self._compile(tree.body)
+
+    def _compile(self, node: Any) -> Callable[[dict[str, Any]], Any]:
+        import ast
+
+        if isinstance(node, ast.BoolOp):
+            parts = [self._compile(v) for v in node.values]
+            if isinstance(node.op, ast.And):
+                return lambda r: all(p(r) for p in parts)
+            return lambda r: any(p(r) for p in parts)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            inner = self._compile(node.operand)
+            return lambda r: not inner(r)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
+            operand = self._compile(node.operand)
+            neg = isinstance(node.op, ast.USub)
+            return lambda r: -operand(r) if neg else +operand(r)
+        if isinstance(node, ast.Compare):
+            first = self._compile(node.left)
+            steps = [(self._CMP[type(op)], self._compile(c))
+                     for op, c in zip(node.ops, node.comparators, strict=True)
+                     if type(op) in self._CMP]
+            if len(steps) != len(node.ops):
+                raise _Usage(f"--where {self.text!r}: 'is' is not supported; use == or !=")
+
+            def compare(r: dict[str, Any]) -> bool:
+                left = first(r)
+                for op, right_fn in steps:
+                    right = right_fn(r)
+                    if not op(left, right):
+                        return False
+                    left = right
+                return True
+            return compare
+        if isinstance(node, ast.Constant) and isinstance(
+                node.value, int | float | str | bytes | bool | type(None)):
+            value = node.value
+            return lambda r: value
+        if isinstance(node, ast.Tuple | ast.List | ast.Set):
+            items = [self._compile(e) for e in node.elts]
+            return lambda r: tuple(i(r) for i in items)
+        if isinstance(node, ast.Name):
+            name = node.id
+            if name not in self.fields:
+                raise _Usage(f"--where {self.text!r}: no field {name!r} (fields: "
+                             f"{', '.join(sorted(self.fields))})")
+            return lambda r: r[name]
+        if isinstance(node, ast.Attribute) and not node.attr.startswith("_"):
+            base = self._compile(node.value)
+            attr = node.attr
+
+            def member(r: dict[str, Any]) -> Any:
+                value = base(r)
+                asdict = getattr(value, "_asdict", None)
+                if asdict is None:
+                    raise _Usage(f"--where {self.text!r}: {attr!r} is not a member here")
+                fields = asdict()
+                if attr not in fields:
+                    raise _Usage(f"--where {self.text!r}: no member {attr!r} (members: "
+                                 f"{', '.join(fields)})")
+                return fields[attr]
+            return member
+        raise _Usage(f"--where {self.text!r}: '{ast.unparse(node)}' is not allowed (only "
+                     "comparisons, and/or/not, field names and literals)")
+
+    def __call__(self, record: dict[str, Any]) -> bool:
+        try:
+            return bool(self._fn(record))
+        except TypeError as e:
+            raise _Usage(f"--where {self.text!r}: {e}") from None
+
+
+def _open_consumer(args: argparse.Namespace) -> Any:
+    """The consumer for ``tail``: a :class:`RingBuffer` for a kernel ring, a
+    :class:`PerfBuffer` for a perf event array; a user ring is refused with
+    the command that does work on it."""
+    from . import _sys
+    from .mapref import MapRef
+    from .perfbuf import PerfBuffer
     from .ringbuf import RingBuffer
 
-    rb = RingBuffer(_mapref(args))
-    with rb:
-        rtype = _record_type(args, rb.map_id)
-        print(f"bpfring: warning: tail consumes the records of map id {rb.map_id}; any other "
+    ref = _mapref(args)
+    if ref.kind == "name":
+        # Names are shared across map types: prefer a kernel ring, then say
+        # what the name is if it is none.
+        for mtype in (_sys.MAP_TYPE_RINGBUF, _sys.MAP_TYPE_PERF_EVENT_ARRAY,
+                      _sys.MAP_TYPE_USER_RINGBUF):
+            try:
+                fd = ref.open_owned(map_type=mtype)
+                break
+            except BPFError as e:
+                first = e
+        else:
+            raise first
+    else:
+        fd = ref.open_owned()
+    with fd:
+        info = _sys.map_info(fd.fileno())
+        if info.type == _sys.MAP_TYPE_USER_RINGBUF:
+            raise BPFError(f"map {info.name or 'unnamed'!r} (id {info.id}) is a user_ringbuf "
+                           "map: this is a user ring buffer (user → kernel); use write",
+                           hint=f"use UserRingBuffer from Python, or 'bpfring write id "
+                           f"{info.id} --hex HEX' to send it samples")
+        if info.type == _sys.MAP_TYPE_PERF_EVENT_ARRAY:
+            return PerfBuffer(MapRef.fd(fd.fileno()))
+        return RingBuffer(MapRef.fd(fd.fileno()))
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    import os
+    import time
+
+    from .perfbuf import PerfBuffer
+
+    consumer = _open_consumer(args)
+    with consumer:
+        map_id: int = consumer.map_id
+        rtype = _record_type(args, map_id)
+        fields = list(rtype.fields) if rtype is not None else []
+        where = _Where(args.where, [*fields, "size", "cpu"]) if args.where else None
+        stats = args.stats if args.stats is not None else os.isatty(sys.stdout.fileno())
+        lost_of = _lost_reader(consumer)
+        print(f"bpfring: warning: tail consumes the records of map id {map_id}; any other "
               "consumer of this ring will miss them", file=sys.stderr)
         seen = 0
-        deadline = None if args.timeout is None else time.monotonic() + args.timeout
+        received = 0
+        start = last_stats = time.monotonic()
+        deadline = None if args.timeout is None else start + args.timeout
+        perf = isinstance(consumer, PerfBuffer)
 
         def show(view: memoryview) -> None:
-            nonlocal seen
+            nonlocal seen, received
+            received += 1
             ts = time.strftime("%H:%M:%S")
             rec = rtype.decode(view) if rtype is not None and view.nbytes >= rtype.size else None
+            if where is not None:
+                values: dict[str, Any] = {"size": view.nbytes,
+                                          "cpu": consumer.cpu if perf else None}
+                if rec is not None:
+                    values.update(rec._asdict())
+                elif fields:
+                    return  # too short for --type: no fields to test
+                if not where(values):
+                    return
             if args.json:
                 if rec is not None:
                     out = {"time": ts, **rec._asdict()}
@@ -147,12 +334,45 @@ def _cmd_tail(args: argparse.Namespace) -> int:
                 print(f"{ts} {view.nbytes:>5}B {bytes(view).hex()}", flush=True)
             seen += 1
 
-        while args.count is None or seen < args.count:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if left == 0.0:
-                break
-            rb.poll(show, timeout=left, limit=None if args.count is None else args.count - seen)
+        def report(now: float) -> None:
+            rate = received / (now - start) if now > start else 0.0
+            lost = lost_of()
+            print(f"bpfring: {received} records ({seen} shown), {rate:.1f}/s, lost "
+                  f"{'unknown' if lost is None else lost}", file=sys.stderr, flush=True)
+
+        try:
+            while args.count is None or seen < args.count:
+                now = time.monotonic()
+                if stats and now - last_stats >= 1.0:
+                    report(now)
+                    last_stats = now
+                left = None if deadline is None else max(0.0, deadline - now)
+                if left == 0.0:
+                    break
+                if stats:
+                    left = 1.0 if left is None else min(left, 1.0)
+                consumer.poll(show, timeout=left,
+                              limit=None if args.count is None else args.count - seen)
+        finally:
+            if stats:
+                report(time.monotonic())
     return 0
+
+
+def _lost_reader(consumer: Any) -> Callable[[], int | None]:
+    """How ``--stats`` learns the lost count: the perf buffer counts its
+    loss reports; a kernel ring has one only with bpfring.h's ``__lost``
+    counter next to it."""
+    from .perfbuf import PerfBuffer
+
+    if isinstance(consumer, PerfBuffer):
+        return lambda: int(consumer.lost)
+    from .discovery import find_lost_map, read_lost
+
+    lost_id = find_lost_map(consumer.map_id, consumer.info.name) if consumer.info.name else None
+    if lost_id is None:
+        return lambda: None
+    return lambda: read_lost(lost_id)
 
 
 def _cmd_write(args: argparse.Namespace) -> int:
@@ -170,7 +390,13 @@ def _cmd_write(args: argparse.Namespace) -> int:
             if rtype is not None:
                 if not isinstance(value, dict):
                     raise _Usage(f"--type {args.type} needs a JSON object, got {text!r}")
-                return rtype.encode(value)
+                try:
+                    return rtype.encode(value)
+                except (TypeError, ValueError, OverflowError, KeyError, BPFError) as e:
+                    fields = ", ".join(rtype.fields)
+                    detail = e.message if isinstance(e, BPFError) else str(e).strip("'\"")
+                    raise _Usage(f"sample {text} does not match --type {args.type}: {detail}"
+                                 + (f" (its fields: {fields})" if fields else "")) from None
             if isinstance(value, str):
                 return _hex(value)
             raise _Usage("without --type, give the sample as a JSON string of hex digits")
@@ -188,9 +414,52 @@ def _cmd_write(args: argparse.Namespace) -> int:
                                    else _hex(line))
         if not samples:
             raise _Usage("nothing to write: give --json LINE, --hex HEX or - (stdin)")
-        for data in samples:
-            urb.write(data, timeout=args.timeout)
-        print(f"wrote {len(samples)} sample(s) to map id {urb.map_id}", file=sys.stderr)
+        written = 0
+        try:
+            for data in samples:
+                urb.write(data, timeout=args.timeout)
+                written += 1
+        except KeyboardInterrupt:
+            print(f"bpfring: error: interrupted after writing {written} of {len(samples)} "
+                  f"sample(s) to map id {urb.map_id}", file=sys.stderr)
+            return EXIT_INTERRUPTED
+        print(f"wrote {written} sample(s) to map id {urb.map_id}", file=sys.stderr)
+    return 0
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    """Compile with clang (through the build cache) and copy the object to
+    ``-o``: objects can then ship to machines without clang."""
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from .build import build
+
+    src = Path(args.source)
+    if not src.is_file():
+        raise _Usage(f"no such BPF C source: {args.source}")
+    out = Path(args.output) if args.output else src.with_name(
+        src.name.removesuffix(".c") + (".o" if src.name.endswith(".bpf.c") else ".bpf.o"))
+    if out.resolve() == src.resolve():
+        raise _Usage(f"the output {out} would overwrite the source")
+    defines: dict[str, object] = {}
+    for d in args.define or []:
+        key, eq, value = d.partition("=")
+        defines[key] = value if eq else 1
+    built = build(src, include_dirs=args.include or [], defines=defines)
+    # Copy next to the destination, then rename: a reader never sees half a file.
+    fd, tmp = tempfile.mkstemp(dir=out.parent if str(out.parent) else ".", prefix=".bpfring-")
+    try:
+        with os.fdopen(fd, "wb") as dst, open(built, "rb") as f:
+            shutil.copyfileobj(f, dst)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    print(out)
     return 0
 
 
@@ -226,7 +495,29 @@ def _bench_main(argv: Sequence[str]) -> int:
         mod = importlib.util.module_from_spec(spec)
         sys.modules["benchmarks"] = mod
         spec.loader.exec_module(mod)
+    if list(argv[:1]) in (["-h"], ["--help"]):
+        # The default suite's options, then every suite.
+        try:
+            mod.main(list(argv))
+        except SystemExit as e:
+            if e.code not in (0, None):
+                raise
+        _bench_help(mod.SUITES)
+        return EXIT_OK
     return int(mod.main(list(argv)))
+
+
+def _bench_help(suites: dict[str, str]) -> None:
+    """The end of ``bpfring bench --help``: every suite with the first sentence of its
+    docstring (``bpfring bench SUITE --help`` shows a suite's options)."""
+    import importlib
+
+    print("\nsuites ('bpfring bench SUITE [options]', default rings):")
+    for name, module in suites.items():
+        doc = (importlib.import_module(module).__doc__ or "").strip().split("\n\n")[0]
+        text = " ".join(doc.split()).split(". ")[0].rstrip(".")
+        print(f"  {name:<8} {text.split(': ', 1)[-1] if text.startswith('``') else text}")
+    print("'bpfring bench SUITE --help' lists a suite's options and cases.")
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -276,7 +567,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls = sub.add_parser("list", help="list the ring buffer maps on this host",
                         description="List ring buffer maps (both types): id, name, type, "
                         "size, bytes pending, fill level, lost count when known, pins.")
-    ls.add_argument("--json", action="store_true", help="one JSON object per ring")
+    ls.add_argument("--json", action="store_true",
+                    help="one JSON document: an array with one object per ring")
     ls.set_defaults(func=_cmd_list)
 
     inf = sub.add_parser("info", help="show one ring's size, positions and fill",
@@ -287,15 +579,23 @@ def build_parser() -> argparse.ArgumentParser:
     inf.set_defaults(func=_cmd_info)
 
     t = sub.add_parser("tail", help="print the records of a kernel ring buffer",
-                       description="Consume and print records of a BPF_MAP_TYPE_RINGBUF map, "
+                       description="Consume and print records of a BPF_MAP_TYPE_RINGBUF map "
+                       "(or of a BPF_MAP_TYPE_PERF_EVENT_ARRAY), "
                        "decoded from BTF with --type, as hex otherwise.  Note: this consumes "
                        "the records; another consumer of the same ring will miss them.")
     add_map(t)
     t.add_argument("--type", metavar="NAME", help="decode records as this BTF type")
     t.add_argument("--btf", metavar="FILE", help="take types from this object file "
                    "(default: the BTF of the program that uses the map)")
-    t.add_argument("--json", action="store_true", help="one JSON object per record")
-    t.add_argument("--count", type=int, metavar="N", help="exit after N records")
+    t.add_argument("--json", action="store_true",
+                   help="JSON lines: one JSON object per record, a stream (not one document)")
+    t.add_argument("--where", metavar="EXPR", help="show only records matching EXPR, e.g. "
+                   "'pid == 42 and comm != \"sh\"': comparisons, and/or/not, field names "
+                   "(with --type; also size, and cpu for perf buffers) and literals")
+    t.add_argument("--stats", action=argparse.BooleanOptionalAction, default=None,
+                   help="show the record rate and lost count on stderr every second "
+                   "(default: on when stdout is a terminal)")
+    t.add_argument("--count", type=int, metavar="N", help="exit after N records shown")
     t.add_argument("--timeout", type=float, metavar="SEC", help="exit after SEC seconds")
     t.set_defaults(func=_cmd_tail)
 
@@ -314,6 +614,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wait up to SEC seconds for room when the ring is full (default 0)")
     w.set_defaults(func=_cmd_write)
 
+    bd = sub.add_parser("build", help="compile BPF C into an object file",
+                        description="Compile FILE.bpf.c with clang (the flags bpfring.load "
+                        "uses, vmlinux.h generated for this kernel) and write the object, "
+                        "to load it with bpfring.load() where clang is not installed.")
+    bd.add_argument("source", metavar="FILE.bpf.c", help="the BPF C source")
+    bd.add_argument("-o", "--output", metavar="OUT",
+                    help="the object to write (default: FILE.bpf.o next to the source)")
+    bd.add_argument("-I", dest="include", action="append", metavar="DIR",
+                    help="add an include directory (repeatable)")
+    bd.add_argument("-D", dest="define", action="append", metavar="NAME[=VALUE]",
+                    help="define a macro (repeatable)")
+    bd.set_defaults(func=_cmd_build)
+
     b = sub.add_parser("bench", help="run the benchmark suites (rings, bridge)",
                        description="Benchmarks, side by side with their baselines; "
                        "'bpfring bench SUITE --help' lists a suite's options.",
@@ -324,6 +637,44 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _has_bpf_capabilities() -> bool:
+    """Whether this process holds CAP_SYS_ADMIN, CAP_PERFMON and CAP_BPF
+    (root may have lost them: a container, a dropped bounding set)."""
+    try:
+        with open("/proc/self/status") as f:
+            eff = next(int(ln.split()[1], 16) for ln in f if ln.startswith("CapEff:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return False
+    want = (1 << 21) | (1 << 38) | (1 << 39)
+    return eff & want == want
+
+
+def _error_line(e: BPFError) -> str:
+    """``bpfring: error: MESSAGE (hint: HINT)``, one line whatever the error holds."""
+    from ._sys import PRIV_HINT
+
+    first = e.message.splitlines()[0] if e.message else type(e).__name__
+    hint = e.hint
+    if hint == PRIV_HINT and _has_bpf_capabilities():
+        # Refused with every BPF capability: privileges are not what is missing.
+        hint = ("bpfring runs as root already: the kernel refused for another reason "
+                "(an LSM policy, or the object is not what the command needs)")
+    return f"bpfring: error: {first}" + (f" (hint: {hint})" if hint else "")
+
+
+def _stop_on_signals() -> None:
+    """End a streaming command on SIGTERM and SIGHUP as on Ctrl-C: the
+    handler raises KeyboardInterrupt, so ``with`` blocks close the ring and
+    the exit is as clean as for SIGINT."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
@@ -332,37 +683,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return _bench_main(argv[1:])
         except KeyboardInterrupt:
-            return 130
+            return EXIT_INTERRUPTED
         except BPFError as e:
-            print(f"bpfring: error: {e.message}" + (f" (hint: {e.hint})" if e.hint else ""),
-                  file=sys.stderr)
-            return 1
+            print(_error_line(e), file=sys.stderr)
+            return EXIT_ERROR
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra == ["-"] and args.command == "write" and args.stdin is None:
+        args.stdin = "-"  # "write MAP --type T -": stdin named after the options
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="bpfring: %(levelname)s: %(message)s")
     # libbpf's own warnings are noisy and repeated in our errors (LoadError
     # carries the verifier log): show them only with -v.
     if args.verbose == 0:
         logging.getLogger("bpfring.libbpf").setLevel(logging.ERROR)
+    if args.command in ("tail", "demo"):
+        _stop_on_signals()
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
     except KeyboardInterrupt:
-        return 0
+        return EXIT_OK if args.command in ("tail", "demo") else EXIT_INTERRUPTED
     except _Usage as e:
         print(f"bpfring: error: {e} (hint: bpfring {args.command} --help)", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except BrokenPipeError:
-        return 0
+        return EXIT_OK
     except BPFError as e:
-        first = e.message.splitlines()[0] if e.message else type(e).__name__
-        hint = f" (hint: {e.hint})" if e.hint else ""
-        print(f"bpfring: error: {first}{hint}", file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as e:
+        print(_error_line(e), file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:
         print(f"bpfring: error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
+    except Exception as e:  # a bug: still one line, the traceback with -vv
+        log.debug("internal error", exc_info=True)
+        print(f"bpfring: error: internal error: {type(e).__name__}: {e} (hint: rerun with "
+              "-vv for the traceback and report it)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

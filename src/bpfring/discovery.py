@@ -20,8 +20,8 @@ from ._fs import BPFFS, is_bpffs
 from .errors import BPFError
 from .mapref import MapRef
 
-__all__ = ["RingInfo", "find_lost_map", "list_rings", "map_btf", "pinned_paths", "read_lost",
-           "ring_info"]
+__all__ = ["RingInfo", "fd_owners", "find_lost_map", "list_rings", "map_btf", "pinned_paths",
+           "program_maps", "read_lost", "ring_info"]
 
 PAGE = mmap.PAGESIZE
 RING_TYPES = (_sys.MAP_TYPE_RINGBUF, _sys.MAP_TYPE_USER_RINGBUF)
@@ -42,6 +42,9 @@ class RingInfo:
     pinned: list[str] = field(default_factory=list)
     lost: int | None = None  #: from the bpfring.h ``<name>__lost`` counter, when found
     btf_id: int = 0
+    #: the programs using the ring: ``{"id": prog id, "pids": [pids holding it]}``
+    programs: list[dict[str, Any]] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)  #: processes holding the map itself
 
     def asdict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +84,66 @@ def pinned_paths(root: str = BPFFS) -> dict[int, list[str]]:
                     continue  # a pinned program or link, not a map
             out.setdefault(info.id, []).append(path)
     return out
+
+
+def fd_owners(proc: str = "/proc") -> tuple[dict[int, list[int]], dict[int, list[int]]]:
+    """(map id -> pids, program id -> pids) of the processes holding BPF map
+    and program fds, read from ``/proc/PID/fdinfo`` (its ``map_id:`` and
+    ``prog_id:`` lines).  Only fds whose link says ``anon_inode:bpf-map`` or
+    ``bpf-prog`` are read, so the scan stays cheap; processes that go away
+    or that we may not inspect are skipped."""
+    maps: dict[int, set[int]] = {}
+    progs: dict[int, set[int]] = {}
+    try:
+        pids = [int(d) for d in os.listdir(proc) if d.isdigit()]
+    except OSError:
+        return {}, {}
+    for pid in pids:
+        fddir = f"{proc}/{pid}/fd"
+        try:
+            fds = os.listdir(fddir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"{fddir}/{fd}")
+            except OSError:
+                continue
+            if target not in ("anon_inode:bpf-map", "anon_inode:bpf-prog"):
+                continue
+            key, table = (("map_id:", maps) if target.endswith("map") else ("prog_id:", progs))
+            try:
+                with open(f"{proc}/{pid}/fdinfo/{fd}") as f:
+                    for line in f:
+                        if line.startswith(key):
+                            table.setdefault(int(line.split()[1]), set()).add(pid)
+                            break
+            except (OSError, ValueError, IndexError):
+                continue
+    return ({k: sorted(v) for k, v in maps.items()}, {k: sorted(v) for k, v in progs.items()})
+
+
+def program_maps() -> dict[int, list[int]]:
+    """Program id -> ids of the maps it uses, for every program on the host."""
+    out: dict[int, list[int]] = {}
+    for pid in _sys.prog_ids():
+        try:
+            pfd = _open(_sys.prog_get_fd_by_id(pid), "program")
+        except BPFError:
+            continue
+        with pfd:
+            try:
+                out[pid] = _sys.prog_info(pfd.fileno())[0]
+            except BPFError:
+                continue
+    return out
+
+
+def _users(info: RingInfo, progs: dict[int, list[int]],
+           owners: tuple[dict[int, list[int]], dict[int, list[int]]]) -> None:
+    info.pids = owners[0].get(info.id, [])
+    info.programs = [{"id": p, "pids": owners[1].get(p, [])}
+                     for p, ids in sorted(progs.items()) if info.id in ids]
 
 
 def _open(fd: int, what: str = "map") -> OwnedFD:
@@ -162,10 +225,11 @@ def _describe(fd: int, pins: dict[int, list[str]] | None, with_lost: bool) -> Ri
     )
 
 
-def list_rings(with_lost: bool = True) -> list[RingInfo]:
-    """Every ring map on the host (both types), in id order."""
+def list_rings(with_lost: bool = True, with_users: bool = True) -> list[RingInfo]:
+    """Every ring map on the host (both types), in id order; ``with_users``:
+    with the programs using each ring and the pids holding them."""
     pins = pinned_paths()
-    out = []
+    out: list[RingInfo] = []
     for mid in _sys.map_ids():
         try:
             fd = _open(_sys.map_get_fd_by_id(mid))
@@ -177,6 +241,10 @@ def list_rings(with_lost: bool = True) -> list[RingInfo]:
                     out.append(_describe(fd.fileno(), pins, with_lost))
             except (BPFError, OSError):
                 continue  # went away, or cannot be mapped
+    if with_users and out:
+        progs, owners = program_maps(), fd_owners()
+        for r in out:
+            _users(r, progs, owners)
     return out
 
 
@@ -187,4 +255,6 @@ def ring_info(ref: MapRef | str) -> RingInfo:
     with ref.open_owned() as fd:
         info = _sys.map_info(fd.fileno())
         pins = pinned_paths() if info.type in RING_TYPES else None
-        return _describe(fd.fileno(), pins, True)
+        ring = _describe(fd.fileno(), pins, True)
+    _users(ring, program_maps(), fd_owners())
+    return ring

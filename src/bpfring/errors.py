@@ -56,13 +56,25 @@ class BPFError(OSError):
     def __str__(self) -> str:
         text = self.message
         if self.errno is not None:
-            text = f"{text} [{_errno.errorcode.get(self.errno, self.errno)}]"
+            text = f"{text} [{_code_name(self.errno)}]"
         if self.hint:
             text = f"{text} (hint: {self.hint})"
         return text
 
     def __reduce__(self) -> tuple[Any, ...]:  # keep pickling (multiprocessing) working
         return (_rebuild, (type(self), self.message, self.errno, self.hint))
+
+
+def _code_name(err: int) -> str:
+    """``ENOENT`` for errnos, ``LIBBPF_ERRNO__FORMAT``-style names for
+    libbpf's own codes (4000 on, named in ``_libbpf.LIBBPF_ERRNO``)."""
+    name = _errno.errorcode.get(err)
+    if name is None and 4000 <= err < 4100:
+        import sys
+
+        table = getattr(sys.modules.get("bpfring._libbpf"), "LIBBPF_ERRNO", {})
+        name = table.get(err, (f"libbpf error {err}",))[0]
+    return name or str(err)
 
 
 def _rebuild(cls: type[BPFError], message: str, err: int | None, hint: str | None) -> BPFError:

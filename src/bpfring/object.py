@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import _libbpf, _sys
 from ._attach import AttachMethods, AttachReport, attach_all
-from ._libbpf import capture_log, cstr, lib
+from ._libbpf import capture_log, cstr, lib, strerror
 from .build import build, build_source
 from .errors import BPFError, LoadError, MapTypeError
 from .link import Link
@@ -371,7 +371,7 @@ class BPFObject:
                 raise _sys.error_from_errno(err, what)
             reason = verifier_reason(verifier) or next(
                 (ln for ln in reversed(lines) if "failed to load object" not in ln), "")
-            raise LoadError(f"{what} failed: {os.strerror(err)}"
+            raise LoadError(f"{what} failed: {strerror(err)}"
                             + (f": {reason}" if reason else ""), errno=err, log=text,
                             hint="read the verifier log (exc.log); its last lines say what "
                                  "it rejected")
@@ -623,7 +623,7 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
         oname = name or "bpf_obj"
         opts.object_name = oname.encode()
         buf = ctypes.create_string_buffer(data, len(data))
-        with capture_log():
+        with capture_log() as lines:
             ptr = lib.bpf_object__open_mem(buf, len(data), ctypes.byref(opts))
         what = "object bytes"
     else:
@@ -635,6 +635,9 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
             path = Path(text)
             if not path.exists():
                 raise FileNotFoundError(_errno.ENOENT, "no such BPF source or object", text)
+            if path.is_dir():
+                raise LoadError(f"{text} is a directory, not a BPF object", errno=_errno.EISDIR,
+                                hint="pass a .bpf.o file or a .bpf.c source")
             if path.suffix == ".c":
                 path = build(path, include_dirs=dirs, defines=defines, cflags=flags, **kept)
         if name:
@@ -645,12 +648,15 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
         else:
             oname = "prog"
         opts.object_name = oname.encode()
-        with capture_log():
+        with capture_log() as lines:
             ptr = lib.bpf_object__open_file(os.fsencode(path), ctypes.byref(opts))
         what = str(path)
     if not ptr:
         err = ctypes.get_errno() or _errno.EINVAL
-        raise LoadError(f"libbpf cannot open {what}: {os.strerror(err)}", errno=err)
+        said = f" (libbpf: {lines[-1].removeprefix('libbpf: ')})" if lines else ""
+        raise LoadError(f"libbpf cannot open {what}: {strerror(err)}{said}", errno=err,
+                        log="\n".join(lines) if len(lines) > 1 else "",
+                        hint="pass an object compiled with clang -target bpf (a .bpf.o)")
     obj = BPFObject(ptr, oname, log_buf=log_buf)
     try:
         for k, v in (globals or {}).items():

@@ -199,6 +199,8 @@ class MappedRing:
     def create(cls, size: int, *, name: str = "") -> Self:
         """Create a new standalone ring map of ``size`` bytes (a power of two
         and a multiple of the page size)."""
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise TypeError(f"ring size must be an int, not {type(size).__name__} {size!r}")
         check_ring_size(size, PAGE_SIZE)
         fd = _sys.map_create(cls._map_type, 0, 0, size, name=name)
         return cls(fd, _owned=True)
