@@ -225,6 +225,17 @@ class Atom(Node):
 EXPAND_LIMIT = 256
 
 
+#: A struct member whose layout makes more values than this is compiled on its
+#: own and read as one raw item (else a DAG of big structs would inline
+#: exponentially many items); small members, the usual case, are inlined.
+INLINE_LIMIT = 64
+
+
+def apart(node: Node) -> bool:
+    """Whether a member is decoded by its own compiled codec (see INLINE_LIMIT)."""
+    return isinstance(node, StructNode | ArrayNode) and node.cost > INLINE_LIMIT
+
+
 class ArrayNode(Node):
     """A C array.  Arrays of atoms (also multi-dimensional) are read as one flat
     run of items; small arrays of structs repeat the element's items, large ones
@@ -251,7 +262,7 @@ class ArrayNode(Node):
         """Whether this array is read as one raw item (see :data:`EXPAND_LIMIT`)."""
         if isinstance(self.base, Atom):
             return not self.base.single and math.prod(self.shape) > EXPAND_LIMIT
-        return self.shape[0] > 4 and self.shape[0] * self.elem.cost > EXPAND_LIMIT
+        return self.shape[0] * self.elem.cost > EXPAND_LIMIT
 
     def gen_dec(self, g: Gen, off: int, path: str) -> str:
         if self._strided():
@@ -319,9 +330,11 @@ class ArrayNode(Node):
             n, esize = self.shape[0], self.elem.size
             lines.append(f"{ind}_a(_strided_enc({val}, {n}, {esize}, {into}, {path!r}))")
             return
+        # The element's own flatten (its values in its items' order): one statement
+        # per array, so nesting never runs into Python's limit on nested blocks.
+        flat = g.sym(self.elem.compiled().flatten, "_fl")
         e = g.tmp("e")
-        lines.append(f"{ind}for {e} in _seq({val}, {self.shape[0]}, {path!r}):")
-        self.elem.gen_enc(g, e, lines, ind + "    ", path + "[]")
+        lines.append(f"{ind}for {e} in _seq({val}, {self.shape[0]}, {path!r}): _e({flat}({e}))")
 
 
 @dataclass(slots=True)
@@ -510,6 +523,9 @@ class StructNode(Node):
         for e in self.entries:
             if isinstance(e, Bits):
                 exprs.extend(e.gen_dec(g, off, path))
+            elif apart(e.node):
+                k = g.add(off + e.offset, e.node.size, f"{e.node.size}s", 1, f"{path}.{e.pyname}")
+                exprs.append(f"{g.sym(e.node.compiled().decode, '_d')}({g.v(k)})")
             else:
                 exprs.append(e.node.gen_dec(g, off + e.offset, f"{path}.{e.pyname}"))
         return exprs
@@ -527,7 +543,10 @@ class StructNode(Node):
                 lines.append(f"{ind}{x} = _anon_get({val}, {get}, {e.pyname!r}, {keys})")
             else:
                 lines.append(f"{ind}{x} = {get}({e.pyname!r})")
-            e.node.gen_enc(g, x, lines, ind, f"{path}.{e.pyname}")
+            if apart(e.node):
+                lines.append(f"{ind}_a({g.sym(e.node.compiled().pack, '_p')}({x}))")
+            else:
+                e.node.gen_enc(g, x, lines, ind, f"{path}.{e.pyname}")
 
     def gen_dec(self, g: Gen, off: int, path: str) -> str:
         if self.union:
@@ -698,7 +717,10 @@ class Compiled:
             "    except _StructError as e:\n"
             "        raise _packerr(o, e, buf, offset) from None\n"
         )
-        exec(src, ns)
+        try:
+            exec(src, ns)
+        except (SyntaxError, RecursionError, MemoryError) as e:  # BTF nested absurdly
+            raise BTFError(f"{label}: layout too complex to compile ({e})") from None
         self.decode = ns["decode"]
         self.flatten = ns["flatten"]
         self.encode_into = ns["encode_into"]
