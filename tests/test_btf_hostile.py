@@ -291,3 +291,25 @@ def test_large_arrays_of_raw_atoms_and_unions_round_trip() -> None:
     assert c.dtype.itemsize == size
     with pytest.raises(ValueError, match="elements"):
         c.encode(us=[None] * 501)
+
+
+def test_big_members_compiled_apart_round_trip() -> None:
+    """A member with many values is decoded by its own codec (one raw item): same
+    values, same bytes, errors still name the field."""
+    b = Blob()
+    u8 = b.int_("u8", 1)
+    words = []
+    for k in range(100):
+        words += [b.s(f"f{k}"), u8, 8 * k]
+    wide = b.add("wide", Kind.STRUCT, 100, *words, vlen=100)
+    u32 = b.int_("u32", 4)
+    b.add("outer", Kind.STRUCT, 104, b.s("w"), wide, 0, b.s("tail"), u32, 800, vlen=2)
+    c = build(b).record("outer")
+    data = bytes(range(100)) + struct.pack("<I", 7)
+    rec = c.decode(data)
+    assert (rec.w.f0, rec.w.f99, rec.tail) == (0, 99, 7)
+    assert c.encode(rec) == data and bytes(rec) == data
+    assert c.encode(w={"f3": 9})[3] == 9
+    with pytest.raises(ValueError, match="f5"):
+        c.encode(w={"f5": 300})
+    assert c.dtype.itemsize == 104
