@@ -313,3 +313,13 @@ def test_big_members_compiled_apart_round_trip() -> None:
     with pytest.raises(ValueError, match="f5"):
         c.encode(w={"f5": 300})
     assert c.dtype.itemsize == 104
+
+
+def test_bitfields_out_of_order_are_btferror() -> None:
+    """Found by the fuzzer: a bitfield before the previous one's first byte."""
+    b = Blob()
+    u32 = b.int_("u32", 4)
+    b.add("s", Kind.STRUCT, 8, b.s("a"), u32, (3 << 24) | 40, b.s("b"), u32, (3 << 24) | 1,
+          vlen=2, kflag=1)  # fmt: skip
+    with pytest.raises(BTFError, match="overlaps"):
+        build(b).record("s")

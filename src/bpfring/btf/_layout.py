@@ -373,7 +373,9 @@ class Bits:
         self.np_start, self.np_width = self.start, self.width
 
     def overlaps(self, f: BitSpec) -> bool:
-        return f.bit // 8 < self.end
+        # a bitfield before this run's start (BTF out of order) starts a new run,
+        # which the struct format then reports as overlapping
+        return self.start <= f.bit // 8 < self.end
 
     def add(self, f: BitSpec) -> None:
         self.fields.append(f)
