@@ -323,3 +323,15 @@ def test_bitfields_out_of_order_are_btferror() -> None:
           vlen=2, kflag=1)  # fmt: skip
     with pytest.raises(BTFError, match="overlaps"):
         build(b).record("s")
+
+
+def test_union_member_beyond_size_is_btferror() -> None:
+    """Found by the fuzzer: numpy refused the dtype of a union smaller than a member."""
+    b = Blob()
+    u64 = b.int_("u64", 8)
+    b.add("u", Kind.UNION, 4, b.s("x"), u64, 0, vlen=1)
+    btf = build(b)
+    with pytest.raises(BTFError, match="beyond"):
+        c = btf.record("u")
+        c.decode(bytes(8))
+        c.dtype  # noqa: B018

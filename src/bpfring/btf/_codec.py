@@ -66,7 +66,10 @@ class Codec:
         arrays subarrays, ``char[N]`` is ``S<N>``, unions overlap, bitfields are
         their storage (see :attr:`bitfields`)."""
         if self._dtype is None:
-            self._dtype = np.dtype(self._node.np_format())
+            try:
+                self._dtype = np.dtype(self._node.np_format())
+            except (ValueError, TypeError) as e:  # layouts numpy refuses (hostile BTF)
+                raise BTFError(f"{self.name}: no numpy dtype for this layout ({e})") from None
         return self._dtype
 
     @property

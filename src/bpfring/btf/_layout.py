@@ -579,6 +579,12 @@ class StructNode(Node):
             else:
                 one = Compiled(e.node, f"{self.name}.{e.pyname}")
                 out.append((e.pyname, e.offset, one, e.anon_keys))
+        for pyname, mo, one, _k in out:
+            if mo + one.size > self.size:
+                raise BTFError(
+                    f"{self.name}.{pyname}: union member ends at {mo + one.size}, beyond the "
+                    f"union's size {self.size}"
+                )
         return out
 
     def union_functions(self) -> UnionFunctions:
