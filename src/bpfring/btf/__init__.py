@@ -85,6 +85,14 @@ the current BTF spec says; clang before 15 never sets it, so with such objects
 a negative enumerator reads as its unsigned 32-bit value (consistently for the
 enum class and for decoded fields).
 
+Untrusted BTF (a file, another user's object): every size is checked when a
+type is read (ints of 1-16 bytes with their bits inside, enums of 1/2/4/8,
+floats of 2/4/8/12/16, structs/unions/sections and arrays of at most 256 MiB),
+a type containing itself or nested more than 64 levels deep is refused, and
+whatever the parser or codec builder finds wrong is a :class:`BTFError` naming
+the type id.  Large arrays of structs cost O(1) to build: they are one raw run
+of bytes decoded element by element with the element's own codec.
+
 Layout of the package (one concern per module; only this module's names are
 public): ``_model`` the type kinds and records, ``_elf`` finding ``.BTF`` in
 an object file, ``_reader`` the :class:`BTF` parser and its lookups,

@@ -20,7 +20,17 @@ from ..errors import BTFError, TypeNotFound
 from ._codec import Codec
 from ._enums import enum_encoder, make_enum
 from ._layout import ArrayNode, Atom, Bits, BitSpec, Field, Node, StructNode
-from ._model import LAYOUT_ORDER, MAX_CHAIN, MODIFIERS, Kind, Member, Type
+from ._model import (
+    LAYOUT_ORDER,
+    MAX_CHAIN,
+    MAX_DEPTH,
+    MAX_EMPTY_ELEMS,
+    MAX_SIZE,
+    MODIFIERS,
+    Kind,
+    Member,
+    Type,
+)
 from ._records import RESERVED
 from ._runtime import cstr, raw_bytes, str_bytes
 
@@ -37,6 +47,10 @@ class CodecBuilder:
         self._enums: dict[int, type[IntEnum] | None] = {}
         self._codecs: dict[tuple[int, str], Codec] = {}
         self._lock = threading.RLock()
+        # Type ids being built, outermost first (under _lock, so one walk at a time):
+        # a type met again on this path is a cycle, a long path is too deep.
+        self._path: list[int] = []
+        self._depth = 0
 
     # codecs --------------------------------------------------------------------------
     def record(self, name: str, kind: Kind | str | None = None) -> Codec:
@@ -84,20 +98,41 @@ class CodecBuilder:
         btf = self._btf
         t = btf.type_by_id(tid)
         typedef = None
+        chain = [tid]
         for _ in range(MAX_CHAIN):
             if t.kind not in MODIFIERS and t.kind != Kind.VAR:
                 break
             if t.kind == Kind.TYPEDEF and typedef is None:
                 typedef = t.name
             t = btf.type_by_id(t.type_id)
+            chain.append(t.id)
         else:
-            raise BTFError(f"type {tid}: typedef/modifier chain too long (a loop?)")
+            raise BTFError(f"BTF type {tid}: typedef/modifier chain too long (a loop?)")
         label = t.name or typedef or hint or f"anon_{t.kind.name.lower()}"
         key = (t.id, None if t.name else label)
         with self._lock:
             node = self._nodes.get(key)
             if node is None:
-                node = self._build_node(t, label)
+                path = self._path
+                if t.id in path:
+                    loop = [*path[path.index(t.id) :], *chain]
+                    raise BTFError(
+                        f"BTF type cycle: type {t.id} contains itself "
+                        f"({' -> '.join(map(str, loop))})"
+                    )
+                if self._depth >= MAX_DEPTH:
+                    raise BTFError(
+                        f"BTF type {path[0]} is nested too deep (over {MAX_DEPTH} levels, "
+                        f"at type {t.id})"
+                    )
+                mark = len(path)
+                path.extend(chain)
+                self._depth += 1
+                try:
+                    node = self._build_node(t, label)
+                finally:
+                    del path[mark:]
+                    self._depth -= 1
                 self._nodes[key] = node
         return node
 
@@ -128,18 +163,37 @@ class CodecBuilder:
             elem = self._btf.resolve(t.elem_type_id)
             n = t.nelems
             if elem.is_char:
+                if n > MAX_SIZE:
+                    raise BTFError(f"BTF type {t.id}: char[{n}] is too big (limit {MAX_SIZE})")
                 return Atom(n, f"{n}s", f"S{n}", dec=cstr, enc=str_bytes, zero=b"",
                             label=f"char[{n}]")  # fmt: skip
-            return ArrayNode(self.node(t.elem_type_id, label), n)
+            enode = self.node(t.elem_type_id, label)
+            if n * enode.size > MAX_SIZE:
+                raise BTFError(
+                    f"BTF type {t.id}: array of {n} x {enode.size} bytes is too big "
+                    f"(limit {MAX_SIZE})"
+                )
+            return self._bounded(t, ArrayNode(enode, n))
         if k in (Kind.STRUCT, Kind.UNION):
-            return self._build_struct(t, label)
+            return self._bounded(t, self._build_struct(t, label))
         if k == Kind.DATASEC:
-            return self._build_datasec(t, label)
+            return self._bounded(t, self._build_datasec(t, label))
         if k == Kind.FWD:
             raise self._btf.not_found_error(
                 t.name, "union" if t.kind_flag else "struct", forward=True
             )
         raise BTFError(f"{self._btf.type_str(t.id)} ({k.name}) has no data layout to decode")
+
+    @staticmethod
+    def _bounded(t: Type, node: Node) -> Node:
+        """``node``, unless decoding it would make far more values than its bytes
+        allow (zero-sized elements repeated without limit): BTF is untrusted."""
+        if node.cost > 128 * node.size + MAX_EMPTY_ELEMS:
+            raise BTFError(
+                f"BTF type {t.id}: decoding it would make {node.cost} values from "
+                f"{node.size} bytes (zero-sized elements?)"
+            )
+        return node
 
     def _build_struct(self, t: Type, label: str) -> StructNode:
         btf = self._btf
@@ -157,6 +211,12 @@ class CodecBuilder:
                     )
                 nbits = rt.size * 8
             if nbits:
+                size = btf.resolve(m.type_id).size
+                if nbits > 8 * size:
+                    raise BTFError(
+                        f"BTF type {t.id} ({label}.{m.name}): bitfield of {nbits} bits in a "
+                        f"{size}-byte type"
+                    )
                 if not m.name:
                     continue  # unnamed bitfield: padding
                 spec = self._bit_spec(py_name(m.name, used), m, bit, nbits, label)

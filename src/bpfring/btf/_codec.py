@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from ..errors import BTFError
 from ._layout import Atom, BitField, Compiled, Decoder, EncoderInto, Node, StructNode
 from ._records import Record
 
@@ -65,7 +66,10 @@ class Codec:
         arrays subarrays, ``char[N]`` is ``S<N>``, unions overlap, bitfields are
         their storage (see :attr:`bitfields`)."""
         if self._dtype is None:
-            self._dtype = np.dtype(self._node.np_format())
+            try:
+                self._dtype = np.dtype(self._node.np_format())
+            except (ValueError, TypeError) as e:  # layouts numpy refuses (hostile BTF)
+                raise BTFError(f"{self.name}: no numpy dtype for this layout ({e})") from None
         return self._dtype
 
     @property
@@ -96,6 +100,8 @@ class Codec:
         self, buffer: ArrayBuffer, count: int = -1, offset: int = 0
     ) -> npt.NDArray[Any]:
         """Many packed values at once, as a numpy structured array (no copy)."""
+        if self.size == 0:  # numpy has no arrays of zero-sized items
+            raise BTFError(f"{self.name} has size 0: there is no array of it to decode")
         return np.frombuffer(buffer, dtype=self.dtype, count=count, offset=offset)
 
     def __repr__(self) -> str:

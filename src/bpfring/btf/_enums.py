@@ -13,7 +13,11 @@ from ._runtime import Encoder
 def make_enum(name: str, members: tuple[Enumerator, ...]) -> type[enum.IntEnum] | None:
     """An IntEnum for a BTF enum; names Python's Enum refuses (``mro``, ``_x_``)
     are left out (those values then decode as plain ints)."""
-    pairs = [(m.name, m.value) for m in members if m.name]
+    first: dict[str, int] = {}
+    for m in members:  # hostile BTF may repeat a name: the first one wins
+        if m.name:
+            first.setdefault(m.name, m.value)
+    pairs = list(first.items())
     if not pairs:
         return None
     cls_name = name if name.isidentifier() else "enum"

@@ -88,8 +88,11 @@ class Gen:
     ``struct`` items it reads (offset, size, code, number of values, path) and
     the namespace holding the objects the code refers to."""
 
-    def __init__(self, ns: dict[str, Any], counter: Iterator[int], base: str | None) -> None:
+    def __init__(
+        self, ns: dict[str, Any], counter: Iterator[int], base: str | None, label: str = ""
+    ) -> None:
         self.ns = ns
+        self.label = label  # the compiled type's name: prefixes paths in messages
         self.counter = counter
         self.base = base
         self.items: list[Item] = []
@@ -125,7 +128,7 @@ class Gen:
         return f"{prefix}{next(self.counter)}"
 
     def sub(self, base: str) -> Gen:
-        return Gen(self.ns, self.counter, base)
+        return Gen(self.ns, self.counter, base, self.label)
 
 
 # --------------------------------------------------------------------------------------
@@ -141,6 +144,9 @@ class Node:
     size: int = 0
     atom: bool = False
     label: str = "value"
+    #: How many Python values decoding makes (records and leaves): bounds the work a
+    #: decode of untrusted BTF can cost (see CodecBuilder).
+    cost: int = 1
     _compiled: Compiled | None = None
 
     def np_format(self) -> npt.DTypeLike:
@@ -213,9 +219,27 @@ class Atom(Node):
         lines.append(f"{ind}_a({self.enc_expr(g, val)})")
 
 
+#: Arrays of more struct items than this (or of more non-repeatable atoms) are read
+#: as one run of raw bytes and decoded element by element with the element's own
+#: codec, so that building a codec stays O(1) in the number of elements.
+EXPAND_LIMIT = 256
+
+
+#: A struct member whose layout makes more values than this is compiled on its
+#: own and read as one raw item (else a DAG of big structs would inline
+#: exponentially many items); small members, the usual case, are inlined.
+INLINE_LIMIT = 64
+
+
+def apart(node: Node) -> bool:
+    """Whether a member is decoded by its own compiled codec (see INLINE_LIMIT)."""
+    return isinstance(node, StructNode | ArrayNode) and node.cost > INLINE_LIMIT
+
+
 class ArrayNode(Node):
     """A C array.  Arrays of atoms (also multi-dimensional) are read as one flat
-    run of items; arrays of structs repeat the element's items."""
+    run of items; small arrays of structs repeat the element's items, large ones
+    (and large arrays of raw atoms) are one raw item decoded at a stride."""
 
     def __init__(self, elem: Node, n: int) -> None:
         self.elem = elem
@@ -226,6 +250,7 @@ class ArrayNode(Node):
             self.base = elem
             self.shape = (n,)
         self.size = n * elem.size
+        self.cost = n * elem.cost + 1
         self.label = elem.label + f"[{n}]"
 
     def np_format(self) -> npt.DTypeLike:
@@ -233,7 +258,30 @@ class ArrayNode(Node):
             return (self.base.np_format(), self.shape)
         return (self.elem.np_format(), self.shape[:1])
 
+    def _strided(self) -> bool:
+        """Whether this array is read as one raw item (see :data:`EXPAND_LIMIT`)."""
+        if isinstance(self.base, Atom):
+            return not self.base.single and math.prod(self.shape) > EXPAND_LIMIT
+        return self.shape[0] * self.elem.cost > EXPAND_LIMIT
+
     def gen_dec(self, g: Gen, off: int, path: str) -> str:
+        if self._strided():
+            k = g.add(off, self.size, f"{self.size}s", 1, path)
+            if isinstance(self.base, Atom):
+                base, total = self.base, math.prod(self.shape)
+                conv = base.dec_expr(g, "x")
+                if base.size == 0:
+                    flat = f"[{conv} for x in [b''] * {total}]"
+                else:
+                    b, sz = g.v(k), base.size
+                    slices = f"[{b}[j : j + {sz}] for j in range(0, {self.size}, {sz})]"
+                    flat = f"[{conv} for x in {slices}]"
+                return f"_nest({flat}, {self.shape!r})" if len(self.shape) > 1 else flat
+            dec = g.sym(self.elem.compiled().decode, "_d")
+            n, esize = self.shape[0], self.elem.size
+            if esize == 0:
+                return f"[{dec}(b'') for _ in range({n})]"
+            return f"[{dec}({g.v(k)}, j) for j in range(0, {self.size}, {esize})]"
         if isinstance(self.base, Atom):
             base = self.base
             total = math.prod(self.shape)
@@ -271,13 +319,22 @@ class ArrayNode(Node):
     def gen_enc(self, g: Gen, val: str, lines: list[str], ind: str, path: str) -> None:
         if isinstance(self.base, Atom):
             enc = g.sym(self.base.enc, "_f") if self.base.enc is not None else "None"
-            lines.append(
-                f"{ind}_e(_flat_arr({val}, {self.shape!r}, {enc}, {self.base.zero!r}, {path!r}))"
-            )
+            flat = f"_flat_arr({val}, {self.shape!r}, {enc}, {self.base.zero!r}, {path!r})"
+            if self._strided():
+                lines.append(f"{ind}_a(_join_fixed({flat}, {self.base.size}))")
+            else:
+                lines.append(f"{ind}_e({flat})")
             return
+        if self._strided():
+            into = g.sym(self.elem.compiled().encode_into, "_w")
+            n, esize = self.shape[0], self.elem.size
+            lines.append(f"{ind}_a(_strided_enc({val}, {n}, {esize}, {into}, {path!r}))")
+            return
+        # The element's own flatten (its values in its items' order): one statement
+        # per array, so nesting never runs into Python's limit on nested blocks.
+        flat = g.sym(self.elem.compiled().flatten, "_fl")
         e = g.tmp("e")
-        lines.append(f"{ind}for {e} in _seq({val}, {self.shape[0]}, {path!r}):")
-        self.elem.gen_enc(g, e, lines, ind + "    ", path + "[]")
+        lines.append(f"{ind}for {e} in _seq({val}, {self.shape[0]}, {path!r}): _e({flat}({e}))")
 
 
 @dataclass(slots=True)
@@ -316,7 +373,9 @@ class Bits:
         self.np_start, self.np_width = self.start, self.width
 
     def overlaps(self, f: BitSpec) -> bool:
-        return f.bit // 8 < self.end
+        # a bitfield before this run's start (BTF out of order) starts a new run,
+        # which the struct format then reports as overlapping
+        return self.start <= f.bit // 8 < self.end
 
     def add(self, f: BitSpec) -> None:
         self.fields.append(f)
@@ -373,11 +432,10 @@ class Bits:
         for f in self.fields:
             sh = f.bit - self.start * 8
             enc = g.sym(f.enc, "_f") if f.enc is not None else "None"
-            p = f"{path}.{f.pyname}"
+            p = f"{g.label}{path}.{f.pyname}"
             lines.append(f"{ind}x = {get}({f.pyname!r})")
-            lines.append(
-                f"{ind}if x is not None: {b} |= _bits_in(x, {f.bits}, {enc}, {p!r}) << {sh}"
-            )
+            check = f"_bits_in(x, {f.bits}, {enc}, {p!r}, {f.signed})"
+            lines.append(f"{ind}if x is not None: {b} |= {check} << {sh}")
         if self.width in (1, 2, 4, 8):
             lines.append(f"{ind}_a({b})")
         else:
@@ -414,6 +472,9 @@ class StructNode(Node):
                     anon.append((e.pyname, e.anon_keys))
                     keys |= e.anon_keys
         keys.update(fields)
+        self.cost = 1 + sum(
+            len(e.fields) if isinstance(e, Bits) else e.node.cost for e in entries
+        )
         self.fields = fields
         self.keys = frozenset(keys)
         self.cls = make_record_class(name, fields, union, anon)
@@ -464,6 +525,9 @@ class StructNode(Node):
         for e in self.entries:
             if isinstance(e, Bits):
                 exprs.extend(e.gen_dec(g, off, path))
+            elif apart(e.node):
+                k = g.add(off + e.offset, e.node.size, f"{e.node.size}s", 1, f"{path}.{e.pyname}")
+                exprs.append(f"{g.sym(e.node.compiled().decode, '_d')}({g.v(k)})")
             else:
                 exprs.append(e.node.gen_dec(g, off + e.offset, f"{path}.{e.pyname}"))
         return exprs
@@ -481,7 +545,10 @@ class StructNode(Node):
                 lines.append(f"{ind}{x} = _anon_get({val}, {get}, {e.pyname!r}, {keys})")
             else:
                 lines.append(f"{ind}{x} = {get}({e.pyname!r})")
-            e.node.gen_enc(g, x, lines, ind, f"{path}.{e.pyname}")
+            if apart(e.node):
+                lines.append(f"{ind}_a({g.sym(e.node.compiled().pack, '_p')}({x}))")
+            else:
+                e.node.gen_enc(g, x, lines, ind, f"{path}.{e.pyname}")
 
     def gen_dec(self, g: Gen, off: int, path: str) -> str:
         if self.union:
@@ -512,6 +579,12 @@ class StructNode(Node):
             else:
                 one = Compiled(e.node, f"{self.name}.{e.pyname}")
                 out.append((e.pyname, e.offset, one, e.anon_keys))
+        for pyname, mo, one, _k in out:
+            if mo + one.size > self.size:
+                raise BTFError(
+                    f"{self.name}.{pyname}: union member ends at {mo + one.size}, beyond the "
+                    f"union's size {self.size}"
+                )
         return out
 
     def union_functions(self) -> UnionFunctions:
@@ -620,7 +693,7 @@ class Compiled:
             self._init_union(node, label)
             return
         ns: dict[str, Any] = dict(HELPERS)
-        g = Gen(ns, itertools.count(), None)
+        g = Gen(ns, itertools.count(), None, label)
         expr = node.gen_dec(g, 0, "")
         self.items = g.items
         self.struct = struct.Struct(struct_format(g.items, node.size, label))
@@ -652,7 +725,10 @@ class Compiled:
             "    except _StructError as e:\n"
             "        raise _packerr(o, e, buf, offset) from None\n"
         )
-        exec(src, ns)
+        try:
+            exec(src, ns)
+        except (SyntaxError, RecursionError, MemoryError) as e:  # BTF nested absurdly
+            raise BTFError(f"{label}: layout too complex to compile ({e})") from None
         self.decode = ns["decode"]
         self.flatten = ns["flatten"]
         self.encode_into = ns["encode_into"]

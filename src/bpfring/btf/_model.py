@@ -19,6 +19,14 @@ INT_CHAR = 2
 INT_BOOL = 4
 
 MAX_CHAIN = 64  # longest typedef/modifier chain we follow before calling it a loop
+#: Deepest nesting of structs/arrays a codec is built for (the kernel's verifier
+#: allows 32); deeper BTF, or a type containing itself, raises BTFError.
+MAX_DEPTH = 64
+#: Largest ``sizeof`` of any type we build a codec of (also bounds nelems x element
+#: size): BTF input is untrusted, and a codec's encode() allocates its size.
+MAX_SIZE = 1 << 28
+#: Most elements of an array of zero-sized elements (each still decodes to a value).
+MAX_EMPTY_ELEMS = 4096
 
 
 class Kind(enum.IntEnum):

@@ -33,6 +33,8 @@ from ._model import (
     BTF_MAGIC,
     LAYOUT_ORDER,
     MAX_CHAIN,
+    MAX_DEPTH,
+    MAX_SIZE,
     MODIFIERS,
     SYS_BTF_DIR,
     VMLINUX_PATH,
@@ -123,6 +125,8 @@ def decode_type(btf: BTF, tid: int, w: memoryview, i: int) -> Type:
     name = string(name_off)
     p = i + 3
     common: dict[str, Any] = {"kind_flag": kflag, "vlen": vlen}
+    if kind in _SIZED:
+        check_size(tid, kind, su, w[p] if kind == Kind.INT else 0)
     if kind == Kind.INT:
         enc = w[p]
         return Type(tid, kind, name, size=su, encoding=(enc >> 24) & 0x0F,
@@ -176,6 +180,32 @@ def decode_type(btf: BTF, tid: int, w: memoryview, i: int) -> Type:
         return Type(tid, kind, name, size=su, **common)
     # PTR, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG
     return Type(tid, kind, name, type_id=0 if kind == Kind.FWD else su, **common)
+
+
+_SIZED = frozenset({Kind.INT, Kind.ENUM, Kind.ENUM64, Kind.FLOAT, Kind.STRUCT, Kind.UNION,
+                    Kind.DATASEC})  # fmt: skip
+
+
+def check_size(tid: int, kind: Kind, size: int, int_enc: int) -> None:
+    """Reject the size field of a type record the kernel would reject (or that is
+    too big to build a codec of): BTF input is untrusted."""
+    what = None
+    if kind == Kind.INT:
+        bits, off = int_enc & 0xFF, (int_enc >> 16) & 0xFF
+        if not 1 <= size <= 16:
+            what = f"int of {size} bytes"
+        elif bits == 0 or bits + off > 8 * size or int_enc & 0xFF00:
+            what = f"int of {bits} bits at bit {off} in {size} bytes"
+    elif kind in (Kind.ENUM, Kind.ENUM64):
+        if size not in (1, 2, 4, 8):
+            what = f"enum of {size} bytes"
+    elif kind == Kind.FLOAT:
+        if size not in (2, 4, 8, 12, 16):
+            what = f"float of {size} bytes"
+    elif size > MAX_SIZE:
+        what = f"{kind.name.lower()} of {size} bytes (limit {MAX_SIZE})"
+    if what is not None:
+        raise BTFError(f"BTF type {tid}: bad size: {what}")
 
 
 def kind_set(kind: Kind | str | int | None) -> frozenset[Kind]:
@@ -451,21 +481,32 @@ class BTF:
         raise BTFError(f"type {type_id}: typedef/modifier chain too long (a loop?)")
 
     def sizeof(self, type_id: int) -> int:
-        """``sizeof`` of a type, in bytes (pointers are 8)."""
-        t = self.resolve(type_id)
-        for _ in range(MAX_CHAIN):
+        """``sizeof`` of a type, in bytes (pointers are 8).  Raises :class:`BTFError`
+        for a type without a size, a cycle, or a size over the limit."""
+        mult = 1
+        seen: list[int] = []
+        tid = type_id
+        for _ in range(MAX_DEPTH):
+            t = self.resolve(tid)
+            if t.id in seen:
+                raise BTFError(f"BTF type cycle: {' -> '.join(map(str, [*seen, t.id]))}")
+            seen.append(t.id)
             if t.kind in (Kind.INT, Kind.ENUM, Kind.ENUM64, Kind.STRUCT, Kind.UNION,
                           Kind.FLOAT, Kind.DATASEC):  # fmt: skip
-                return t.size
+                return mult * t.size
             if t.kind == Kind.PTR:
-                return 8
+                return mult * 8
             if t.kind == Kind.ARRAY:
-                return t.nelems * self.sizeof(t.elem_type_id)
-            if t.kind == Kind.VAR:
-                t = self.resolve(t.type_id)
+                mult *= t.nelems
+                if mult > MAX_SIZE:
+                    raise BTFError(f"BTF type {t.id}: array of {mult} elements (limit {MAX_SIZE})")
+                tid = t.elem_type_id
                 continue
-            raise BTFError(f"{self.type_str(t.id)} has no size")
-        raise BTFError(f"type {type_id}: reference chain too long")
+            if t.kind == Kind.VAR:
+                tid = t.type_id
+                continue
+            raise BTFError(f"{self.type_str(t.id)} (type {t.id}) has no size")
+        raise BTFError(f"BTF type {type_id}: nested too deep (limit {MAX_DEPTH})")
 
     def member_bits(self, struct_type: Type, member: Member) -> tuple[int, int]:
         """(bit offset, bitfield size or 0) of a member, for structs with or
@@ -478,7 +519,30 @@ class BTF:
         return member.bit_offset, 0
 
     def type_str(self, type_id: int) -> str:
-        """A C-like spelling of a type, for messages: ``struct event``, ``char[16]``."""
+        """A C-like spelling of a type, for messages: ``struct event``, ``char[16]``.
+        Raises :class:`BTFError` for a reference cycle (a pointer to itself)."""
+        return self._type_str(type_id, [], [256])
+
+    def _type_str(self, type_id: int, path: list[int], budget: list[int]) -> str:
+        # path: the ids being spelled, outermost first (a cycle, or too deep);
+        # budget: a DAG of function prototypes can spell exponentially long, so
+        # past it parts are spelled "...".
+        if type_id in path:
+            loop = " -> ".join(map(str, [*path[path.index(type_id) :], type_id]))
+            raise BTFError(f"BTF type cycle: type {type_id} refers to itself ({loop})")
+        if len(path) > MAX_DEPTH:
+            raise BTFError(f"BTF type {path[0]}: references nested too deep (limit {MAX_DEPTH})")
+        budget[0] -= 1
+        if budget[0] < 0:
+            return "..."
+
+        def sub(tid: int) -> str:
+            path.append(type_id)
+            try:
+                return self._type_str(tid, path, budget)
+            finally:
+                path.pop()
+
         t = self.type_by_id(type_id)
         dims = ""
         for _ in range(MAX_CHAIN):
@@ -486,6 +550,8 @@ class BTF:
                 break
             dims += f"[{t.nelems}]"
             t = self.type_by_id(t.elem_type_id)
+        else:
+            raise BTFError(f"BTF type {type_id}: array chain too long (a cycle?)")
         k = t.kind
         if k == Kind.UNKN:
             s = "void"
@@ -496,14 +562,16 @@ class BTF:
         elif k == Kind.FWD:
             s = f"{'union' if t.kind_flag else 'struct'} {t.name}"
         elif k == Kind.PTR:
-            s = self.type_str(t.type_id) + " *"
+            s = sub(t.type_id) + " *"
         elif k in (Kind.CONST, Kind.VOLATILE, Kind.RESTRICT):
-            s = f"{k.name.lower()} {self.type_str(t.type_id)}"
+            s = f"{k.name.lower()} {sub(t.type_id)}"
         elif k == Kind.TYPE_TAG:
-            s = f"{self.type_str(t.type_id)} __tag({t.name})"
+            s = f"{sub(t.type_id)} __tag({t.name})"
         elif k == Kind.FUNC_PROTO:
-            args = ", ".join(self.type_str(p.type_id) if p.type_id else "..." for p in t.params)
-            s = f"{self.type_str(t.type_id)} ({args or 'void'})"
+            shown = t.params[:64]  # BPF functions take 5 arguments; BTF may claim 65535
+            args = ", ".join(sub(p.type_id) if p.type_id else "..." for p in shown)
+            args += ", ..." if len(t.params) > len(shown) else ""
+            s = f"{sub(t.type_id)} ({args or 'void'})"
         elif k == Kind.DATASEC:
             s = f"section {t.name}"
         else:

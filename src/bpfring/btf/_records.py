@@ -117,8 +117,9 @@ def slot_name(field: str) -> str:
 
 
 #: Names a C member may not take as an attribute (they are the Record API;
-#: ``_node`` is only declared on the base class, set on each subclass).
-RESERVED = frozenset({*dir(Record), "_node"})
+#: ``_node`` is only declared on the base class, set on each subclass; ``_raw`` is
+#: the slot where a union record keeps its bytes).
+RESERVED = frozenset({*dir(Record), "_node", "_raw"})
 
 
 def make_record_class(

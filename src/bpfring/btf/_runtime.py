@@ -85,6 +85,24 @@ def padded(x: Any, n: int, path: str) -> list[Any]:
     return seq + [None] * (n - len(seq))
 
 
+def strided_enc(
+    x: Any, n: int, esize: int, encode_into: Callable[[Any, int, Any], None], path: str
+) -> bytes:
+    """The bytes of a large array of structs (read as one raw item): each element
+    encoded by the element's own codec at its stride; None and missing are zero."""
+    buf = bytearray(n * esize)
+    if x is not None:
+        for j, e in enumerate(padded(x, n, path)):
+            if e is not None:
+                encode_into(buf, j * esize, e)
+    return bytes(buf)
+
+
+def join_fixed(values: list[Any], size: int) -> bytes:
+    """Values of ``size``-byte raw atoms (bytes, maybe shorter) as one run of bytes."""
+    return b"".join(bytes(v[:size]).ljust(size, b"\0") for v in values)
+
+
 def _none_get(_name: str) -> None:
     return None
 
@@ -119,13 +137,18 @@ def anon_get(val: Any, get: Callable[[str], Any], slot: str, keys: frozenset[str
     return sub or None
 
 
-def bits_in(x: Any, bits: int, enc: Encoder | None, path: str) -> int:
-    """A bitfield's value, range-checked, as the low ``bits`` bits of an int."""
+def bits_in(x: Any, bits: int, enc: Encoder | None, path: str, signed: bool) -> int:
+    """A bitfield's value, range-checked against the field's own signed or unsigned
+    range, as the low ``bits`` bits of an int."""
     if enc is not None:
         x = enc(x)
     v = operator.index(x)
-    if not -(1 << (bits - 1)) <= v < (1 << bits):
-        raise ValueError(f"{path}: {v} does not fit in a {bits}-bit field")
+    lo, hi = (-(1 << (bits - 1)), 1 << (bits - 1)) if signed else (0, 1 << bits)
+    if not lo <= v < hi:
+        kind = "signed" if signed else "unsigned"
+        raise ValueError(
+            f"{path}: {v} does not fit in a {bits}-bit {kind} field ({lo}..{hi - 1})"
+        )
     return v & ((1 << bits) - 1)
 
 
@@ -156,6 +179,8 @@ HELPERS: dict[str, Any] = {
     "_nest": nest,
     "_flat_arr": flat_array,
     "_seq": padded,
+    "_strided_enc": strided_enc,
+    "_join_fixed": join_fixed,
     "_getter": getter,
     "_anon_get": anon_get,
     "_bits_in": bits_in,
