@@ -13,11 +13,17 @@ from conftest import BPF_DIR
 
 import bpfring
 from bpfring import BPFError, LoadError, Map, MapTypeError, _sys
+from bpfring._fd import OwnedFD
 from bpfring.perfbuf import PerfBuffer
 from bpfring.ringbuf import RingBuffer
 
 CONFIG = BPF_DIR / "config_prog.bpf.c"
 COMPAT = BPF_DIR / "compat" / "exitlog.bpf.c"
+
+
+def _array_map() -> Map:
+    """A 1-entry array of u64 (the inner-map prototype); closed by ``with``."""
+    return Map(OwnedFD(_sys.map_create(_sys.MAP_TYPE_ARRAY, 4, 8, 1), "map"))
 
 
 def _opened(**kw):
@@ -27,10 +33,9 @@ def _opened(**kw):
 
 
 def test_ring_size_set_by_user_space(kernel):
-    with _opened() as obj:
+    with _opened() as obj, _array_map() as inner:
         assert not obj.loaded
         obj.maps["rb"].max_entries = 16 * 4096
-        inner = Map(_sys.map_create(_sys.MAP_TYPE_ARRAY, 4, 8, 1))
         obj.maps["outer"].inner_map = inner
         obj.load()
         assert obj.maps["rb"].max_entries == 16 * 4096
@@ -38,7 +43,6 @@ def test_ring_size_set_by_user_space(kernel):
         assert rb.size == 16 * 4096
         assert obj.programs["fill"].run() == 0
         assert [struct.unpack("<I", r)[0] for r in rb.read()] == [1]
-        inner.close()
 
 
 def test_without_configuration_the_load_fails_clearly(kernel):
@@ -52,9 +56,9 @@ def test_without_configuration_the_load_fails_clearly(kernel):
 
 
 def test_variant_switched_off_is_not_loaded(kernel):
-    with _opened() as obj:
+    with _opened() as obj, _array_map() as proto:
         obj.maps["rb"].max_entries = 4096
-        obj.maps["outer"].inner_map = Map(_sys.map_create(_sys.MAP_TYPE_ARRAY, 4, 8, 1))
+        obj.maps["outer"].inner_map = proto
         obj.load()
         with pytest.raises(BPFError, match="autoload is off"):
             _ = obj.programs["variant_missing"].fd
@@ -63,9 +67,7 @@ def test_variant_switched_off_is_not_loaded(kernel):
 
 
 def test_map_in_map_with_a_user_space_prototype(kernel):
-    proto = Map(_sys.map_create(_sys.MAP_TYPE_ARRAY, 4, 8, 1))
-    inner = Map(_sys.map_create(_sys.MAP_TYPE_ARRAY, 4, 8, 1))
-    with _opened(globals={"knob": 5}) as obj:
+    with _opened(globals={"knob": 5}) as obj, _array_map() as proto, _array_map() as inner:
         obj.maps["rb"].max_entries = 4096
         obj.maps["outer"].inner_map = proto
         assert obj.maps["outer"].inner_map is proto
@@ -74,8 +76,6 @@ def test_map_in_map_with_a_user_space_prototype(kernel):
         obj.maps["outer"].update_raw(struct.pack("<I", 0), struct.pack("<I", inner.fd))
         assert obj.programs["lookup"].run() == 0
         assert obj.globals.seen == 42  # 37 from the inner map + knob 5 set at open
-    proto.close()
-    inner.close()
 
 
 def test_build_options_reach_the_compiler(kernel):
@@ -86,9 +86,9 @@ def test_build_options_reach_the_compiler(kernel):
 
 
 def test_settings_after_load_or_on_kernel_maps_are_refused(kernel):
-    with _opened() as obj:
+    with _opened() as obj, _array_map() as proto:
         obj.maps["rb"].max_entries = 4096
-        obj.maps["outer"].inner_map = Map(_sys.map_create(_sys.MAP_TYPE_ARRAY, 4, 8, 1))
+        obj.maps["outer"].inner_map = proto
         obj.load()
         with pytest.raises(BPFError, match="map 'rb': cannot set max_entries after load"):
             obj.maps["rb"].max_entries = 8192
@@ -100,8 +100,8 @@ def test_settings_after_load_or_on_kernel_maps_are_refused(kernel):
 
 
 def test_bad_setting_names_the_map(kernel):
-    with _opened() as obj:
-        obj.maps["outer"].inner_map = Map(_sys.map_create(_sys.MAP_TYPE_ARRAY, 4, 8, 1))
+    with _opened() as obj, _array_map() as proto:
+        obj.maps["outer"].inner_map = proto
         obj.maps["rb"].type = 10_000  # libbpf takes any number: the kernel refuses at load
         assert obj.maps["rb"].type == 10_000
         with pytest.raises(LoadError, match="map 'rb': failed to create"):

@@ -329,8 +329,11 @@ class PerfBuffer:
         thread closes the buffer (then: ValueError, as for a closed file)."""
         try:
             self._epoll.poll(-1 if timeout is None else timeout)
-        except ValueError:  # the epoll object was closed under us
-            pass
+        except (ValueError, OSError):
+            # Closed under us: ValueError once the epoll object is closed,
+            # EBADF if that happened between its check and the system call.
+            if not self._closed:
+                raise
         if self._closed:
             raise ValueError("PerfBuffer was closed while waiting")
 
