@@ -11,7 +11,7 @@ import os
 import select
 from typing import TYPE_CHECKING, ClassVar, Self
 
-from .. import _ringbackend, _sys
+from .. import _ringbackend, _sys, _wait
 from .._fd import OwnedFD
 from .._ringbackend import KernelRing, RingBackend, UserRing
 from .._ringcore import check_ring_size
@@ -72,7 +72,16 @@ class MappedRing:
             try:
                 self._epoll = select.epoll()
                 self._epoll.register(fd, self._epoll_events)
+                # close() writes it (and nobody reads it) to wake every
+                # thread blocked in a wait on this ring: see bpfring._wait.
+                self._wakeup = OwnedFD(os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK),
+                                       "ring wakeup eventfd")
+                self._epoll.register(self._wakeup.fileno(), select.EPOLLIN)
             except BaseException:
+                if hasattr(self, "_epoll"):
+                    self._epoll.close()
+                if hasattr(self, "_wakeup"):
+                    self._wakeup.close()
                 self._unmap()
                 raise
         except BaseException:
@@ -168,11 +177,26 @@ class MappedRing:
     def close(self) -> None:
         raise NotImplementedError
 
+    def _waiter(self, timeout: float | None, recheck: float | None = None) -> _wait.Waiter:
+        """A :class:`~bpfring._wait.Waiter` on this ring's epoll that raises
+        ``ValueError`` once another thread closes the ring."""
+        self._check_open()
+        return _wait.Waiter(self._epoll, timeout, recheck=recheck,
+                            wakeup=self._wakeup.fileno(), what=type(self).__name__)
+
+    def _wake_waiters(self) -> None:
+        """Make the wakeup eventfd readable for good: every wait returns."""
+        try:
+            os.eventfd_write(self._wakeup.fileno(), 1)
+        except (OSError, ValueError):  # already closed
+            pass
+
     def _release(self) -> None:
         """Mark closed, then drop the epoll, the views, the mappings and the fd
         (callers hold the ring's lock)."""
         self._closed = True
         self._epoll.close()
+        self._wakeup.close()
         self._unmap()
         self._fd.close()
 
