@@ -21,30 +21,78 @@ rules live here once:
   back-off: the first slice is short (``RECHECK_MIN``) and each empty one
   doubles up to ``recheck``, so a missed wakeup costs at most ``recheck`` of
   latency and a long wait only a few dozen wakeups per second.
-* Closing wakes every waiter: each ring keeps an eventfd (``wakeup``) in its
-  epoll set that ``close()`` writes and nobody reads, so it stays readable;
-  a wait that sees it (or finds the epoll already closed) raises
-  ``ValueError``, as I/O on a closed file does.
+* Closing wakes every waiter: each ring has a :class:`Gate`, an eventfd in
+  its epoll set that ``close()`` writes and nobody reads, so it stays
+  readable; a wait that sees it (or finds the epoll already closed) raises
+  ``ValueError``, as I/O on a closed file does.  ``close()`` then waits for
+  the waiters to leave before it closes the epoll: closing an fd removes it
+  from an epoll set, ready or not, and a thread inside ``epoll_wait`` on a
+  closed epoll is never woken, so closing at once could strand it.
 
 :func:`readable` is the asyncio counterpart: await an fd on the running loop.
 """
 
 from __future__ import annotations
 
+import os
 import select
+import threading
 import time
 from typing import TYPE_CHECKING
+
+from ._fd import OwnedFD
 
 if TYPE_CHECKING:
     import asyncio
 
-__all__ = ["Waiter", "readable"]
+__all__ = ["Gate", "Waiter", "readable"]
 
 #: First and longest sleep while a record is BUSY.
 BACKOFF_MIN = 20e-6
 BACKOFF_MAX = 1e-3
 #: First slice of a ``max_wait`` wait (doubles while nothing happens).
 RECHECK_MIN = 1e-3
+
+
+class Gate:
+    """The wakeup eventfd of one ring and the count of threads waiting on it."""
+
+    __slots__ = ("_count_lock", "_fd", "waiting")
+
+    def __init__(self, epoll: select.epoll) -> None:
+        self._fd = OwnedFD(os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK), "wakeup eventfd")
+        try:
+            epoll.register(self._fd.fileno(), select.EPOLLIN)
+        except BaseException:
+            self._fd.close()
+            raise
+        self._count_lock = threading.Lock()
+        self.waiting = 0
+
+    def fileno(self) -> int:
+        return self._fd.fileno()
+
+    def enter(self) -> None:
+        with self._count_lock:
+            self.waiting += 1
+
+    def leave(self) -> None:
+        with self._count_lock:
+            self.waiting -= 1
+
+    def wake_all(self, grace: float = 2.0) -> None:
+        """Make the eventfd readable for good, then wait (up to ``grace``
+        seconds) until no thread is inside a wait: they all return at once."""
+        try:
+            os.eventfd_write(self._fd.fileno(), 1)
+        except (OSError, ValueError):  # already closed
+            return
+        end = time.monotonic() + grace
+        while self.waiting and time.monotonic() < end:
+            time.sleep(100e-6)
+
+    def close(self) -> None:
+        self._fd.close()
 
 
 class Waiter:
@@ -55,15 +103,15 @@ class Waiter:
     call's attempt came back empty.
     """
 
-    __slots__ = ("_backoff", "_deadline", "_epoll", "_recheck", "_slice", "_wakeup", "_what")
+    __slots__ = ("_backoff", "_deadline", "_epoll", "_gate", "_recheck", "_slice", "_what")
 
     def __init__(self, epoll: select.epoll, timeout: float | None, *,
                  max_wait: float | None = None, recheck: float | None = None,
-                 wakeup: int = -1, what: str = "ring") -> None:
+                 gate: Gate | None = None, what: str = "ring") -> None:
         """``max_wait`` caps every single wait; ``recheck`` instead caps a
-        back-off from ``RECHECK_MIN`` (see the module docstring).  ``wakeup``
-        is the fd in ``epoll`` that a close() makes readable (-1: none);
-        ``what`` names the object in the "closed" error."""
+        back-off from ``RECHECK_MIN`` (see the module docstring).  ``gate``
+        is the ring's :class:`Gate` (its eventfd is in ``epoll``; None: no
+        wakeup on close); ``what`` names the object in the "closed" error."""
         if timeout is not None and timeout < 0:
             raise ValueError("timeout must be >= 0 or None")
         self._epoll = epoll
@@ -71,22 +119,27 @@ class Waiter:
         self._recheck = recheck
         self._slice = min(RECHECK_MIN, recheck) if recheck is not None else max_wait
         self._backoff = BACKOFF_MIN
-        self._wakeup = wakeup
+        self._gate = gate
         self._what = what
 
     def _closed(self) -> ValueError:
         return ValueError(f"{self._what} was closed while waiting")
 
     def _poll(self, timeout: float) -> list[tuple[int, int]]:
+        gate = self._gate
+        if gate is None:
+            return self._epoll.poll(timeout)
+        gate.enter()  # close() waits for us to leave before closing the epoll
         try:
             events = self._epoll.poll(timeout)
-        except ValueError:  # the epoll was closed (by close() in another thread)
+            wakeup = gate.fileno()
+        except ValueError:  # the epoll (or the gate) was closed by close()
             raise self._closed() from None
-        wakeup = self._wakeup
-        if wakeup >= 0:
-            for fd, _ in events:
-                if fd == wakeup:
-                    raise self._closed()
+        finally:
+            gate.leave()
+        for fd, _ in events:
+            if fd == wakeup:
+                raise self._closed()
         return events
 
     def left(self) -> float | None:

@@ -72,16 +72,12 @@ class MappedRing:
             try:
                 self._epoll = select.epoll()
                 self._epoll.register(fd, self._epoll_events)
-                # close() writes it (and nobody reads it) to wake every
-                # thread blocked in a wait on this ring: see bpfring._wait.
-                self._wakeup = OwnedFD(os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK),
-                                       "ring wakeup eventfd")
-                self._epoll.register(self._wakeup.fileno(), select.EPOLLIN)
+                # close() wakes every thread blocked in a wait on this
+                # ring through it: see bpfring._wait.
+                self._gate = _wait.Gate(self._epoll)
             except BaseException:
                 if hasattr(self, "_epoll"):
                     self._epoll.close()
-                if hasattr(self, "_wakeup"):
-                    self._wakeup.close()
                 self._unmap()
                 raise
         except BaseException:
@@ -181,22 +177,20 @@ class MappedRing:
         """A :class:`~bpfring._wait.Waiter` on this ring's epoll that raises
         ``ValueError`` once another thread closes the ring."""
         self._check_open()
-        return _wait.Waiter(self._epoll, timeout, recheck=recheck,
-                            wakeup=self._wakeup.fileno(), what=type(self).__name__)
+        return _wait.Waiter(self._epoll, timeout, recheck=recheck, gate=self._gate,
+                            what=type(self).__name__)
 
     def _wake_waiters(self) -> None:
-        """Make the wakeup eventfd readable for good: every wait returns."""
-        try:
-            os.eventfd_write(self._wakeup.fileno(), 1)
-        except (OSError, ValueError):  # already closed
-            pass
+        """Wake every thread waiting on this ring (they raise ValueError) and
+        let them leave their waits (call it before taking the lock)."""
+        self._gate.wake_all()
 
     def _release(self) -> None:
         """Mark closed, then drop the epoll, the views, the mappings and the fd
         (callers hold the ring's lock)."""
         self._closed = True
         self._epoll.close()
-        self._wakeup.close()
+        self._gate.close()
         self._unmap()
         self._fd.close()
 
