@@ -116,6 +116,12 @@ class RingBuffer(MappedRing):
 
     # Consuming ---------------------------------------------------------------------
 
+    @staticmethod
+    def _reentered() -> BPFError:
+        return BPFError("RingBuffer read from inside one of its own callbacks",
+                        hint="return from the callback first (close() from a callback "
+                             "is fine: it takes effect when the callback returns)")
+
     @contextmanager
     def _serving(self) -> Iterator[None]:
         """Hold the lock while records are taken out; refuse re-entry from a
@@ -123,9 +129,7 @@ class RingBuffer(MappedRing):
         that a callback asked for once the walk is over."""
         me = threading.get_ident()
         if self._owner == me:
-            raise BPFError("RingBuffer read from inside one of its own callbacks",
-                           hint="return from the callback first (close() from a callback "
-                                "is fine: it takes effect when the callback returns)")
+            raise self._reentered()
         with self._lock:
             self._check_open()
             self._owner = me
@@ -156,14 +160,28 @@ class RingBuffer(MappedRing):
         does): a ring that is busy stays readable, so instead of waiting on
         its fd they should back off briefly and try again.
         """
-        with self._serving():
-            if self._backlog:
-                return self._consume_backlog(callback, limit), False
-            # The walk with acquire loads of producer_pos and headers, release
-            # stores of consumer_pos (after every record unless batch_publish).
-            n, _, busy, _ = self._impl.consume(
-                callback, None if limit is None else max(limit, 0), not self.batch_publish, True)
-            return n, busy
+        # _serving(), inlined: this is the per-call cost of every callback
+        # consumer (a Poller calls it per ring and round).
+        me = threading.get_ident()
+        if self._owner == me:
+            raise self._reentered()
+        with self._lock:
+            self._check_open()
+            self._owner = me
+            try:
+                if self._backlog:
+                    return self._consume_backlog(callback, limit), False
+                # The walk with acquire loads of producer_pos and headers,
+                # release stores of consumer_pos (after every record unless
+                # batch_publish).
+                n, _, busy, _ = self._impl.consume(
+                    callback, None if limit is None else max(limit, 0),
+                    not self.batch_publish, True)
+                return n, busy
+            finally:
+                self._owner = None
+                if self._halted:
+                    self._close_locked()
 
     def _consume_backlog(self, callback: Callable[[memoryview], Any], limit: int | None) -> int:
         n = 0
