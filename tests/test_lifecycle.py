@@ -149,6 +149,22 @@ def test_user_ring_from_a_poller_callback_does_not_hang(echo, mode):
     assert calls
 
 
+def test_ring_closed_by_its_poller_callback_is_skipped(echo, mode):
+    rb = echo.ring_buffer("out_ring")
+    echo.programs["produce"].run(ctx=produce_ctx(4))
+    seen: list[bytes] = []
+
+    def cb(view: memoryview) -> None:
+        seen.append(bytes(view))
+        rb.close()
+
+    with Poller() as p:
+        p.add(rb, cb)
+        assert _bounded(lambda: p.poll(timeout=1)) == 1
+        assert _bounded(lambda: p.poll(timeout=0)) == 0
+    assert len(seen) == 1 and rb.closed
+
+
 # ---------------------------------------------------------------------------------
 # Item 6: close() from another thread wakes every blocked waiter
 # ---------------------------------------------------------------------------------
