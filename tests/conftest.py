@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,52 @@ def produce_ctx(count: int, *, discard_every: int = 0, flags: int = 0, small: bo
     import struct
 
     return struct.pack("<6I", count, size, discard_every, flags, int(small), seq_base)
+
+
+# --- session-level leak check -----------------------------------------------------
+
+# What bpfring owns in this process, by the target of the /proc/self/fd link
+# or the name of a mapping: BPF maps, programs, links and BTF, perf events,
+# epoll sets and eventfds (ring waits), and mmaps of maps.  Other fds
+# (pytest's capture files, sockets and pipes of tests) are not counted:
+# they are not ours and come and go with the test runner.
+_OURS = ("anon_inode:bpf", "anon_inode:[perf_event]", "anon_inode:[eventpoll]",
+         "anon_inode:[eventfd]", "anon_inode:btf")
+
+
+def _our_resources() -> tuple[list[str], list[str]]:
+    fds = []
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:  # the fd listdir itself used, already closed
+            continue
+        if target.startswith(_OURS):
+            fds.append(f"{name} -> {target}")
+    with open("/proc/self/maps") as f:
+        maps = [ln.rstrip() for ln in f if "anon_inode:bpf" in ln]
+    return fds, maps
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_resource_leaks() -> Iterator[None]:
+    """Every fd and mapping of a BPF map, program, link, perf event, epoll or
+    eventfd opened during the session is closed by its end (close() or the
+    garbage collector's finalizers): none may be left."""
+    import gc
+    import time
+
+    before_fds, before_maps = _our_resources()
+    yield
+    # Rings whose finalizers are pending (reference cycles) go now; a thread a
+    # test left blocked would show up as a leak, which is the point.
+    end = time.monotonic() + 5
+    while True:
+        gc.collect()
+        fds, maps = _our_resources()
+        leaked = (sorted(set(fds) - set(before_fds)),
+                  sorted(set(maps) - set(before_maps)))
+        if not any(leaked) or time.monotonic() > end:
+            break
+        time.sleep(0.1)
+    assert not any(leaked), f"resources leaked by the suite: fds {leaked[0]}, maps {leaked[1]}"

@@ -192,7 +192,8 @@ def test_backends_export_the_same_names_and_constants():
     c = _backend("c")
     assert _public(c) == EXPORTS
     assert (c.API, c.HDR_SIZE, c.DYNPTR_MAX) == (_ringpure.API, 8, DYNPTR_MAX)
-    assert _public(c.KernelRing) == _public(_ringpure.KernelRing) == {"consume", "read"} | POSITIONS
+    assert _public(c.KernelRing) == _public(_ringpure.KernelRing) == \
+        {"consume", "read", "halt"} | POSITIONS
     assert _public(c.UserRing) == _public(_ringpure.UserRing) == \
         {"commit", "write", "write_many"} | POSITIONS
 

@@ -88,6 +88,8 @@ class KernelRing(_BoundRing, Protocol):
 
     def read(self, limit: int | None, /) -> tuple[list[bytes], bool]: ...
 
+    def halt(self) -> None: ...
+
 
 class UserRing(_BoundRing, Protocol):
     """A backend's binding of one user ring's memory (``BPF_MAP_TYPE_USER_RINGBUF``)."""

@@ -153,6 +153,7 @@ class ConsumeResult:
     discarded: int = 0  #: discarded records skipped
     busy: bool = False  #: stopped at a record the kernel has not committed yet
     cons: int = 0  #: consumer position after the pass
+    halted: bool = False  #: set during a callback (the ring closes): stop after it
 
 
 def consume_pass(res: ConsumeResult, data: memoryview, words: memoryview, size: int,
@@ -225,7 +226,7 @@ def consume_pass(res: ConsumeResult, data: memoryview, words: memoryview, size: 
             if publish is not None:
                 publish[0] = cons & POS_MASK
             n += 1
-            if n == stop_at:
+            if n == stop_at or res.halted:
                 break
     except BaseException:
         if publish is not None:

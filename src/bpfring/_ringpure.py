@@ -51,7 +51,7 @@ __all__ = ["API", "DYNPTR_MAX", "HDR_SIZE", "KernelRing", "UserRing", "acquire_f
            "load_acquire_u64", "perf_walk", "store_release_u64"]
 
 #: The ``API`` number of the _speedups.c this module mirrors.
-API = 3
+API = 4  # 3: KernelRing.halt(); 4: also perf_walk
 
 _U64_MAX = 1 << 64
 _SIZE_MAX = sys.maxsize >> 2
@@ -182,8 +182,21 @@ class KernelRing(_Ring):
     """The memory of one kernel ring (``BPF_MAP_TYPE_RINGBUF``) as its
     consumer sees it: data and prod_page are read, cons_page is written."""
 
-    __slots__ = ()
+    __slots__ = ("_current", "_halted")
     _writes = (False, True, False)
+
+    def __init__(self, data: ReadableBuffer, cons_page: ReadableBuffer,
+                 prod_page: ReadableBuffer, size: int, /) -> None:
+        super().__init__(data, cons_page, prod_page, size)
+        self._halted = False
+        self._current: ConsumeResult | None = None  # the walk in progress
+
+    def halt(self) -> None:
+        """Stop delivering: a consume() running now returns after the current
+        callback, later ones deliver nothing (the ring is being closed)."""
+        self._halted = True
+        if self._current is not None:
+            self._current.halted = True
 
     def _walk(self, res: ConsumeResult, callback: Callable[[memoryview], object], limit: int,
               each_record: memoryview | None, each_pass: memoryview | None,
@@ -204,7 +217,7 @@ class KernelRing(_Ring):
                          release_views)
             if each_pass is not None and each_pass[0] != res.cons:
                 each_pass[0] = res.cons
-            if res.busy or res.delivered == limit or res.cons != prod:
+            if res.busy or res.halted or res.delivered == limit or res.cons != prod:
                 return
 
     def consume(self, callback: Callable[[memoryview], object], limit: int | None,
@@ -219,11 +232,13 @@ class KernelRing(_Ring):
         each, release = bool(publish_each), bool(release_views)
         cv = self._cons
         res = ConsumeResult(cons=cv[0])
-        if lim == 0:
+        if lim == 0 or self._halted:
             return 0, 0, False, res.cons
+        self._current = res
         try:
             self._walk(res, callback, lim, cv if each else None, None if each else cv, release)
         finally:
+            self._current = None
             # Also after an error: records delivered before it stay consumed,
             # the record that failed (callback error, corruption) does not.
             if cv[0] != res.cons:

@@ -178,6 +178,7 @@ typedef struct {
     PyObject *data, *cons, *prod;
     uint64_t size;
     int producer;
+    int halted; /* halt() was called: consume() delivers nothing more */
 } RingObject;
 
 static PyTypeObject KernelRing_Type, UserRing_Type;
@@ -462,7 +463,22 @@ PyDoc_STRVAR(consume_doc,
 "callback raises, the position before that record is published and the\n"
 "exception propagates (at-least-once).  A record claiming more bytes than\n"
 "are published raises RingCorrupted after publishing the records before it.\n"
-"release_views: release a view the callback kept once the call returns.");
+"release_views: release a view the callback kept once the call returns.\n"
+"After halt() (a callback closing the ring) no further record is delivered.");
+
+PyDoc_STRVAR(halt_doc,
+"halt()\n"
+"\n"
+"Stop delivering: a consume() running now returns after the current\n"
+"callback, later ones deliver nothing (the ring is being closed).");
+
+static PyObject *
+kr_halt(RingObject *self, PyObject *unused)
+{
+    (void)unused;
+    self->halted = 1;
+    Py_RETURN_NONE;
+}
 
 static PyObject *
 kr_consume(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -498,7 +514,7 @@ kr_consume(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
 
     /* Only this consumer stores consumer_pos; the acquire is for symmetry. */
     cons = published = ld_acq64(consp);
-    if (limit == 0)
+    if (limit == 0 || self->halted)
         goto done;
     if (cons & 7u) {
         /* Someone else stored it (the kernel never does): headers would be
@@ -575,7 +591,9 @@ kr_consume(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
                 st_rel64(consp, cons);
                 published = cons;
             }
-            if (delivered == limit)
+            /* halt() from the callback (the ring is being closed): stop
+             * after the record it got, which stays consumed. */
+            if (delivered == limit || self->halted)
                 goto done;
         }
         if (cons != published) {
@@ -1060,6 +1078,7 @@ ring_publish(RingObject *self, PyObject *arg)
 static PyMethodDef kernel_ring_methods[] = {
     {"consume", (PyCFunction)(void (*)(void))kr_consume, METH_FASTCALL, consume_doc},
     {"read", (PyCFunction)(void (*)(void))kr_read, METH_FASTCALL, read_doc},
+    {"halt", (PyCFunction)kr_halt, METH_NOARGS, halt_doc},
     RING_POSITION_METHODS,
     {NULL, NULL, 0, NULL},
 };
@@ -1148,7 +1167,7 @@ PyInit__speedups(void)
     }
     /* Bumped whenever a signature or a semantic changes: bpfring._ringbackend
      * ignores a build with another value (a stale editable-install .so). */
-    if (PyModule_AddIntConstant(m, "API", 3) < 0 ||
+    if (PyModule_AddIntConstant(m, "API", 4) < 0 ||
         PyModule_AddIntConstant(m, "HDR_SIZE", HDR_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "DYNPTR_MAX", DYNPTR_MAX) < 0) {
         Py_DECREF(m);

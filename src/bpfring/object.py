@@ -15,6 +15,7 @@ import logging
 import mmap
 import os
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -421,8 +422,14 @@ class BPFObject:
         self.close()
 
     def __del__(self) -> None:
+        # __del__ rather than weakref.finalize: maps, programs and adopted
+        # rings point back at the object, so it goes with the cycle collector,
+        # and close() must run first on the adopted resources, then the links,
+        # then bpf_object__close, in that order.
         if getattr(self, "_ptr", None) is not None:
             try:
+                warnings.warn(f"unclosed BPF object {self.name!r}; close it or use 'with'",
+                              ResourceWarning, stacklevel=2)
                 self.close()
             except Exception:  # interpreter shutdown
                 pass

@@ -28,7 +28,8 @@ class Poller:
     :meth:`poll` serves every ready ring, at most ``batch`` records from each
     per round, rotating the starting ring between calls, so one busy ring
     cannot starve the others.  :meth:`fileno` is the epoll fd, to nest the
-    poller in another event loop.
+    poller in another event loop.  A callback may close its ring: the poller
+    then skips it (remove it to forget it).
     """
 
     def __init__(self, batch: int = 256) -> None:
@@ -82,7 +83,9 @@ class Poller:
             more = False
             for i in range(n):
                 ring, cb = self._rings[order[(start + i) % n]]
-                if isinstance(ring, RingBuffer | PerfBuffer):
+                # A ring closed (e.g. by its own callback) is skipped: closing
+                # its fd already took it out of our epoll set.
+                if isinstance(ring, RingBuffer | PerfBuffer) and not ring.closed:
                     got, b = ring.consume_status(cb, self.batch)
                     total += got
                     busy |= b

@@ -11,7 +11,7 @@ import os
 import select
 from typing import TYPE_CHECKING, ClassVar, Self
 
-from .. import _ringbackend, _sys
+from .. import _ringbackend, _sys, _wait
 from .._fd import OwnedFD
 from .._ringbackend import KernelRing, RingBackend, UserRing
 from .._ringcore import check_ring_size
@@ -72,7 +72,12 @@ class MappedRing:
             try:
                 self._epoll = select.epoll()
                 self._epoll.register(fd, self._epoll_events)
+                # close() wakes every thread blocked in a wait on this
+                # ring through it: see bpfring._wait.
+                self._gate = _wait.Gate(self._epoll)
             except BaseException:
+                if hasattr(self, "_epoll"):
+                    self._epoll.close()
                 self._unmap()
                 raise
         except BaseException:
@@ -168,11 +173,24 @@ class MappedRing:
     def close(self) -> None:
         raise NotImplementedError
 
+    def _waiter(self, timeout: float | None, recheck: float | None = None) -> _wait.Waiter:
+        """A :class:`~bpfring._wait.Waiter` on this ring's epoll that raises
+        ``ValueError`` once another thread closes the ring."""
+        self._check_open()
+        return _wait.Waiter(self._epoll, timeout, recheck=recheck, gate=self._gate,
+                            what=type(self).__name__)
+
+    def _wake_waiters(self) -> None:
+        """Wake every thread waiting on this ring (they raise ValueError) and
+        let them leave their waits (call it before taking the lock)."""
+        self._gate.wake_all()
+
     def _release(self) -> None:
         """Mark closed, then drop the epoll, the views, the mappings and the fd
         (callers hold the ring's lock)."""
         self._closed = True
         self._epoll.close()
+        self._gate.close()
         self._unmap()
         self._fd.close()
 

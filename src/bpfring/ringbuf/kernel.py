@@ -20,6 +20,7 @@ from .. import _sys, _wait
 from .._fd import OwnedFD
 from .._ringbackend import KernelRing
 from .._ringcore import RUN_BUSY, RUN_OTHER, Consumer, distance
+from ..errors import BPFError
 from ._mapped import MappedRing, MapSource
 
 if TYPE_CHECKING:
@@ -35,6 +36,11 @@ class RingBuffer(MappedRing):
     ``RingBuffer(fd)`` duplicates ``fd``; the caller keeps ownership of its own.
     One consumer per ring: a second consumer (in this or another process)
     steals records.  Methods are thread-safe (a lock serialises consumption).
+    A callback must not read, consume or poll its own ring (that raises
+    :class:`~bpfring.BPFError`); it may :meth:`close` it, which takes effect
+    when the callback returns (no further record is delivered).  Closing
+    from another thread wakes threads blocked in :meth:`poll`, :meth:`read`
+    or iteration: they raise ``ValueError``, as I/O on a closed file does.
 
     Delivery is at-least-once for callbacks: a record whose callback raises is
     not consumed and comes again on the next call.  :meth:`read` and iteration
@@ -74,6 +80,8 @@ class RingBuffer(MappedRing):
         self.batch_publish = batch_publish
         super().__init__(source, _owned=_owned)
         self._lock = threading.Lock()
+        self._owner: int | None = None  # thread inside a walk, under the lock
+        self._halted = False  # close() was called from a callback
         try:
             self._lost_fd = (OwnedFD.dup(lost_map, "ring lost-counter map")
                              if lost_map is not None else None)
@@ -108,11 +116,37 @@ class RingBuffer(MappedRing):
 
     # Consuming ---------------------------------------------------------------------
 
+    @staticmethod
+    def _reentered() -> BPFError:
+        return BPFError("RingBuffer read from inside one of its own callbacks",
+                        hint="return from the callback first (close() from a callback "
+                             "is fine: it takes effect when the callback returns)")
+
+    @contextmanager
+    def _serving(self) -> Iterator[None]:
+        """Hold the lock while records are taken out; refuse re-entry from a
+        callback (the lock is not re-entrant: it would hang) and run a close()
+        that a callback asked for once the walk is over."""
+        me = threading.get_ident()
+        if self._owner == me:
+            raise self._reentered()
+        with self._lock:
+            self._check_open()
+            self._owner = me
+            try:
+                yield
+            finally:
+                self._owner = None
+                if self._halted:
+                    self._close_locked()
+
     def consume(self, callback: Callable[[memoryview], Any], limit: int | None = None) -> int:
         """Deliver waiting records to ``callback`` without waiting; return how many.
 
         ``callback(view)`` gets a read-only memoryview of the payload that is
-        valid only during the call (copy it with ``bytes(view)`` to keep it).
+        valid only during the call (copy it with ``bytes(view)`` to keep it):
+        a slice of it kept past the call stays readable but shows whatever
+        the kernel writes there once the ring wraps, silently.
         ``limit`` bounds the records delivered (0 delivers none).
         """
         return self.consume_status(callback, limit)[0]
@@ -126,20 +160,33 @@ class RingBuffer(MappedRing):
         does): a ring that is busy stays readable, so instead of waiting on
         its fd they should back off briefly and try again.
         """
-        self._check_open()
+        # _serving(), inlined: this is the per-call cost of every callback
+        # consumer (a Poller calls it per ring and round).
+        me = threading.get_ident()
+        if self._owner == me:
+            raise self._reentered()
         with self._lock:
-            if self._backlog:
-                return self._consume_backlog(callback, limit), False
-            # The walk with acquire loads of producer_pos and headers, release
-            # stores of consumer_pos (after every record unless batch_publish).
-            n, _, busy, _ = self._impl.consume(
-                callback, None if limit is None else max(limit, 0), not self.batch_publish, True)
-            return n, busy
+            self._check_open()
+            self._owner = me
+            try:
+                if self._backlog:
+                    return self._consume_backlog(callback, limit), False
+                # The walk with acquire loads of producer_pos and headers,
+                # release stores of consumer_pos (after every record unless
+                # batch_publish).
+                n, _, busy, _ = self._impl.consume(
+                    callback, None if limit is None else max(limit, 0),
+                    not self.batch_publish, True)
+                return n, busy
+            finally:
+                self._owner = None
+                if self._halted:
+                    self._close_locked()
 
     def _consume_backlog(self, callback: Callable[[memoryview], Any], limit: int | None) -> int:
         n = 0
         backlog = self._backlog
-        while backlog and (limit is None or n < limit):
+        while backlog and (limit is None or n < limit) and not self._halted:
             callback(memoryview(backlog[0]))  # raises: the record stays first in line
             backlog.popleft()
             n += 1
@@ -160,7 +207,7 @@ class RingBuffer(MappedRing):
                 limit: int | None) -> _T:
         """Call ``attempt()`` -> (result, busy) until the result is non-empty
         (a count or a list), waiting in between as :meth:`poll` describes."""
-        waiter = _wait.Waiter(self._epoll, timeout)
+        waiter = self._waiter(timeout)
         while True:
             got, busy = attempt()
             if got or (limit is not None and limit <= 0):
@@ -184,8 +231,7 @@ class RingBuffer(MappedRing):
         first, like :meth:`consume`) and whether a BUSY record stopped the
         walk; does not wait.  consumer_pos is stored once, when the copies
         are made."""
-        self._check_open()
-        with self._lock:
+        with self._serving():
             backlog = self._backlog
             if backlog:
                 k = len(backlog) if limit is None else max(0, min(limit, len(backlog)))
@@ -245,8 +291,7 @@ class RingBuffer(MappedRing):
         records) and whether a BUSY record ended them; does not wait."""
         itemsize = dt.itemsize
         impl = self._impl
-        self._check_open()
-        with self._lock:
+        with self._serving():
             if self._backlog:
                 raise ValueError("records taken out by an iterator are pending; "
                                  "finish them with read() first")
@@ -291,8 +336,7 @@ class RingBuffer(MappedRing):
         """
         dt = self._as_dtype(dtype)
         impl = self._impl
-        self._check_open()
-        with self._lock:
+        with self._serving():
             core = self._core
             cons = impl.consumer_pos()
             start, n, _ = core.regular_run(self._np_data(), cons, impl.producer_pos(),
@@ -385,10 +429,25 @@ class RingBuffer(MappedRing):
         return self._core.pending_records(self._impl.consumer_pos(), self._impl.producer_pos())
 
     def close(self) -> None:
-        """Unmap the ring and close the private fd (idempotent)."""
+        """Unmap the ring and close the private fd (idempotent).
+
+        From inside one of the ring's callbacks, the ring closes when the
+        callback returns and no further record is delivered.  Threads blocked
+        waiting on the ring wake up and raise ``ValueError``."""
         if self._closed:
             return
+        if self._owner == threading.get_ident():
+            self._halted = True
+            self._impl.halt()  # the backend's walk stops after this callback
+            return
+        self._wake_waiters()
         with self._lock:
-            self._release()
-            if self._lost_fd is not None:
-                self._lost_fd.close()
+            self._close_locked()
+
+    def _close_locked(self) -> None:
+        if self._closed:
+            return
+        self._wake_waiters()
+        self._release()
+        if self._lost_fd is not None:
+            self._lost_fd.close()

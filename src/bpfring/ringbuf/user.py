@@ -12,6 +12,8 @@ from __future__ import annotations
 import mmap
 import select
 import threading
+import warnings
+import weakref
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,9 +37,13 @@ class Sample:
     :meth:`discard` exactly once.  Used as a context manager it submits on
     normal exit and discards when the block raises.  After submit or discard
     the view is released: later writes raise instead of corrupting the ring.
+
+    A sample dropped while still reserved would hold back every sample
+    reserved after it forever; it is discarded when garbage-collected,
+    with a :class:`ResourceWarning` (as an unclosed file is closed).
     """
 
-    __slots__ = ("_hdr", "_ring", "data")
+    __slots__ = ("__weakref__", "_hdr", "_ring", "data")
 
     def __init__(self, ring: UserRingBuffer, hdr: int, data: memoryview) -> None:
         self._ring = ring
@@ -78,6 +84,17 @@ class Sample:
             return
         self._ring._commit(self, exc_type is not None)
 
+    def __del__(self) -> None:
+        if self._hdr < 0:
+            return
+        try:
+            warnings.warn(f"reserved Sample of {self.data.nbytes} bytes dropped without "
+                          "submit() or discard(): discarded", ResourceWarning, stacklevel=2)
+            if not self._ring._closed:
+                self._ring._commit(self, True)
+        except Exception:  # interpreter shutdown, a ring closed meanwhile
+            pass
+
     def __repr__(self) -> str:
         state = "done" if self._hdr < 0 else "reserved"
         return f"<Sample {state} size={len(self) if self._hdr >= 0 else '?'}>"
@@ -87,6 +104,14 @@ class UserRingBuffer(MappedRing):
     """Producer into a ``BPF_MAP_TYPE_USER_RINGBUF`` drained by a BPF program.
 
     Thread-safe: reservations are serialised by a lock; submits need none.
+    Closing from another thread wakes every writer waiting for room.
+
+    Wakeup modes of the drain, and what a writer waiting for room pays:
+    the default (adaptive) and ``BPF_RB_FORCE_WAKEUP`` wake it as soon as
+    the drain returns; ``BPF_RB_NO_WAKEUP`` sends nothing, so the writer
+    notices the room only when it re-checks consumer_pos (after 1 ms, then
+    on a back-off up to :attr:`RECHECK_MAX`, 20 ms): up to that much latency
+    and about 50 cheap wakeups per second of waiting, never a hang.
     Several *processes* writing one ring must coordinate among themselves (the
     kernel offers no lock); the drain itself may run concurrently with writes.
     Samples reach the kernel in reservation order, and an unsubmitted sample
@@ -111,7 +136,8 @@ class UserRingBuffer(MappedRing):
         self.record = record
         super().__init__(source, _owned=_owned)
         self._lock = threading.Lock()
-        self._outstanding: dict[int, Sample] = {}
+        # Weak: a sample dropped while reserved is discarded by its __del__.
+        self._outstanding: dict[int, weakref.ref[Sample]] = {}
 
     def _bind(self) -> memoryview:
         self._core = Producer(self._data, self._size)
@@ -131,12 +157,23 @@ class UserRingBuffer(MappedRing):
 
     # Waiting for room ------------------------------------------------------------------
 
+    #: Longest a wait for room (or for a drain) sleeps without looking at
+    #: consumer_pos: a drain with BPF_RB_NO_WAKEUP sends no wakeup at all.
+    RECHECK_MAX = 0.02
+
+    def _room_waiter(self, timeout: float | None) -> _wait.Waiter:
+        # Drain wakeups end the wait at once; without one (BPF_RB_NO_WAKEUP,
+        # or a wakeup lost to a race) consumer_pos is re-checked on a back-off
+        # from 1 ms doubling up to RECHECK_MAX (see bpfring._wait).
+        return self._waiter(timeout, recheck=self.RECHECK_MAX)
+
     def _wait_room(self, length: int, waiter: _wait.Waiter, first: RingFull) -> None:
         """Block until a sample of ``length`` may fit, or raise ``first`` at the deadline."""
         impl = self._impl
         while True:
             if waiter.wait() is None:
                 raise first
+            self._check_open()
             if self._core.has_room(length, impl.consumer_pos(), impl.producer_pos()):
                 return
 
@@ -155,7 +192,7 @@ class UserRingBuffer(MappedRing):
                         raise
                     full = e
             if waiter is None:  # the timeout counts from the first failure
-                waiter = _wait.Waiter(self._epoll, timeout)
+                waiter = self._room_waiter(timeout)
             self._wait_room(length, waiter, full)
 
     def _fill(self, length: int, timeout: float | None, step: Callable[[], bool]) -> None:
@@ -168,7 +205,7 @@ class UserRingBuffer(MappedRing):
                 if step() or timeout == 0:
                     return
             if waiter is None:
-                waiter = _wait.Waiter(self._epoll, timeout)
+                waiter = self._room_waiter(timeout)
             try:
                 self._wait_room(length, waiter, RingFull())
             except RingFull:
@@ -185,7 +222,7 @@ class UserRingBuffer(MappedRing):
         """
         hdr, off = self._attempt(size, timeout, lambda: self._reserve_locked(size))
         s = Sample(self, hdr, self._data[off:off + size])
-        self._outstanding[hdr] = s
+        self._outstanding[hdr] = weakref.ref(s)
         return s
 
     def _reserve_locked(self, size: int) -> tuple[int, int]:
@@ -353,11 +390,13 @@ class UserRingBuffer(MappedRing):
     def wait_drained(self, timeout: float | None = None) -> bool:
         """Wait until the kernel has drained everything written so far.
 
-        Relies on drain wakeups (a drain with ``BPF_RB_NO_WAKEUP`` is noticed
-        only at the next wakeup or by polling every 10 ms).  Returns False on timeout.
+        Drain wakeups end the wait at once; a drain with ``BPF_RB_NO_WAKEUP``
+        is noticed by re-checking consumer_pos on a back-off (1 ms doubling up
+        to :attr:`RECHECK_MAX`).  Returns False on timeout; raises
+        ``ValueError`` if another thread closes the ring meanwhile.
         """
         impl = self._impl
-        waiter = _wait.Waiter(self._epoll, timeout, max_wait=0.01)
+        waiter = self._room_waiter(timeout)
         target = impl.producer_pos()
         while 0 < distance(impl.consumer_pos(), target) <= self._size:
             if waiter.wait() is None:
@@ -365,10 +404,19 @@ class UserRingBuffer(MappedRing):
         return True
 
     def close(self) -> None:
-        """Discard outstanding samples, unmap the ring and close the fd (idempotent)."""
+        """Discard outstanding samples, unmap the ring and close the fd (idempotent).
+
+        Threads blocked in a wait for room (``write``/``reserve``/
+        ``write_many``/``write_array`` with a timeout) or in
+        :meth:`wait_drained` wake up and raise ``ValueError``."""
         if self._closed:
             return
+        self._wake_waiters()
         with self._lock:
-            for s in list(self._outstanding.values()):
-                self._commit(s, True)
+            if self._closed:
+                return
+            for ref in list(self._outstanding.values()):
+                s = ref()
+                if s is not None and s._hdr >= 0:
+                    self._commit(s, True)
             self._release()
