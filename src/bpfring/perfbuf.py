@@ -23,14 +23,11 @@ Differences from a BPF ring buffer that users see:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import mmap
-import os
 import select
 import struct
 import threading
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -39,6 +36,7 @@ import numpy as np
 
 from . import _perf, _perfcore, _ringbackend, _sys
 from ._fd import OwnedFD
+from ._wait import Gate, Waiter, readable
 from .errors import BPFError, MapTypeError
 from .mapref import MapRef
 
@@ -134,9 +132,8 @@ class PerfBuffer:
                     f"{self.info.type_name} map, not a perf_event_array map",
                     hint="use RingBuffer for ringbuf maps" if self.info.type == 27 else None)
             self._epoll = select.epoll()
-            # close() writes this eventfd to wake threads blocked in poll().
-            self._wakeup = OwnedFD(os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK), "eventfd")
-            self._epoll.register(self._wakeup.fileno(), select.EPOLLIN)
+            # close() fires its eventfd to wake every thread blocked in poll().
+            self._gate = Gate(self._epoll)
             self._open_cpus(cpus, page_count, wakeup_events, watermark)
         except BaseException:
             self._release()
@@ -312,30 +309,15 @@ class PerfBuffer:
         if limit is not None and limit <= 0:
             self._check_open()
             return 0
-        deadline = None if timeout is None else time.monotonic() + max(timeout, 0.0)
+        waiter = Waiter(self._epoll, timeout, gate=self._gate, what="PerfBuffer")
         while True:
             n = self._consume(callback, limit)
             if n:
                 return n
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                return 0
             # The event fds report readable once per wakeup (perf_poll resets
             # its state), so waiting after an empty pass cannot spin.
-            self._wait(left)
-
-    def _wait(self, timeout: float | None) -> None:
-        """Block until a CPU's ring signals, ``timeout`` passes or another
-        thread closes the buffer (then: ValueError, as for a closed file)."""
-        try:
-            self._epoll.poll(-1 if timeout is None else timeout)
-        except (ValueError, OSError):
-            # Closed under us: ValueError once the epoll object is closed,
-            # EBADF if that happened between its check and the system call.
-            if not self._closed:
-                raise
-        if self._closed:
-            raise ValueError("PerfBuffer was closed while waiting")
+            if waiter.wait() is None:
+                return 0
 
     def read(self, limit: int | None = None, timeout: float | None = 0) -> list[Any]:
         """Copies of waiting records (at most ``limit``), waiting up to
@@ -426,18 +408,7 @@ class PerfBuffer:
             await self._wait_readable()
 
     async def _wait_readable(self) -> None:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-
-        def ready() -> None:
-            if not fut.done():
-                fut.set_result(None)
-
-        loop.add_reader(self._epoll.fileno(), ready)
-        try:
-            await fut
-        finally:
-            loop.remove_reader(self._epoll.fileno())
+        await readable(self._epoll.fileno())
 
     # Teardown ------------------------------------------------------------------------
 
@@ -462,9 +433,9 @@ class PerfBuffer:
         epoll = getattr(self, "_epoll", None)
         if epoll is not None:
             epoll.close()
-        wakeup = getattr(self, "_wakeup", None)
-        if wakeup is not None:
-            wakeup.close()
+        gate = getattr(self, "_gate", None)
+        if gate is not None:
+            gate.close()
         self._map_fd.close()
 
     def close(self) -> None:
@@ -478,8 +449,9 @@ class PerfBuffer:
         if self._owner == threading.get_ident():
             self._halt[0] = 1
             return
-        with contextlib.suppress(OSError, ValueError):
-            os.eventfd_write(self._wakeup.fileno(), 1)
+        # Wake the waiters and let them leave before their epoll goes: closing
+        # the eventfd at once would take it out of the epoll set unseen.
+        self._gate.wake_all()
         with self._lock:
             if not self._closed:
                 self._release()
