@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import _libbpf, _sys
 from ._attach import AttachMethods, AttachReport, attach_all
+from ._globals import GlobalsView
 from ._libbpf import capture_log, cstr, lib, strerror
 from .build import build, build_source
 from .errors import BPFError, LoadError, MapTypeError
@@ -31,7 +32,7 @@ from .perfbuf import PerfBuffer
 from .ringbuf import RingBuffer, UserRingBuffer
 
 if TYPE_CHECKING:
-    from .btf import BTF, Codec, Variable
+    from .btf import BTF, Codec
 
 __all__ = ["BPFObject", "Closeable", "Program", "load", "open_object"]
 
@@ -190,7 +191,7 @@ class Program(AttachMethods):
         return f"<Program {self.name} SEC({self.section!r})>"
 
 
-class _Globals:
+class _Globals(GlobalsView):
     """Attribute access to an object's global variables (``.bss``, ``.data``,
     ``.rodata`` and custom ``.data.*`` sections), typed from BTF.
 
@@ -200,30 +201,15 @@ class _Globals:
     """
 
     _obj: BPFObject
-    _vars: dict[str, tuple[Map, Variable]] | None
 
-    def __init__(self, obj: BPFObject) -> None:
-        object.__setattr__(self, "_obj", obj)
-        object.__setattr__(self, "_vars", None)
+    def _btf(self) -> BTF | None:
+        return self._obj.btf
 
-    def _index(self) -> dict[str, tuple[Map, Variable]]:
-        idx = self._vars
-        if idx is None:
-            idx = {}
-            obj = self._obj
-            btf = obj.btf
-            for m in obj.maps.values():
-                sec = m.section
-                if btf is None or sec is None:
-                    continue
-                try:
-                    variables = btf.datasec(sec)
-                except KeyError:
-                    continue
-                for var in variables:
-                    idx[var.name] = (m, var)
-            object.__setattr__(self, "_vars", idx)
-        return idx
+    def _section_maps(self) -> Iterable[tuple[str, Map]]:
+        return [(m.section, m) for m in self._obj.maps.values() if m.section is not None]
+
+    def _loaded(self) -> bool:
+        return self._obj.loaded
 
     def _region(self, m: Map) -> memoryview:
         """The bytes of a global section: libbpf's initial image before load,
@@ -248,56 +234,6 @@ class _Globals:
             obj._global_views[m.name] = view
             obj._global_mms.append(mm)
         return view
-
-    def _lookup(self, name: str) -> tuple[Map, Variable]:
-        try:
-            return self._index()[name]
-        except KeyError:
-            raise AttributeError(f"BPF object has no global variable {name!r}") from None
-
-    def __getattr__(self, name: str) -> Any:
-        m, var = self._lookup(name)
-        return var.codec.decode(self._region(m), var.offset)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        m, var = self._lookup(name)
-        if self._obj.loaded and (m.section or "").startswith(".rodata"):
-            raise AttributeError(
-                f"{name} is in .rodata, which is read-only after load "
-                "(set it with load(..., globals={...}))"
-            )
-        region = self._region(m)
-        codec = var.codec
-        if isinstance(value, dict):
-            # A dict updates the fields it names; the others keep their values.
-            current = codec.decode(region, var.offset)
-            if hasattr(current, "_asdict"):
-                value = _merge(current._asdict(), value)
-        data = codec.encode(value)
-        region[var.offset:var.offset + len(data)] = data
-
-    def __dir__(self) -> list[str]:
-        return sorted(self._index())
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._index()
-
-    def _asdict(self) -> dict[str, Any]:
-        return {n: getattr(self, n) for n in self._index()}
-
-    def __repr__(self) -> str:
-        return f"<globals {', '.join(sorted(self._index()))}>"
-
-
-def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``base`` updated with ``new``, recursing into nested dicts."""
-    out = dict(base)
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out
 
 
 class BPFObject:

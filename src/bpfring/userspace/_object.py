@@ -10,11 +10,12 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._globals import GlobalsView
 from ..btf import BTF
 from ..errors import BPFError
 from . import _elf, _isa
@@ -116,77 +117,27 @@ class UserProgram:
         return f"<UserProgram {self.name} SEC({self.section!r})>"
 
 
-class _Globals:
+class _Globals(GlobalsView):
     """Attribute access to the object's global variables, typed from BTF (as
     :attr:`bpfring.BPFObject.globals`): ``.rodata`` is read-only once loaded."""
 
-    def __init__(self, obj: UserObject) -> None:
-        object.__setattr__(self, "_obj", obj)
-        object.__setattr__(self, "_vars", None)
+    _obj: UserObject
 
-    def _index(self) -> dict[str, tuple[ArrayMap, Any]]:
-        idx: dict[str, tuple[ArrayMap, Any]] | None = self._vars
-        if idx is None:
-            idx = {}
-            btf = self._obj.btf
-            for m in self._obj.maps.values():
-                sec = m.section
-                if btf is None or sec is None or not isinstance(m, ArrayMap):
-                    continue
-                try:
-                    variables = btf.datasec(sec)
-                except KeyError:
-                    continue
-                for var in variables:
-                    idx[var.name] = (m, var)
-            object.__setattr__(self, "_vars", idx)
-        return idx
+    def _btf(self) -> BTF | None:
+        return self._obj.btf
 
-    def _lookup(self, name: str) -> tuple[ArrayMap, Any]:
+    def _section_maps(self) -> Iterable[tuple[str, ArrayMap]]:
+        return [(m.section, m) for m in self._obj.maps.values()
+                if m.section is not None and isinstance(m, ArrayMap)]
+
+    def _loaded(self) -> bool:
+        return self._obj.loaded
+
+    def _check(self) -> None:
         self._obj._check_open()
-        try:
-            return self._index()[name]
-        except KeyError:
-            raise AttributeError(f"BPF object has no global variable {name!r}") from None
 
-    def __getattr__(self, name: str) -> Any:
-        m, var = self._lookup(name)
-        return var.codec.decode(m.section_view(), var.offset)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        m, var = self._lookup(name)
-        if self._obj.loaded and (m.section or "").startswith(".rodata"):
-            raise AttributeError(
-                f"{name} is in .rodata, which is read-only after load "
-                "(set it with load(..., globals={...}))"
-            )
-        region = m.section_view()
-        if isinstance(value, dict):
-            current = var.codec.decode(region, var.offset)
-            if hasattr(current, "_asdict"):
-                value = _merge(current._asdict(), value)
-        raw = var.codec.encode(value)
-        region[var.offset:var.offset + len(raw)] = raw
-
-    def __dir__(self) -> list[str]:
-        return sorted(self._index())
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._index()
-
-    def _asdict(self) -> dict[str, Any]:
-        return {n: getattr(self, n) for n in self._index()}
-
-    def __repr__(self) -> str:
-        return f"<globals {', '.join(sorted(self._index()))}>"
-
-
-def _merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in new.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) \
-            else v
-    return out
+    def _region(self, m: ArrayMap) -> memoryview:
+        return m.section_view()
 
 
 class UserObject:
