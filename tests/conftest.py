@@ -165,3 +165,38 @@ def no_resource_leaks() -> Iterator[None]:
             break
         time.sleep(0.1)
     assert not any(leaked), f"resources leaked by the suite: fds {leaked[0]}, maps {leaked[1]}"
+
+
+@pytest.fixture(params=["c", "python"])
+def mode(request):
+    """Run a test on rings opened with the C backend and with the pure-Python
+    one (a skip for want of the accelerator fails under CI, see above)."""
+    from bpfring import _ringbackend
+
+    if request.param == "c":
+        try:
+            import bpfring._speedups  # noqa: F401
+        except ImportError:
+            pytest.skip("bpfring._speedups is not built")
+    prev = _ringbackend.set_accelerated(request.param == "c")
+    try:
+        yield request.param
+    finally:
+        _ringbackend.set_accelerated(prev)
+
+
+# The BTF test fixture (tests/bpf/btf_types.c compiled by clang and by gcc),
+# built once for the reader and codec test modules.
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory):
+    from btf_support import fixture_built
+
+    return fixture_built(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def btf(built):
+    from btf_support import fixture_btf
+
+    return fixture_btf(built)
+

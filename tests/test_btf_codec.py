@@ -15,19 +15,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from btf_support import Blob, CTruth, all_kinds_blob, fixture_btf, fixture_built
+from btf_support import Blob, CTruth, all_kinds_blob
 
 from bpfring.btf import BTF, Codec, Kind, Record
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return fixture_built(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def btf(built: dict[str, Any]) -> BTF:
-    return fixture_btf(built)
 
 
 @pytest.fixture(scope="session")

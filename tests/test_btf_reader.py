@@ -18,20 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from btf_support import FIXTURE, Blob, all_kinds_blob, fixture_btf, fixture_built, fixture_linked
+from btf_support import FIXTURE, Blob, all_kinds_blob, fixture_linked
 
 from bpfring import BTFError, TypeNotFound
 from bpfring.btf import BTF, Kind, Member, elf_section, load
-
-
-@pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    return fixture_built(tmp_path_factory)
-
-
-@pytest.fixture(scope="session")
-def btf(built: dict[str, Any]) -> BTF:
-    return fixture_btf(built)
 
 
 @pytest.fixture(scope="session")

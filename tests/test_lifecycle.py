@@ -14,7 +14,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -22,24 +22,13 @@ import pytest
 from conftest import BPF_DIR, produce_ctx
 
 import bpfring
-from bpfring import BPFError, Poller, RingBuffer, RingFull, UserRingBuffer, _ringbackend, _sys
+from bpfring import BPFError, Poller, RingBuffer, RingFull, UserRingBuffer, _sys
 
 try:
     from bpfring import _speedups as sp
 except ImportError:
     sp = None
 
-
-@pytest.fixture(params=["c", "python"])
-def mode(request) -> Iterator[str]:
-    """Rings opened with the C backend and with the pure-Python one."""
-    if request.param == "c" and sp is None:
-        pytest.skip("bpfring._speedups is not built")
-    prev = _ringbackend.set_accelerated(request.param == "c")
-    try:
-        yield request.param
-    finally:
-        _ringbackend.set_accelerated(prev)
 
 
 def _bounded(fn: Callable[[], Any], limit: float = 10.0) -> Any:

@@ -16,7 +16,7 @@ import random
 import struct
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -287,17 +287,6 @@ def test_public_api_exports():
 # Both backends against the kernel: the C paths == the pure-Python paths
 # ---------------------------------------------------------------------------------
 
-
-@pytest.fixture(params=["c", "python"])
-def mode(request) -> Iterator[str]:
-    """Run a test on rings opened with the C backend and with the pure-Python one."""
-    if request.param == "c" and sp is None:
-        pytest.skip("bpfring._speedups is not built")
-    prev = _ringbackend.set_accelerated(request.param == "c")
-    try:
-        yield request.param
-    finally:
-        _ringbackend.set_accelerated(prev)
 
 
 def _in_mode(accelerated: bool, fn: Callable[[], Any]) -> Any:

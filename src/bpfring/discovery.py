@@ -123,9 +123,9 @@ def fd_owners(proc: str = "/proc") -> tuple[dict[int, list[int]], dict[int, list
     return ({k: sorted(v) for k, v in maps.items()}, {k: sorted(v) for k, v in progs.items()})
 
 
-def program_maps() -> dict[int, list[int]]:
-    """Program id -> ids of the maps it uses, for every program on the host."""
-    out: dict[int, list[int]] = {}
+def _programs() -> Iterator[tuple[int, list[int], int]]:
+    """Yield (program id, ids of the maps it uses, its BTF id) for every
+    program on the host that can still be opened and asked."""
     for pid in _sys.prog_ids():
         try:
             pfd = _open(_sys.prog_get_fd_by_id(pid), "program")
@@ -133,10 +133,15 @@ def program_maps() -> dict[int, list[int]]:
             continue
         with pfd:
             try:
-                out[pid] = _sys.prog_info(pfd.fileno())[0]
+                ids, btf_id = _sys.prog_info(pfd.fileno())
             except BPFError:
                 continue
-    return out
+        yield pid, ids, btf_id
+
+
+def program_maps() -> dict[int, list[int]]:
+    """Program id -> ids of the maps it uses, for every program on the host."""
+    return {pid: ids for pid, ids, _btf in _programs()}
 
 
 def _users(info: RingInfo, progs: dict[int, list[int]],
@@ -152,16 +157,7 @@ def _open(fd: int, what: str = "map") -> OwnedFD:
 
 def _programs_using(map_id: int) -> Iterator[tuple[list[int], int]]:
     """Yield (map ids, btf id) of every program that uses ``map_id``."""
-    for pid in _sys.prog_ids():
-        try:
-            pfd = _open(_sys.prog_get_fd_by_id(pid), "program")
-        except BPFError:
-            continue
-        with pfd:
-            try:
-                ids, btf_id = _sys.prog_info(pfd.fileno())
-            except BPFError:
-                continue
+    for _pid, ids, btf_id in _programs():
         if map_id in ids:
             yield ids, btf_id
 
