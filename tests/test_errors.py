@@ -81,7 +81,8 @@ def test_ring_create_size_type(kernel, size):
 _AS_NOBODY = r"""
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
-import bpfring, bpfring.object, bpfring._attach
+import bpfring, bpfring.object, bpfring._attach, bpfring._api, bpfring.btf
+bpfring.load  # everything imported now: as nobody the checkout may be unreadable (/root)
 libc.prctl(8, 1, 0, 0, 0)  # PR_SET_KEEPCAPS
 os.setgroups([]); os.setresgid(65534, 65534, 65534); os.setresuid(65534, 65534, 65534)
 class Hdr(ctypes.Structure):
