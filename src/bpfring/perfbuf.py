@@ -369,35 +369,33 @@ class PerfBuffer:
         if not backlog and timeout != 0:
             self.poll(take, timeout, self._ITER_BATCH)
 
+    def _pop(self) -> tuple[int, bytes] | None:
+        """The next record the iterators took out of the rings, if any."""
+        with self._lock:
+            return self._backlog.popleft() if self._backlog else None
+
     def __iter__(self) -> Iterator[Any]:
         """Yield records (copies, decoded with ``record``), blocking."""
-        backlog = self._backlog
         while True:
-            if not backlog:
+            if not self._backlog:
                 self._fill(None)
-                continue
-            with self._lock:
-                if not backlog:
-                    continue
-                cpu, rec = backlog.popleft()
-            self.cpu = cpu
-            yield self._decode(rec)
+            got = self._pop()
+            if got is not None:
+                self.cpu = got[0]
+                yield self._decode(got[1])
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         """``async for rec in pb``: like iteration, on the running event loop."""
-        backlog = self._backlog
         while True:
-            if not backlog:
+            if not self._backlog:
                 self._fill(0)
-                if not backlog:
+                if not self._backlog:
                     await self._wait_readable()
-                continue
-            with self._lock:
-                if not backlog:
                     continue
-                cpu, rec = backlog.popleft()
-            self.cpu = cpu
-            yield self._decode(rec)
+            got = self._pop()
+            if got is not None:
+                self.cpu = got[0]
+                yield self._decode(got[1])
 
     async def read_async(self, limit: int | None = None) -> list[Any]:
         """Wait in the running event loop until records arrive; return copies."""
