@@ -39,6 +39,8 @@ from ._fd import OwnedFD
 from ._wait import Gate, Waiter, readable
 from .errors import BPFError, MapTypeError
 from .mapref import MapRef
+from .ringbuf._debug import debug_callback, debug_default
+from .ringbuf._mapped import map_info_of
 
 __all__ = ["PerfBuffer"]
 
@@ -92,7 +94,8 @@ class PerfBuffer:
     CPU.  ``cpus`` restricts the CPUs (default: every online CPU that the
     map has a slot for).  ``record`` (a BTF record type) makes :meth:`read`
     and iteration decode; ``lost_callback(cpu, count)`` is told of every
-    loss report.
+    loss report.  ``debug`` releases each view when its callback returns, as
+    for :class:`~bpfring.RingBuffer` (default: ``BPFRING_DEBUG=1``).
 
     One consumer per map: opening a second one (here or in another process)
     replaces the first's event fds in the map.  Methods are thread-safe.
@@ -101,7 +104,8 @@ class PerfBuffer:
     def __init__(self, source: MapSource, *, page_count: int = 16, wakeup_events: int = 1,
                  watermark: int | None = None, cpus: list[int] | None = None,
                  record: Any = None,
-                 lost_callback: Callable[[int, int], object] | None = None) -> None:
+                 lost_callback: Callable[[int, int], object] | None = None,
+                 debug: bool | None = None) -> None:
         _ringbackend.check_arch()
         # Position loads and stores go through the ring backend chosen now (C:
         # real acquire/release; pure Python: plain accesses, x86-TSO only).
@@ -119,13 +123,15 @@ class PerfBuffer:
         self._rings: list[_CpuRing] = []
         if isinstance(source, str):
             source = MapRef.parse(source)
+        given: int | None = None  # the caller's fd, named in errors (not our dup)
         if isinstance(source, MapRef):
             self._map_fd = OwnedFD(source.open(map_type=MAP_TYPE_PERF_EVENT_ARRAY),
                                    "perf event array map")
         else:
+            given = source
             self._map_fd = OwnedFD.dup(source, "perf event array map")
         try:
-            self.info = _sys.map_info(self._map_fd.fileno())
+            self.info = map_info_of(self._map_fd.fileno(), given)
             if self.info.type != MAP_TYPE_PERF_EVENT_ARRAY:
                 raise MapTypeError(
                     f"map {self.info.name or self.info.id!r} (id {self.info.id}) is a "
@@ -139,6 +145,8 @@ class PerfBuffer:
             self._release()
             raise
         self.page_count = page_count
+        #: Debug mode for callbacks, as for RingBuffer (``BPFRING_DEBUG=1``).
+        self.debug = debug_default(debug)
         self.record = record
         self._decode: Callable[[Any], Any] = record.decode if record is not None else bytes
         self._lost_cb = lost_callback
@@ -292,15 +300,19 @@ class PerfBuffer:
         """Deliver waiting records of every CPU to ``callback(view)`` without
         waiting; return how many.  The view is valid only during the call;
         :attr:`cpu` tells which CPU the record came from.  A record whose
-        callback raises is not consumed (it comes again)."""
-        return self._consume(callback, limit)
+        callback raises is not consumed (it comes again).  ``debug`` mode
+        releases the view when the callback returns (see RingBuffer.consume)."""
+        return self._consume(self._checked(callback), limit)
+
+    def _checked(self, callback: Callable[[memoryview], Any]) -> Callable[[memoryview], Any]:
+        return debug_callback(callback, "PerfBuffer") if self.debug else callback
 
     def consume_status(self, callback: Callable[[memoryview], Any],
                        limit: int | None = None) -> tuple[int, bool]:
         """:meth:`consume`, as ``(delivered, busy)`` like
         :meth:`RingBuffer.consume_status` (a perf ring has no busy records,
         so ``busy`` is always false); what :class:`~bpfring.Poller` calls."""
-        return self._consume(callback, limit), False
+        return self._consume(self._checked(callback), limit), False
 
     def poll(self, callback: Callable[[memoryview], Any], timeout: float | None = None,
              limit: int | None = None) -> int:
@@ -310,6 +322,7 @@ class PerfBuffer:
             self._check_open()
             return 0
         waiter = Waiter(self._epoll, timeout, gate=self._gate, what="PerfBuffer")
+        callback = self._checked(callback)
         while True:
             n = self._consume(callback, limit)
             if n:

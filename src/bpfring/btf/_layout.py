@@ -722,7 +722,7 @@ class Compiled:
             "    o = flatten(val)\n"
             "    try:\n"
             "        _pack_into(buf, offset, *o)\n"
-            "    except _StructError as e:\n"
+            "    except (_StructError, OverflowError) as e:\n"  # OverflowError: float > f
             "        raise _packerr(o, e, buf, offset) from None\n"
         )
         try:
@@ -757,7 +757,7 @@ class Compiled:
         o = self.flatten(val)
         try:
             return self.struct.pack(*o)
-        except struct.error as e:
+        except (struct.error, OverflowError) as e:
             raise self.pack_error(o, e) from None
 
     def pack_error(
@@ -772,7 +772,7 @@ class Compiled:
         for _off, _sz, code, nv, path in self.items:
             try:
                 struct.pack("<" + code, *values[k : k + nv])
-            except struct.error as e:
+            except (struct.error, OverflowError) as e:
                 where = f"{self.label}{path}" if path.startswith((".", "[")) else self.label
                 return ValueError(f"cannot encode {where}: {e}")
             k += nv

@@ -29,6 +29,22 @@ log = logging.getLogger("bpfring")
 PAGE_SIZE = mmap.PAGESIZE
 
 
+def map_info_of(fd: int, given: int | None) -> _sys.MapInfo:
+    """The info of the map behind ``fd``, our duplicate of the caller's fd
+    ``given`` (or None when we opened it ourselves): an error names the fd
+    the caller passed, not the duplicate they never saw."""
+    try:
+        return _sys.map_info(fd)
+    except BPFError as e:
+        if given is None or e.errno is None:
+            raise
+        hint = (f"fd {given} is not a BPF map; pass a map fd or a "
+                "MapRef (\"id 42\", \"pinned PATH\", \"name NAME\")"
+                if e.errno == _errno.EINVAL else e.hint)
+        raise BPFError(f"reading info of map fd {given}: {os.strerror(e.errno)}",
+                       errno=e.errno, hint=hint) from None
+
+
 class MappedRing:
     """Base of :class:`~bpfring.RingBuffer` and :class:`~bpfring.UserRingBuffer`."""
 
@@ -51,14 +67,18 @@ class MappedRing:
         what = f"{self._kind} ring buffer map"
         if isinstance(source, str):
             source = MapRef.parse(source)
+        given: int | None = None  # the caller's fd, named in errors (not our dup)
         if isinstance(source, MapRef):
             self._fd = OwnedFD(source.open(map_type=self._map_type), what)
+        elif _owned:
+            self._fd = OwnedFD(source, what)
         else:
-            self._fd = OwnedFD(source, what) if _owned else OwnedFD.dup(source, what)
+            given = source
+            self._fd = OwnedFD.dup(source, what)
         self._npd: npt.NDArray[np.uint8] | None = None
         try:
             fd = self._fd.fileno()
-            info = _sys.map_info(fd)
+            info = map_info_of(fd, given)
             if info.type != self._map_type:
                 raise MapTypeError(
                     f"map {info.name or info.id!r} (id {info.id}) is a {info.type_name} map, "

@@ -21,6 +21,7 @@ from .._fd import OwnedFD
 from .._ringbackend import KernelRing
 from .._ringcore import RUN_BUSY, RUN_OTHER, Consumer, distance
 from ..errors import BPFError
+from ._debug import debug_callback, debug_default
 from ._mapped import MappedRing, MapSource
 
 if TYPE_CHECKING:
@@ -61,7 +62,7 @@ class RingBuffer(MappedRing):
 
     def __init__(self, source: MapSource, *, batch_publish: bool = False,
                  lost_map: int | None = None, record: Any = None,
-                 _owned: bool = False) -> None:
+                 debug: bool | None = None, _owned: bool = False) -> None:
         """Consume a ring map given as an fd (duplicated: the caller keeps
         ownership), a :class:`MapRef` or its string (``"id 42"``,
         ``"pinned /sys/fs/bpf/events"``, ``"name events"``).
@@ -76,8 +77,14 @@ class RingBuffer(MappedRing):
         ``record`` (a BTF record type, see :mod:`bpfring.btf`) makes
         :meth:`read`, iteration and :meth:`read_async` return decoded
         records instead of bytes; callbacks still get raw views.
+        ``debug`` (default: environment ``BPFRING_DEBUG=1``) hands callbacks
+        a view that is released when they return, so a view kept past the
+        call raises instead of silently showing newer records (see
+        docs/threads.md, "Views given to callbacks"); it costs a copy per record.
         """
         self.batch_publish = batch_publish
+        #: Debug mode for callbacks (see :mod:`bpfring.ringbuf._debug`).
+        self.debug = debug_default(debug)
         super().__init__(source, _owned=_owned)
         self._lock = threading.Lock()
         self._owner: int | None = None  # thread inside a walk, under the lock
@@ -146,7 +153,9 @@ class RingBuffer(MappedRing):
         ``callback(view)`` gets a read-only memoryview of the payload that is
         valid only during the call (copy it with ``bytes(view)`` to keep it):
         a slice of it kept past the call stays readable but shows whatever
-        the kernel writes there once the ring wraps, silently.
+        the kernel writes there once the ring wraps, silently; debug mode
+        (``debug=True`` or ``BPFRING_DEBUG=1``) releases the view when the
+        callback returns and refuses kept slices, to find such bugs.
         ``limit`` bounds the records delivered (0 delivers none).
         """
         return self.consume_status(callback, limit)[0]
@@ -165,6 +174,8 @@ class RingBuffer(MappedRing):
         me = threading.get_ident()
         if self._owner == me:
             raise self._reentered()
+        if self.debug:
+            callback = debug_callback(callback, "RingBuffer")
         with self._lock:
             self._check_open()
             self._owner = me
