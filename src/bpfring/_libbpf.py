@@ -264,7 +264,8 @@ def strerror(err: int) -> str:
 
 
 def cstr(b: bytes | None) -> str:
-    return b.decode() if b else ""
+    # errors="replace": names come from the object file, which may be corrupt.
+    return b.decode(errors="replace") if b else ""
 
 
 __all__ = ["LIBBPF_ERRNO", "OpenOpts", "c_uint", "capture_log", "cstr", "errno_of", "lib",

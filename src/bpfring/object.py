@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import _libbpf, _sys
 from ._attach import AttachMethods, AttachReport, attach_all
+from ._elfcheck import check_object, check_object_file
 from ._globals import GlobalsView
 from ._libbpf import capture_log, cstr, lib, strerror
 from .build import build, build_source
@@ -561,10 +562,11 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
     if isinstance(src, bytes | bytearray | memoryview):
         data = bytes(src)
         if not data.startswith(b"\x7fELF"):
-            raise BPFError("object bytes are not an ELF file",
-                           hint="pass a compiled .bpf.o image, or a path to a .bpf.c file")
+            raise LoadError("object bytes are not an ELF file",
+                            hint="pass a compiled .bpf.o image, or a path to a .bpf.c file")
         oname = name or "bpf_obj"
         opts.object_name = oname.encode()
+        check_object(data, "object bytes")  # what libbpf 1.1 would crash on
         buf = ctypes.create_string_buffer(data, len(data))
         with capture_log() as lines:
             ptr = lib.bpf_object__open_mem(buf, len(data), ctypes.byref(opts))
@@ -591,6 +593,7 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
         else:
             oname = "prog"
         opts.object_name = oname.encode()
+        check_object_file(path)  # what libbpf 1.1 would crash on
         with capture_log() as lines:
             ptr = lib.bpf_object__open_file(os.fsencode(path), ctypes.byref(opts))
         what = str(path)
