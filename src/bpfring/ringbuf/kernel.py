@@ -371,19 +371,32 @@ class RingBuffer(MappedRing):
         backlog = self._backlog
         decode = self._decode
         while True:
-            if not backlog:
+            try:
+                # One atomic pop: another thread iterating the same ring may
+                # take the last record between a check and the pop.
+                rec = backlog.popleft()
+            except IndexError:
                 self._fill_backlog(None)
                 continue
-            rec = backlog.popleft()
             yield rec if decode is bytes else decode(rec)
 
     def _fill_backlog(self, timeout: float | None) -> None:
         self._check_open()
-        backlog = self._backlog
-        if backlog:
+        if self._backlog:
             return
-        backlog.extend(self._polled(lambda: self._take(self._ITER_BATCH), timeout,
-                                    self._ITER_BATCH))
+        self._polled(self._take_to_backlog, timeout, self._ITER_BATCH)
+
+    def _take_to_backlog(self) -> tuple[int, bool]:
+        """Move a batch of copies into the backlog under the lock (so threads
+        iterating one ring keep the ring's order) unless records already
+        wait there; returns (records waiting, busy)."""
+        with self._serving():
+            backlog = self._backlog
+            if backlog:
+                return len(backlog), False
+            recs, busy = self._impl.read(self._ITER_BATCH)
+            backlog.extend(recs)
+            return len(recs), busy
 
     # asyncio -------------------------------------------------------------------------
 
@@ -412,12 +425,13 @@ class RingBuffer(MappedRing):
         backlog = self._backlog
         decode = self._decode
         while True:
-            if not backlog:
-                backlog.extend(self._take(self._ITER_BATCH)[0])
+            try:
+                rec = backlog.popleft()  # atomic, as in __iter__
+            except IndexError:
+                self._take_to_backlog()
                 if not backlog:
                     await self._wait_readable()
                 continue
-            rec = backlog.popleft()
             yield rec if decode is bytes else decode(rec)
 
     # State -----------------------------------------------------------------------------
