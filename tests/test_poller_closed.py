@@ -80,3 +80,42 @@ def test_remove_from_a_callback(echo):
         p.add(b, lambda v: None)
         assert p.poll(timeout=0) == 2  # a's two records; b is gone before its turn
         assert len(p) == 1 and b.available
+
+
+def test_ring_closed_by_another_thread_while_the_poller_serves(echo):
+    """Another thread closes a ring while the poller serves it: the poller
+    goes on with the others (no ValueError out of poll)."""
+    import threading
+
+    a = echo.ring_buffer("out_ring")
+    b = echo.ring_buffer("small_ring")
+    served = {"a": 0, "b": 0}
+    with Poller(batch=1) as p:
+        p.add(a, lambda v: served.__setitem__("a", served["a"] + 1))
+        p.add(b, lambda v: served.__setitem__("b", served["b"] + 1))
+        stop = threading.Event()
+
+        def produce() -> None:
+            while not stop.is_set():
+                echo.programs["produce"].run(ctx=produce_ctx(20))
+                echo.programs["produce"].run(ctx=produce_ctx(5, small=True))
+                time.sleep(0.001)
+
+        t = threading.Thread(target=produce, daemon=True)
+        t.start()
+        closer = threading.Timer(0.2, a.close)
+        closer.start()
+        end = time.monotonic() + 0.6
+        try:
+            while time.monotonic() < end:
+                p.poll(timeout=0.01)
+        finally:
+            stop.set()
+            t.join(30)
+            closer.join(30)
+        assert a.closed and served["a"] > 0 and served["b"] > 0
+        before = served["b"]
+        p.poll(timeout=0.05)
+        assert served["b"] >= before
+        p.remove(a)
+        assert len(p) == 1

@@ -133,7 +133,13 @@ class Poller:
                     # Closed (e.g. by its own callback): skipped from now on.
                     self._unwatch(key)
                 elif isinstance(ring, RingBuffer | PerfBuffer):
-                    got, b = ring.consume_status(cb, self.batch)
+                    try:
+                        got, b = ring.consume_status(cb, self.batch)
+                    except ValueError:
+                        if not ring.closed:
+                            raise
+                        self._unwatch(key)  # closed by another thread just now
+                        continue
                     total += got
                     busy |= b
                     more |= got == self.batch
