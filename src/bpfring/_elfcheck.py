@@ -10,7 +10,8 @@ that fails is refused with a :class:`~bpfring.LoadError` naming the first
 thing wrong.  The check is structural (bounds, offsets, counts, indexes),
 not semantic: what it lets through, libbpf and the verifier still judge.
 It costs one pass over the section table, the symbols, the relocations and
-the BTF type records (well under a millisecond for a typical object).
+the BTF type records: about a millisecond for a typical object, some tens for
+one whose BTF keeps thousands of kernel types (measured on a loaded 2-core VM).
 """
 
 from __future__ import annotations
