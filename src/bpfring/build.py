@@ -812,7 +812,7 @@ def header_btf(
     own directories (as the ``keep_types`` build option does), and returns
     that BTF (:class:`bpfring.btf.BTF`).  The result is cached like any
     build.  Raises :class:`BuildError` if the header does not compile.
-    Public as :func:`bpfring.btf.from_header`.
+    Public as :func:`bpfring.from_header`.
     """
     return header_btf_info(header, include_dirs=include_dirs, defines=defines,
                            cflags=cflags, vmlinux=vmlinux, cache_dir=cache_dir)[0]

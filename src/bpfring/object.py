@@ -643,7 +643,7 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
     those of the ``.bpf.c`` file; ``"none"``).
 
     ``headers`` are C headers (paths, compiled with
-    :func:`bpfring.btf.from_header` and the same ``include_dirs``,
+    :func:`bpfring.from_header` and the same ``include_dirs``,
     ``defines`` and ``cflags``) or :class:`~bpfring.btf.BTF` objects whose
     types :attr:`BPFObject.types` (and so ``record="event"``) also finds,
     after the object's own: for a ``.bpf.o`` built elsewhere, whose BTF lacks

@@ -99,17 +99,13 @@ an object file, ``_reader`` the :class:`BTF` parser and its lookups,
 ``_builder`` the walk from types to layout nodes, ``_layout`` the nodes and
 the code generator, ``_runtime`` the helpers generated code calls,
 ``_records`` the :class:`Record` classes, ``_enums`` the enum classes and
-``_codec`` the :class:`Codec`.  Those modules are ground layer: they import
-only the standard library, numpy and :mod:`bpfring.errors`.  This module
-(the public face of the package) sits in the toolchain layer because
-:func:`from_header` compiles a header with :mod:`bpfring.build`; nothing
-below that layer imports it (they use the modules above).
+``_codec`` the :class:`Codec`.  The package is ground layer: it imports only
+the standard library, numpy and :mod:`bpfring.errors`.  (BTF for the types
+of a C header needs a compiler: that is :func:`bpfring.from_header`, in the
+toolchain layer.)
 """
 
 from __future__ import annotations
-
-import os
-from collections.abc import Mapping, Sequence
 
 from ..errors import BTFError as BTFError
 from ..errors import TypeNotFound as TypeNotFound
@@ -150,38 +146,7 @@ __all__ = [
     "VarSecInfo",
     "Variable",
     "elf_section",
-    "from_header",
     "layout_conflicts",
     "load",
 ]
 
-
-def from_header(
-    header: str | os.PathLike[str],
-    *,
-    include_dirs: Sequence[str | os.PathLike[str]] = (),
-    defines: Mapping[str, object] | None = None,
-    cflags: Sequence[str] = (),
-    vmlinux: bool = True,
-    cache_dir: str | os.PathLike[str] | None = None,
-) -> BTF:
-    """BTF of the types a C header declares: for a ``.bpf.o`` built elsewhere
-    whose BTF lacks its ``struct event`` (used only through a pointer).
-
-    Compiles (with clang, cached) a translation unit that includes
-    ``vmlinux.h`` (unless ``vmlinux=False``) and ``header``, keeping every
-    struct, union, enum and typedef declared in the header and in the
-    headers it includes from its own directories.  ``include_dirs``,
-    ``defines`` and ``cflags`` are those of :func:`bpfring.build`.  The
-    result works as a ``record=`` source (``from_header("ev.h").record(
-    "event")``), and ``bpfring.open(obj, headers=[...])`` adds it to
-    ``obj.types``.  Raises :class:`~bpfring.BuildError` if the header does
-    not compile, :class:`FileNotFoundError` if it does not exist.
-
-    This is the one function of this package that needs the toolchain
-    (:mod:`bpfring.build`, imported on the first call).
-    """
-    from ..build import header_btf
-
-    return header_btf(header, include_dirs=include_dirs, defines=defines, cflags=cflags,
-                      vmlinux=vmlinux, cache_dir=cache_dir)
