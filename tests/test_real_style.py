@@ -169,3 +169,40 @@ def test_fentry_whose_function_is_missing_names_it(kernel) -> None:
     assert "this kernel has no function 'bpfring_dummy_fn'" in ei.value.message
     assert "set_attach_target" in (ei.value.hint or "")
     assert "obj.programs['dummy_fentry'].autoload = False" in (ei.value.hint or "")
+
+
+def test_records_cut_short_decode_padded(tmp_path: Path) -> None:
+    """execsnoop-style: the BPF side sends the header plus the used part of
+    a large trailing array; ``.padded()`` decodes that, the codec alone
+    refuses it."""
+    h = tmp_path / "argsnoop.h"
+    h.write_text("struct args_event { int pid; unsigned int args_size; char args[4096]; };\n")
+    codec = bpfring.from_header(h, vmlinux=False).record("args_event")
+    sample = (7).to_bytes(4, "little") + (6).to_bytes(4, "little") + b"ls\0-l\0"
+    with pytest.raises(ValueError, match="need 4104 bytes"):
+        codec.decode(sample)
+    short = codec.padded()
+    rec = short.decode(memoryview(sample))
+    assert (rec.pid, rec.args_size, rec.args) == (7, 6, "ls")
+    assert short.decode(b"\0" + sample, 1).pid == 7
+    full = codec.encode(pid=1, args="x")
+    assert short.decode(full) == codec.decode(full) and short.size == codec.size
+    assert short.encode(pid=2) == codec.encode(pid=2)
+
+
+def test_forcing_perf_on_a_bpf_side_that_stays_on_ringbuf(kernel) -> None:
+    """bcc's compat.bpf.h picks the ring buffer whenever the kernel has one,
+    so kind="perf" cannot work there: the load error says why."""
+    src = ('#include "vmlinux.h"\n#include <bpf/bpf_helpers.h>\n'
+           "struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, 4096); }"
+           ' events SEC(".maps");\n'
+           'SEC("tp/syscalls/sys_enter_getppid") int h(void *c)\n'
+           "{ int *v = bpf_ringbuf_reserve(&events, 4, 0); if (v) { *v = 1;"
+           " bpf_ringbuf_submit(v, 0); } return 0; }\n"
+           'char LICENSE[] SEC("license") = "GPL";\n')
+    with bpfring.open(src) as obj:
+        assert obj.prepare_event_buffer("events", kind="perf") == "perf"
+        with pytest.raises(LoadError) as ei:
+            obj.load()
+    assert "the BPF side still takes its ring buffer path" in ei.value.message
+    assert "kind='auto'" in (ei.value.hint or "")

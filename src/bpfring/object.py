@@ -311,7 +311,7 @@ class BPFObject:
             verifier = self._log_buf.value.decode(errors="replace") if self._log_buf else ""
             text = "\n".join([*lines, verifier] if verifier else lines)
             what = f"loading BPF object {self.name!r}"
-            culprit = self._culprit(err, lines)
+            culprit = self._culprit(err, lines, verifier)
             if err in (_errno.EPERM, _errno.EACCES) and not verifier and culprit is None:
                 raise _sys.error_from_errno(err, what)
             reason = verifier_reason(verifier) or next(
@@ -328,11 +328,18 @@ class BPFObject:
             mp._object_loaded()
         return self
 
-    def _culprit(self, err: int, lines: list[str]) -> tuple[str, str] | None:
+    def _culprit(self, err: int, lines: list[str], verifier: str = ""
+                 ) -> tuple[str, str] | None:
         """(explanation, hint) naming the map or program a failed load stopped
         at and the setting to change, when libbpf's messages say which it was;
         None otherwise.  The explanation follows libbpf's own line."""
         text = "\n".join(lines)
+        if re.search(r"cannot pass map_type 4 into func bpf_ringbuf_", verifier):
+            return ("a perf event array reached bpf_ringbuf_*(): the BPF side still takes its "
+                    "ring buffer path (libbpf-tools' compat.bpf.h picks it with "
+                    "bpf_core_type_exists(struct bpf_ringbuf), which is true on this kernel)",
+                    "keep the ring buffer: obj.prepare_event_buffer(name) with kind='auto' "
+                    "chooses it where the kernel has ring buffers")
         m = re.search(r"map '([^']+)': failed to create", text)
         mp = self.maps.get(m.group(1)) if m else None
         if mp is not None and err == _errno.EINVAL:
