@@ -97,7 +97,8 @@ def test_header_that_disagrees_with_the_object_is_refused(tmp_path: Path) -> Non
     moved = tmp_path / "moved.h"
     moved.write_text(REALSTYLE_H.read_text().replace(
         "int pid;\n\tenum rs_status status;", "enum rs_status status;\n\tint pid;"))
-    with pytest.raises(BTFError, match=r"struct rs_event: field 'status' is at offset 0"):
+    with pytest.raises(BTFError, match=r"struct rs_event: field 'status' is at bit offset 0 "
+                                       r"in the header, 32 in the object"):
         bpfring.open(built, headers=[moved])
     with pytest.raises(TypeError, match="wrap it in a list"):
         bpfring.open(built, headers=str(REALSTYLE_H))  # type: ignore[arg-type]

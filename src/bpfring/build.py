@@ -516,9 +516,7 @@ def build_info(
     _check_seq("include_dirs", include_dirs)
     _check_seq("cflags", cflags)
     src = Path(os.path.abspath(source))
-    keep_mode = _keeptypes.normalize_mode(keep_types if keep_types is not None else
-                                          os.environ.get("BPFRING_KEEP_TYPES", "headers"),
-                                          "BPFRING_KEEP_TYPES" if keep_types is None else None)
+    keep_mode = _keeptypes.resolve_mode(keep_types)
     try:
         source_hash = sha256_file(src)
     except FileNotFoundError:

@@ -43,10 +43,10 @@ _EVENT_TYPES = (_sys.MAP_TYPE_RINGBUF, _sys.MAP_TYPE_USER_RINGBUF,
 # The kernel's verifier log can be long (complex programs: megabytes); it is
 # kept in rotating mode, so a bounded buffer still holds its end, the reason.
 _LOG_BUF_SIZE = 16 << 20
-# Trailing verifier lines that are statistics, not the reason for a rejection.
-# Sections of programs the kernel attaches through a BPF trampoline.
 _MAP_IN_MAP = (12, 13)  # BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS
+# Sections of programs the kernel attaches through a BPF trampoline.
 _TRAMPOLINE_SECTIONS = frozenset({"fentry", "fexit", "fmod_ret", "lsm", "freplace"})
+# Trailing verifier lines that are statistics, not the reason for a rejection.
 _LOG_NOISE = re.compile(r"^(processed \d+ insns|verification time|stack depth|"
                         r"-- END PROG LOAD LOG|mark_read|max_states_per_insn)")
 
@@ -362,7 +362,7 @@ class BPFObject:
                             f"({sizes}): its size must be a power of 2 and a multiple of "
                             f"the page size ({mmap.PAGESIZE})",
                             f"set obj.maps[{mp.name!r}].max_entries before obj.load()")
-            if mp.type in (_MAP_IN_MAP):
+            if mp.type in _MAP_IN_MAP:
                 inner = "its inner map prototype" if "failed to create inner map" in text \
                     else "it has no inner map prototype"
                 return (f"map-in-map {mp.name!r} ({sizes}): {inner} cannot be created",
@@ -694,7 +694,7 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
         if not os.path.exists(text) and _looks_like_source(text):
             path = build_source(text, name=name or "prog", include_dirs=dirs, defines=defines,
                                 cflags=flags, **kept)
-            built_mode = _built_mode(keep_types)
+            built_mode = _keeptypes.resolve_mode(keep_types)
         else:
             path = Path(text)
             if not path.exists():
@@ -704,7 +704,7 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
                                 hint="pass a .bpf.o file or a .bpf.c source")
             if path.suffix == ".c":
                 path = build(path, include_dirs=dirs, defines=defines, cflags=flags, **kept)
-                built_mode = _built_mode(keep_types)
+                built_mode = _keeptypes.resolve_mode(keep_types)
         if name:
             oname = name
         elif os.path.exists(text):
@@ -732,11 +732,6 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
         obj.close()
         raise
     return obj
-
-
-def _built_mode(keep_types: str | bool | None) -> str:
-    return _keeptypes.normalize_mode(keep_types if keep_types is not None else
-                                     os.environ.get("BPFRING_KEEP_TYPES", "headers"))
 
 
 def _header_btfs(headers: list[str | os.PathLike[str] | BTF], include_dirs: list[Any],

@@ -375,13 +375,21 @@ def _spelling(t: Type) -> str:
     return word + t.name
 
 
-def _layout_of(btf: BTF, t: Type) -> tuple[int, Any, tuple[tuple[str, int], ...]]:
-    """What must agree between two declarations of one type: size, the
-    numpy dtype (names, offsets and formats, nested) and the enumerators."""
-    codec = btf.codec(t)
-    target = btf.resolve(t.id)
-    enumerators = tuple((e.name, e.value) for e in target.enumerators)
-    return codec.size, codec.dtype, enumerators
+Shape = tuple[Any, ...]
+
+
+def _shape(btf: BTF, t: Type) -> Shape:
+    """What must agree between two declarations of one type, cheaply (no
+    codec is built): size, and each member's name, bit offset, bitfield
+    size and size, or the enumerators.  Named nested types are checked on
+    their own."""
+    r = btf.resolve(t.id)
+    if r.kind in (Kind.STRUCT, Kind.UNION):
+        return (r.kind, r.size, tuple(
+            (m.name, *btf.member_bits(r, m), btf.sizeof(m.type_id)) for m in r.members))
+    if r.kind in (Kind.ENUM, Kind.ENUM64):
+        return ("enum", r.size, tuple((e.name, e.value) for e in r.enumerators))
+    return (r.kind, btf.sizeof(r.id))
 
 
 def layout_conflicts(base: BTF, other: BTF, names: Iterable[str] | None = None) -> list[str]:
@@ -406,32 +414,33 @@ def layout_conflicts(base: BTF, other: BTF, names: Iterable[str] | None = None) 
         mine = [b for b in base.find_all(t.name) if b.kind in kinds]
         if not mine:
             continue
-        theirs = _layout_of(other, t)
-        ours = _layout_of(base, mine[0])
-        if theirs == ours:
-            continue
-        if theirs[0] != ours[0]:
-            why = f"{theirs[0]} bytes in the header, {ours[0]} in the object"
-        elif theirs[2] != ours[2]:
-            why = "its enumerators differ"
-        else:
-            why = _dtype_difference(ours[1], theirs[1])
-        out.append(f"{spelling}: {why}")
+        theirs = _shape(other, t)
+        ours = _shape(base, mine[0])
+        if theirs != ours:
+            out.append(f"{spelling}: {_difference(ours, theirs)}")
     return out
 
 
-def _dtype_difference(ours: Any, theirs: Any) -> str:
-    o = ours.fields or {}
-    h = theirs.fields or {}
+def _difference(ours: Shape, theirs: Shape) -> str:
+    if ours[0] != theirs[0]:
+        return "it is another kind of type in the header"
+    if ours[1] != theirs[1]:
+        return f"{theirs[1]} bytes in the header, {ours[1]} in the object"
+    if ours[0] == "enum":
+        return "its enumerators differ"
+    if len(ours) < 3:
+        return "its type differs"
+    o = {m[0]: m[1:] for m in ours[2]}
+    h = {m[0]: m[1:] for m in theirs[2]}
     for name in [*h, *(n for n in o if n not in h)]:
         if name not in o:
             return f"field {name!r} is in the header, not in the object"
         if name not in h:
             return f"field {name!r} is in the object, not in the header"
-        if o[name][1] != h[name][1]:
-            return f"field {name!r} is at offset {h[name][1]} in the header, {o[name][1]} " \
-                   "in the object"
         if o[name][0] != h[name][0]:
-            return f"field {name!r} has another type ({h[name][0]} in the header, " \
-                   f"{o[name][0]} in the object)"
-    return "the field layout differs"
+            return f"field {name!r} is at bit offset {h[name][0]} in the header, " \
+                   f"{o[name][0]} in the object"
+        if o[name] != h[name]:
+            return f"field {name!r} has another size ({h[name][2]} bytes in the header, " \
+                   f"{o[name][2]} in the object)"
+    return "the order of its fields differs"
