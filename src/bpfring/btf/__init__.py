@@ -81,9 +81,11 @@ values.
 Limits: little-endian BTF only (the BPF target of an x86/arm64 host); pointer
 size is taken to be 8 bytes; ``long double`` and other floats that are not 2,
 4 or 8 bytes decode as raw ``bytes``.  Enum signedness comes from kind_flag as
-the current BTF spec says; clang before 15 never sets it, so with such objects
-a negative enumerator reads as its unsigned 32-bit value (consistently for the
-enum class and for decoded fields).
+the current BTF spec says; clang before 15 never sets it, so in BTF where no
+enum has it (:meth:`BTF.enum_signs_marked`) a 32-bit enum whose values with
+bit 31 set are all small negatives (down to -2**24) is read as signed: clang
+14's ``-3`` is the enumerator ``-3`` (for the enum class and decoded fields
+alike), while ``1u << 31`` flags stay unsigned.
 
 Untrusted BTF (a file, another user's object): every size is checked when a
 type is read (ints of 1-16 bytes with their bits inside, enums of 1/2/4/8,
