@@ -207,3 +207,21 @@ def test_forcing_perf_on_a_bpf_side_that_stays_on_ringbuf(kernel) -> None:
             obj.load()
     assert "the BPF side still takes its ring buffer path" in ei.value.message
     assert "kind='auto'" in (ei.value.hint or "")
+
+
+def test_clang14_enum_signedness_is_read_from_the_values(tmp_path: Path) -> None:
+    """No kind_flag anywhere (clang 14): small negatives are negative, high
+    flag bits stay unsigned."""
+    h = tmp_path / "enums.h"
+    h.write_text("enum neg { N_ERR = -1, N_BAD = -4096, N_OK = 5 };\n"
+                 "enum flags { F_LO = 1, F_HI = 1u << 31 };\n"
+                 "struct both { enum neg n; enum flags f; };\n")
+    types = bpfring.from_header(h, vmlinux=False)
+    assert not types.enum_signs_marked()
+    neg, flags = types.enum("neg"), types.enum("flags")
+    assert (neg.N_ERR, neg.N_BAD, neg.N_OK) == (-1, -4096, 5)
+    assert flags.F_HI == 1 << 31
+    both = types.record("both")
+    rec = both.decode(both.encode(n="N_BAD", f=flags.F_HI))
+    assert rec.n is neg.N_BAD and rec.f is flags.F_HI
+    assert both.encode(n=-1)[:4] == b"\xff\xff\xff\xff"
