@@ -62,6 +62,7 @@ _EXPORTS: dict[str, str] = {
     "MapBridge": "bridge",
     "build": "build",
     "build_source": "build",
+    "from_header": "build:header_btf",
     "cache_dir": "build",
 }
 # Submodules that are part of the public surface as modules.
@@ -106,6 +107,7 @@ __all__ = [
     "build",
     "build_source",
     "cache_dir",
+    "from_header",
     "load",
     "open",
     "open_object",
@@ -162,6 +164,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
     from ._sys import PreparedRun, PreparedUpdate
     from .bridge import MapBridge
     from .build import build, build_source, cache_dir
+    from .build import header_btf as from_header
     from .errors import (
         AttachError,
         BPFError,

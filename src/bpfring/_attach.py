@@ -548,6 +548,11 @@ def needs_target(prog: AttachMethods) -> str | None:
     head, _, tail = prog.section.partition("/")
     if head in _NEEDS_ARG and not tail.strip("/"):
         return _NEEDS_ARG[head]
+    if head.startswith(("uprobe", "uretprobe")) and head in _NEEDS_ARG and ":" not in tail:
+        # SEC("uretprobe/readline") (bcc's bashreadline): a function, but no
+        # binary; libbpf cannot auto-attach it, user space finds the library.
+        call = "attach_uretprobe" if head.startswith("uretprobe") else "attach_uprobe"
+        return f"give it the binary or library with prog.{call}(binary, {tail.strip('/')!r})"
     return None
 
 

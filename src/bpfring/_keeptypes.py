@@ -62,7 +62,8 @@ import subprocess
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-__all__ = ["MODES", "VERSION", "Anchor", "KeepResult", "keep", "normalize_mode", "user_files"]
+__all__ = ["MODES", "VERSION", "Anchor", "KeepResult", "keep", "normalize_mode", "resolve_mode",
+           "user_files"]
 
 log = logging.getLogger("bpfring")
 
@@ -117,6 +118,14 @@ def normalize_mode(value: object, env: str | None = None) -> str:
     what = f"${env} (the default of keep_types)" if env else "keep_types"
     raise ValueError(f"{what} must be True, False, 'headers', 'all' or 'none', "
                      f"not {value!r}")
+
+
+def resolve_mode(value: object) -> str:
+    """The ``keep_types`` build option as given, or ``$BPFRING_KEEP_TYPES``
+    (default ``"headers"``) when it is None, as one of :data:`MODES`."""
+    if value is not None:
+        return normalize_mode(value)
+    return normalize_mode(os.environ.get("BPFRING_KEEP_TYPES", "headers"), "BPFRING_KEEP_TYPES")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -92,6 +92,7 @@ __all__ = [
     "build_source_info",
     "cache_dir",
     "header_btf",
+    "header_btf_info",
     "target_arch",
     "vmlinux_header",
 ]
@@ -104,7 +105,7 @@ KERNEL_BTF = "/sys/kernel/btf/vmlinux"
 #: bpfring's own BPF headers (``#include <bpfring/ring.bpf.h>``).
 INCLUDE_DIR = Path(__file__).parent / "include"
 
-_FORMAT = 1  # bump to invalidate every cached object and manifest
+_FORMAT = 2  # bump to invalidate every cached object and manifest
 _MAX_ENTRIES = 8  # results remembered per manifest (e.g. header versions)
 _SYSTEM_INCLUDE = Path("/usr/include")
 
@@ -515,9 +516,7 @@ def build_info(
     _check_seq("include_dirs", include_dirs)
     _check_seq("cflags", cflags)
     src = Path(os.path.abspath(source))
-    keep_mode = _keeptypes.normalize_mode(keep_types if keep_types is not None else
-                                          os.environ.get("BPFRING_KEEP_TYPES", "headers"),
-                                          "BPFRING_KEEP_TYPES" if keep_types is None else None)
+    keep_mode = _keeptypes.resolve_mode(keep_types)
     try:
         source_hash = sha256_file(src)
     except FileNotFoundError:
@@ -811,7 +810,24 @@ def header_btf(
     own directories (as the ``keep_types`` build option does), and returns
     that BTF (:class:`bpfring.btf.BTF`).  The result is cached like any
     build.  Raises :class:`BuildError` if the header does not compile.
+    Public as :func:`bpfring.from_header`.
     """
+    return header_btf_info(header, include_dirs=include_dirs, defines=defines,
+                           cflags=cflags, vmlinux=vmlinux, cache_dir=cache_dir)[0]
+
+
+def header_btf_info(
+    header: str | os.PathLike[str],
+    *,
+    include_dirs: Sequence[str | os.PathLike[str]] = (),
+    defines: Mapping[str, object] | None = None,
+    cflags: Sequence[str] = (),
+    vmlinux: bool = True,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> tuple[BTF, tuple[str, ...]]:
+    """:func:`header_btf`, and the spellings of the types the header itself
+    declares (``"struct event"``, ``"pair_t"``; not the kernel types they
+    refer to)."""
     from .btf import load as load_btf
 
     path = Path(os.path.abspath(header))
@@ -826,4 +842,4 @@ def header_btf(
     result = build_source_info("\n".join(lines) + "\n", f"{name}.header",
                                include_dirs=[path.parent, *include_dirs], defines=defines,
                                cflags=cflags, cache_dir=cache_dir, keep_types="headers")
-    return load_btf(result.path)
+    return load_btf(result.path), result.kept_types

@@ -20,13 +20,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from . import _libbpf, _sys
+from . import _keeptypes, _libbpf, _sys
 from ._attach import AttachMethods, AttachReport, attach_all
 from ._elfcheck import check_object, check_object_file
 from ._globals import GlobalsView
 from ._libbpf import capture_log, cstr, lib, strerror
-from .build import build, build_source
-from .errors import BPFError, LoadError, MapTypeError
+from .build import build, build_source, header_btf_info
+from .errors import BPFError, BTFError, LoadError, MapTypeError
 from .link import Link
 from .maps import Map
 from .perfbuf import PerfBuffer
@@ -44,6 +44,9 @@ _EVENT_TYPES = (_sys.MAP_TYPE_RINGBUF, _sys.MAP_TYPE_USER_RINGBUF,
 # The kernel's verifier log can be long (complex programs: megabytes); it is
 # kept in rotating mode, so a bounded buffer still holds its end, the reason.
 _LOG_BUF_SIZE = 16 << 20
+_MAP_IN_MAP = (12, 13)  # BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS
+# Sections of programs the kernel attaches through a BPF trampoline.
+_TRAMPOLINE_SECTIONS = frozenset({"fentry", "fexit", "fmod_ret", "lsm", "freplace"})
 # Trailing verifier lines that are statistics, not the reason for a rejection.
 _LOG_NOISE = re.compile(r"^(processed \d+ insns|verification time|stack depth|"
                         r"-- END PROG LOAD LOG|mark_read|max_states_per_insn)")
@@ -268,6 +271,10 @@ class BPFObject:
             self.programs[prog.name] = prog
             p = lib.bpf_object__next_program(ptr, p)
         self._btf: BTF | None = None
+        self._headers: list[tuple[str, BTF]] = []
+        # How bpfring's build kept header types ("headers", "all", "none"), or
+        # None when the object was not compiled by bpfring here.
+        self._keep_mode: str | None = None
         self._global_views: dict[str, memoryview] = {}
         self._global_mms: list[mmap.mmap] = []
         self.globals = _Globals(self)
@@ -305,18 +312,86 @@ class BPFObject:
             verifier = self._log_buf.value.decode(errors="replace") if self._log_buf else ""
             text = "\n".join([*lines, verifier] if verifier else lines)
             what = f"loading BPF object {self.name!r}"
-            if err in (_errno.EPERM, _errno.EACCES) and not verifier:
+            culprit = self._culprit(err, lines, verifier)
+            if err in (_errno.EPERM, _errno.EACCES) and not verifier and culprit is None:
                 raise _sys.error_from_errno(err, what)
             reason = verifier_reason(verifier) or next(
                 (ln for ln in reversed(lines) if "failed to load object" not in ln), "")
+            hint = ("read the verifier log (exc.log); its last lines say what it rejected")
+            if culprit is not None:
+                extra, hint = culprit
+                reason = f"{reason}: {extra}" if reason else extra
             raise LoadError(f"{what} failed: {strerror(err)}"
                             + (f": {reason}" if reason else ""), errno=err, log=text,
-                            hint="read the verifier log (exc.log); its last lines say what "
-                                 "it rejected")
+                            hint=hint)
         self.loaded = True
         for mp in self.maps.values():
             mp._object_loaded()
         return self
+
+    def _culprit(self, err: int, lines: list[str], verifier: str = ""
+                 ) -> tuple[str, str] | None:
+        """(explanation, hint) naming the map or program a failed load stopped
+        at and the setting to change, when libbpf's messages say which it was;
+        None otherwise.  The explanation follows libbpf's own line."""
+        text = "\n".join(lines)
+        if re.search(r"cannot pass map_type 4 into func bpf_ringbuf_", verifier):
+            return ("a perf event array reached bpf_ringbuf_*(): the BPF side still takes its "
+                    "ring buffer path (libbpf-tools' compat.bpf.h picks it with "
+                    "bpf_core_type_exists(struct bpf_ringbuf), which is true on this kernel)",
+                    "keep the ring buffer: obj.prepare_event_buffer(name) with kind='auto' "
+                    "chooses it where the kernel has ring buffers")
+        m = re.search(r"map '([^']+)': failed to create", text)
+        mp = self.maps.get(m.group(1)) if m else None
+        if mp is not None and err == _errno.EINVAL:
+            sizes = (f"{mp.type_name}, key_size {mp.key_size}, value_size {mp.value_size}, "
+                     f"max_entries {mp.max_entries}")
+            sizeless = (_sys.MAP_TYPE_RINGBUF, _sys.MAP_TYPE_USER_RINGBUF,
+                        _sys.MAP_TYPE_PERF_EVENT_ARRAY)  # no value size; perf: 0 entries = CPUs
+            zero = [k for k in ("max_entries", "value_size") if getattr(mp, k) == 0
+                    and mp.type != _sys.MAP_TYPE_PERF_EVENT_ARRAY
+                    and not (k == "value_size" and mp.type in sizeless)]
+            if zero:
+                return (f"the kernel refused to create map {mp.name!r} ({sizes}): the program "
+                        f"leaves its {' and '.join(zero)} to user space",
+                        f"open with bpfring.open(), set obj.maps[{mp.name!r}]."
+                        f"{zero[0]} = N, then obj.load()")
+            if mp.type in (_sys.MAP_TYPE_RINGBUF, _sys.MAP_TYPE_USER_RINGBUF):
+                n = mp.max_entries
+                if n % mmap.PAGESIZE or n & (n - 1):
+                    return (f"the kernel refused to create ring buffer map {mp.name!r} "
+                            f"({sizes}): its size must be a power of 2 and a multiple of "
+                            f"the page size ({mmap.PAGESIZE})",
+                            f"set obj.maps[{mp.name!r}].max_entries before obj.load()")
+            if mp.type in _MAP_IN_MAP:
+                inner = "its inner map prototype" if "failed to create inner map" in text \
+                    else "it has no inner map prototype"
+                return (f"map-in-map {mp.name!r} ({sizes}): {inner} cannot be created",
+                        f"before obj.load(), set obj.maps[{mp.name!r}].inner_map to a Map of "
+                        "the inner kind and size")
+            return (f"the kernel refused to create map {mp.name!r} ({sizes})",
+                    f"check its settings; set obj.maps[{mp.name!r}].max_entries, "
+                    ".value_size or .type between bpfring.open() and obj.load()")
+        m = re.search(r"prog '([^']+)': failed to load", text)
+        prog = self.programs.get(m.group(1)) if m else None
+        if prog is None:
+            return None
+        head = prog.section.split("/", 1)[0].split(".", 1)[0]
+        off = f"obj.programs[{prog.name!r}].autoload = False"
+        if head in _TRAMPOLINE_SECTIONS and err in (_errno.EPERM, _errno.EACCES) \
+                and os.geteuid() == 0:
+            return (f"program {prog.name!r} (SEC(\"{prog.section}\")): this kernel refuses "
+                    f"BPF trampoline programs (fentry/fexit/fmod_ret/lsm/freplace), even as "
+                    f"root",
+                    f"open with bpfring.open() and set {off} before obj.load(); tools that "
+                    "ship a kprobe or tracepoint variant of it work with that one")
+        if err == _errno.ESRCH and "failed to find kernel BTF type ID" in text:
+            target = prog.section.split("/", 1)[1] if "/" in prog.section else "?"
+            return (f"program {prog.name!r} (SEC(\"{prog.section}\")): this kernel has no "
+                    f"function {target!r} to attach it to",
+                    f"retarget it with prog.set_attach_target(function), or set {off}, "
+                    "between bpfring.open() and obj.load()")
+        return None
 
     def adopt(self, resource: _C) -> _C:
         """Close ``resource`` (a ring, bridge, ... made from this object) when
@@ -388,11 +463,41 @@ class BPFObject:
 
     @property
     def types(self) -> Mapping[str, Codec]:
-        """Record types of the object's BTF by name (see :mod:`bpfring.btf`)."""
+        """Record types by name (see :mod:`bpfring.btf`): the object's BTF
+        first, then the BTF of the headers given to :func:`open_object`
+        (``headers=``).  When bpfring compiled the program, the types of its
+        own headers are in the object's BTF already (``keep_types``)."""
+        from .btf import TypeChain
+
         btf = self.btf
-        if btf is None:
+        btfs = [b for _, b in self._headers]
+        if btf is None and not btfs:
             raise BPFError(f"BPF object {self.name!r} has no BTF", hint="compile with -g")
-        return btf.types
+        hint = None
+        if self._keep_mode == "headers":
+            hint = ("a type declared in the .bpf.c file itself (not in a header) is kept "
+                    "with keep_types='all'")
+        elif self._keep_mode is None:
+            hint = ("for an object built elsewhere, give its header: "
+                    "bpfring.open(obj, headers=['events.h'])")
+        return TypeChain([*([btf] if btf is not None else []), *btfs], hint=hint)
+
+    def _add_headers(self, headers: Iterable[tuple[str, BTF, tuple[str, ...] | None]]) -> None:
+        """Add header BTFs to :attr:`types` after checking that every type
+        they share with the object's BTF has the same layout there."""
+        from .btf import layout_conflicts
+
+        own = self.btf
+        for label, hbtf, names in headers:
+            if own is not None:
+                bad = layout_conflicts(own, hbtf, names)
+                if bad:
+                    raise BTFError(
+                        f"BPF object {self.name!r} and header {label} disagree on "
+                        + "; ".join(bad),
+                        hint="the object was built from another version of the header (or "
+                             "with other defines): rebuild it, or pass the matching header")
+            self._headers.append((label, hbtf))
 
     def attach(self, *, skip_missing: bool = False) -> AttachReport:
         """Attach every loaded program whose ``SEC()`` names its target.
@@ -529,7 +634,8 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
                 defines: Defines = None, cflags: Iterable[str] = (),
                 globals: Mapping[str, Any] | None = None,
                 btf_custom_path: str | os.PathLike[str] | None = None,
-                keep_types: str | bool | None = None) -> BPFObject:
+                keep_types: str | bool | None = None,
+                headers: Iterable[str | os.PathLike[str] | BTF] = ()) -> BPFObject:
     """Open (not load) a BPF object from a .bpf.c path, .o path, C text or ELF
     bytes: ``bpfring.open()``.
 
@@ -543,6 +649,15 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
     ``keep_types`` is :func:`bpfring.build`'s (``"headers"`` by default:
     types of the program's own headers are kept in its BTF; ``"all"`` also
     those of the ``.bpf.c`` file; ``"none"``).
+
+    ``headers`` are C headers (paths, compiled with
+    :func:`bpfring.from_header` and the same ``include_dirs``,
+    ``defines`` and ``cflags``) or :class:`~bpfring.btf.BTF` objects whose
+    types :attr:`BPFObject.types` (and so ``record="event"``) also finds,
+    after the object's own: for a ``.bpf.o`` built elsewhere, whose BTF lacks
+    the ``struct event`` it only used through a pointer.  A type both
+    declare must have the same layout in both, else :class:`BTFError`
+    names it.
     """
     kept: dict[str, Any] = {} if keep_types is None else {"keep_types": keep_types}
     opts = _libbpf.OpenOpts()
@@ -559,6 +674,11 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
         opts.btf_custom_path = custom
     dirs = list(include_dirs)
     flags = list(cflags)
+    if isinstance(headers, str | bytes | os.PathLike):
+        raise TypeError("headers must be a list of header paths or BTF objects, not a "
+                        f"single {type(headers).__name__} (wrap it in a list)")
+    header_list = list(headers)
+    built_mode: str | None = None
     if isinstance(src, bytes | bytearray | memoryview):
         data = bytes(src)
         if not data.startswith(b"\x7fELF"):
@@ -576,6 +696,7 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
         if not os.path.exists(text) and _looks_like_source(text):
             path = build_source(text, name=name or "prog", include_dirs=dirs, defines=defines,
                                 cflags=flags, **kept)
+            built_mode = _keeptypes.resolve_mode(keep_types)
         else:
             path = Path(text)
             if not path.exists():
@@ -585,6 +706,7 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
                                 hint="pass a .bpf.o file or a .bpf.c source")
             if path.suffix == ".c":
                 path = build(path, include_dirs=dirs, defines=defines, cflags=flags, **kept)
+                built_mode = _keeptypes.resolve_mode(keep_types)
         if name:
             oname = name
         elif os.path.exists(text):
@@ -604,7 +726,9 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
                         log="\n".join(lines) if len(lines) > 1 else "",
                         hint="pass an object compiled with clang -target bpf (a .bpf.o)")
     obj = BPFObject(ptr, oname, log_buf=log_buf)
+    obj._keep_mode = built_mode
     try:
+        obj._add_headers(_header_btfs(header_list, dirs, defines, flags))
         for k, v in (globals or {}).items():
             setattr(obj.globals, k, v)
     except BaseException:
@@ -613,12 +737,33 @@ def open_object(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
     return obj
 
 
+def _header_btfs(headers: list[str | os.PathLike[str] | BTF], include_dirs: list[Any],
+                 defines: Defines, cflags: list[str]
+                 ) -> list[tuple[str, BTF, tuple[str, ...] | None]]:
+    """(label, BTF, spellings to check or None for all) of each ``headers=`` entry."""
+    from .btf import BTF
+
+    out: list[tuple[str, BTF, tuple[str, ...] | None]] = []
+    for h in headers:
+        if isinstance(h, BTF):
+            out.append((repr(h), h, None))
+        elif isinstance(h, str | os.PathLike):
+            hbtf, names = header_btf_info(h, include_dirs=include_dirs, defines=defines,
+                                          cflags=cflags)
+            out.append((os.fspath(h), hbtf, names))
+        else:
+            raise TypeError(f"headers: expected a header path or a bpfring.btf.BTF, not "
+                            f"{type(h).__name__}")
+    return out
+
+
 def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
          globals: Mapping[str, Any] | None = None, name: str | None = None,
          include_dirs: IncludeDirs = (), defines: Defines = None,
          cflags: Iterable[str] = (),
          btf_custom_path: str | os.PathLike[str] | None = None,
-         keep_types: str | bool | None = None) -> BPFObject:
+         keep_types: str | bool | None = None,
+         headers: Iterable[str | os.PathLike[str] | BTF] = ()) -> BPFObject:
     """Open and load a BPF object: :func:`open_object` then :meth:`BPFObject.load`.
 
     ``src`` is a ``.bpf.c`` file (compiled with :func:`bpfring.build` first), a
@@ -629,7 +774,7 @@ def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
     """
     obj = open_object(src, name=name, include_dirs=include_dirs, defines=defines,
                       cflags=cflags, globals=globals, btf_custom_path=btf_custom_path,
-                      keep_types=keep_types)
+                      keep_types=keep_types, headers=headers)
     try:
         obj.load()
     except BaseException:

@@ -81,9 +81,11 @@ values.
 Limits: little-endian BTF only (the BPF target of an x86/arm64 host); pointer
 size is taken to be 8 bytes; ``long double`` and other floats that are not 2,
 4 or 8 bytes decode as raw ``bytes``.  Enum signedness comes from kind_flag as
-the current BTF spec says; clang before 15 never sets it, so with such objects
-a negative enumerator reads as its unsigned 32-bit value (consistently for the
-enum class and for decoded fields).
+the current BTF spec says; clang before 15 never sets it, so in BTF where no
+enum has it (:meth:`BTF.enum_signs_marked`) a 32-bit enum whose values with
+bit 31 set are all small negatives (down to -2**24) is read as signed: clang
+14's ``-3`` is the enumerator ``-3`` (for the enum class and decoded fields
+alike), while ``1u << 31`` flags stay unsigned.
 
 Untrusted BTF (a file, another user's object): every size is checked when a
 type is read (ints of 1-16 bytes with their bits inside, enums of 1/2/4/8,
@@ -100,14 +102,16 @@ an object file, ``_reader`` the :class:`BTF` parser and its lookups,
 the code generator, ``_runtime`` the helpers generated code calls,
 ``_records`` the :class:`Record` classes, ``_enums`` the enum classes and
 ``_codec`` the :class:`Codec`.  The package is ground layer: it imports only
-the standard library, numpy and :mod:`bpfring.errors`.
+the standard library, numpy and :mod:`bpfring.errors`.  (BTF for the types
+of a C header needs a compiler: that is :func:`bpfring.from_header`, in the
+toolchain layer.)
 """
 
 from __future__ import annotations
 
 from ..errors import BTFError as BTFError
 from ..errors import TypeNotFound as TypeNotFound
-from ._builder import TypeMap
+from ._builder import TypeChain, TypeMap, layout_conflicts
 from ._codec import Codec
 from ._elf import elf_section
 from ._layout import BitField
@@ -139,9 +143,12 @@ __all__ = [
     "Param",
     "Record",
     "Type",
+    "TypeChain",
     "TypeMap",
     "VarSecInfo",
     "Variable",
     "elf_section",
+    "layout_conflicts",
     "load",
 ]
+

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import operator
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any
 
@@ -326,3 +326,121 @@ class TypeMap(Mapping[str, Codec]):
 
     def __len__(self) -> int:
         return len(self._names())
+
+
+class TypeChain(Mapping[str, Codec]):
+    """Record types looked up in several BTFs, first match wins: a BPF
+    object's own BTF, then the BTF of its headers (``obj.types`` of an object
+    opened with ``headers=``).  ``hint`` is added to the hint of a miss."""
+
+    def __init__(self, btfs: Sequence[BTF], hint: str | None = None) -> None:
+        if not btfs:
+            raise ValueError("TypeChain needs at least one BTF")
+        self._btfs = tuple(btfs)
+        self._hint = hint
+
+    def __getitem__(self, name: str) -> Codec:
+        for btf in self._btfs:
+            if name in btf.types:
+                return btf.record(name)
+        try:
+            return self._btfs[0].record(name)  # raises the first BTF's TypeNotFound
+        except TypeNotFound as e:
+            if self._hint:
+                e.hint = f"{e.hint}; {self._hint}" if e.hint else self._hint
+            raise
+
+    def __contains__(self, name: object) -> bool:
+        return any(name in btf.types for btf in self._btfs)
+
+    def _names(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for btf in self._btfs:
+            seen.update(dict.fromkeys(btf.types))
+        return list(seen)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+_DEFINED_KINDS = frozenset({Kind.STRUCT, Kind.UNION, Kind.ENUM, Kind.ENUM64, Kind.TYPEDEF})
+
+
+def _spelling(t: Type) -> str:
+    word = {Kind.STRUCT: "struct ", Kind.UNION: "union ", Kind.ENUM: "enum ",
+            Kind.ENUM64: "enum "}.get(t.kind, "")
+    return word + t.name
+
+
+Shape = tuple[Any, ...]
+
+
+def _shape(btf: BTF, t: Type) -> Shape:
+    """What must agree between two declarations of one type, cheaply (no
+    codec is built): size, and each member's name, bit offset, bitfield
+    size and size, or the enumerators.  Named nested types are checked on
+    their own."""
+    r = btf.resolve(t.id)
+    if r.kind in (Kind.STRUCT, Kind.UNION):
+        return (r.kind, r.size, tuple(
+            (m.name, *btf.member_bits(r, m), btf.sizeof(m.type_id)) for m in r.members))
+    if r.kind in (Kind.ENUM, Kind.ENUM64):
+        return ("enum", r.size, tuple((e.name, e.value) for e in r.enumerators))
+    return (r.kind, btf.sizeof(r.id))
+
+
+def layout_conflicts(base: BTF, other: BTF, names: Iterable[str] | None = None) -> list[str]:
+    """The types named in both BTFs whose layouts differ, each as a short
+    sentence (``"struct event: 56 bytes here, 48 in the object"``).
+
+    ``names`` limits the check to those spellings (``"struct event"``,
+    ``"pair_t"``); by default every struct, union, enum and typedef of
+    ``other`` is checked against the type of the same kind and name in
+    ``base``.  Used when an object gets the types of a header compiled
+    separately: the two must describe the same records.
+    """
+    wanted = None if names is None else set(names)
+    out = []
+    for t in other.iter_types():
+        if not t.name or t.kind not in _DEFINED_KINDS:
+            continue
+        spelling = _spelling(t)
+        if wanted is not None and spelling not in wanted:
+            continue
+        kinds = (Kind.ENUM, Kind.ENUM64) if t.kind in (Kind.ENUM, Kind.ENUM64) else (t.kind,)
+        mine = [b for b in base.find_all(t.name) if b.kind in kinds]
+        if not mine:
+            continue
+        theirs = _shape(other, t)
+        ours = _shape(base, mine[0])
+        if theirs != ours:
+            out.append(f"{spelling}: {_difference(ours, theirs)}")
+    return out
+
+
+def _difference(ours: Shape, theirs: Shape) -> str:
+    if ours[0] != theirs[0]:
+        return "it is another kind of type in the header"
+    if ours[1] != theirs[1]:
+        return f"{theirs[1]} bytes in the header, {ours[1]} in the object"
+    if ours[0] == "enum":
+        return "its enumerators differ"
+    if len(ours) < 3:
+        return "its type differs"
+    o = {m[0]: m[1:] for m in ours[2]}
+    h = {m[0]: m[1:] for m in theirs[2]}
+    for name in [*h, *(n for n in o if n not in h)]:
+        if name not in o:
+            return f"field {name!r} is in the header, not in the object"
+        if name not in h:
+            return f"field {name!r} is in the object, not in the header"
+        if o[name][0] != h[name][0]:
+            return f"field {name!r} is at bit offset {h[name][0]} in the header, " \
+                   f"{o[name][0]} in the object"
+        if o[name] != h[name]:
+            return f"field {name!r} has another size ({h[name][2]} bytes in the header, " \
+                   f"{o[name][2]} in the object)"
+    return "the order of its fields differs"

@@ -96,6 +96,28 @@ class Codec:
         """A zero-initialised value with some fields set (decode of encode)."""
         return self.decode(self.encode(**fields) if fields else bytes(self.size))
 
+    def padded(self) -> Codec:
+        """This codec for records the BPF side may cut short: ``decode`` of a
+        buffer shorter than :attr:`size` reads it as if zero-padded.
+
+        Tools with a large trailing array send only the part they filled
+        (bcc's execsnoop: ``bpf_perf_event_output(..., EVENT_SIZE(e))``, the
+        header plus ``args_size`` bytes of ``args[7680]``); ``record=
+        obj.types["event"].padded()`` decodes those samples.  Everything
+        else, encoding included, is this codec's."""
+        short = Codec.__new__(Codec)
+        short.__dict__.update(self.__dict__)
+        full, size = self.decode, self.size
+
+        def decode(buffer: Any, offset: int = 0) -> Any:
+            have = len(memoryview(buffer).cast("B")) - offset
+            if 0 <= have < size:
+                return full(bytes(memoryview(buffer).cast("B")[offset:]) + bytes(size - have))
+            return full(buffer, offset)
+
+        short.decode = decode
+        return short
+
     def decode_array(
         self, buffer: ArrayBuffer, count: int = -1, offset: int = 0
     ) -> npt.NDArray[Any]:

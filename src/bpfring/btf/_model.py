@@ -133,6 +133,9 @@ class Type:
     # STRUCT / UNION, ENUM / ENUM64, FUNC_PROTO, DATASEC
     members: tuple[Member, ...] = ()
     enumerators: tuple[Enumerator, ...] = ()
+    # ENUM: signed although kind_flag is clear (BTF from clang < 15, which
+    # never sets it; see BTF.enum_signs_marked)
+    signed_enum: bool = False
     params: tuple[Param, ...] = ()
     secinfos: tuple[VarSecInfo, ...] = ()
     # VAR linkage, FUNC linkage (vlen)
@@ -145,7 +148,9 @@ class Type:
         """Signedness of an INT (encoding) or ENUM/ENUM64 (kind_flag)."""
         if self.kind == Kind.INT:
             return bool(self.encoding & INT_SIGNED)
-        return self.kind_flag if self.kind in (Kind.ENUM, Kind.ENUM64) else False
+        if self.kind in (Kind.ENUM, Kind.ENUM64):
+            return self.kind_flag or self.signed_enum
+        return False
 
     @property
     def is_bool(self) -> bool:

@@ -145,13 +145,12 @@ def decode_type(btf: BTF, tid: int, w: memoryview, i: int) -> Type:
                 members.append(Member(string(w[q]), w[q + 1], off, 0))
         return Type(tid, kind, name, size=su, members=tuple(members), **common)
     if kind == Kind.ENUM:
-        vals = []
-        for k in range(vlen):
-            v = w[p + 2 * k + 1]
-            if kflag and v >= 1 << 31:
-                v -= 1 << 32
-            vals.append(Enumerator(string(w[p + 2 * k]), v))
-        return Type(tid, kind, name, size=su, enumerators=tuple(vals), **common)
+        raw = [w[p + 2 * k + 1] for k in range(vlen)]
+        signed = kflag or (not btf.enum_signs_marked() and unmarked_enum_is_signed(raw))
+        vals = [Enumerator(string(w[p + 2 * k]), v - (1 << 32) if signed and v >= 1 << 31
+                           else v) for k, v in enumerate(raw)]
+        return Type(tid, kind, name, size=su, enumerators=tuple(vals),
+                    signed_enum=signed and not kflag, **common)
     if kind == Kind.ENUM64:
         vals = []
         for k in range(vlen):
@@ -184,6 +183,21 @@ def decode_type(btf: BTF, tid: int, w: memoryview, i: int) -> Type:
 
 _SIZED = frozenset({Kind.INT, Kind.ENUM, Kind.ENUM64, Kind.FLOAT, Kind.STRUCT, Kind.UNION,
                     Kind.DATASEC})  # fmt: skip
+
+
+def unmarked_enum_is_signed(raw: list[int]) -> bool:
+    """Whether a 32-bit BTF enum without kind_flag is signed, from its raw
+    enumerator values, for BTF whose producer never marks signedness.
+
+    clang before 15 writes each enumerator's value as 32 bits and no sign:
+    ``-3`` and ``0xfffffffd`` look the same.  C gives an enum with a
+    negative enumerator a signed type, so a value with bit 31 set is read as
+    negative when every such value is a small negative number (down to
+    -2**24: error codes, ``-1`` sentinels); an enum with larger ones
+    (``1u << 31`` flags, ``0xdeadbeef``) stays unsigned.
+    """
+    high = [v for v in raw if v >= 1 << 31]
+    return bool(high) and all(v >= (1 << 32) - (1 << 24) for v in high)
 
 
 def check_size(tid: int, kind: Kind, size: int, int_enc: int) -> None:
@@ -278,6 +292,7 @@ class BTF:
         self._name_cache: dict[str, list[int]] = {}
         self._name_offs: npt.NDArray[np.uint32] | None = None
         self._kinds: npt.NDArray[np.uint32] | None = None
+        self._signs_marked: bool | None = None
         self._lock = threading.RLock()
         self._codecs = CodecBuilder(self)
         self.types: TypeMap = TypeMap(self)
@@ -402,6 +417,21 @@ class BTF:
         kinds = np.array(sorted(kind_set(kind)), dtype=np.uint32)
         for hit in np.flatnonzero(np.isin(self._kind_array(), kinds)):
             yield self.type_by_id(self._start_id + int(hit))
+
+    def enum_signs_marked(self) -> bool:
+        """Whether this BTF marks signed enums with kind_flag (clang 15+,
+        pahole 1.24+ do): true when any enum here has it set.  When none
+        does, a 32-bit enum's signedness is read from its values
+        (:func:`unmarked_enum_is_signed`), so that clang 14's ``-3`` decodes
+        and encodes as the enumerator it is."""
+        if self._signs_marked is None:
+            words = np.frombuffer(self._types, dtype="<u4")
+            offs = np.frombuffer(self._offsets, dtype=np.uint32).astype(np.int64)
+            info = words[offs + 1]
+            kinds = (info >> np.uint32(24)) & np.uint32(0x1F)
+            enums = np.isin(kinds, np.array([Kind.ENUM, Kind.ENUM64], dtype=np.uint32))
+            self._signs_marked = bool(np.any(enums & ((info >> np.uint32(31)) == 1)))
+        return self._signs_marked
 
     def _kind_array(self) -> npt.NDArray[np.uint32]:
         """The kind of every own type record (and, alongside, their name offsets)."""
