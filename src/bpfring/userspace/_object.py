@@ -5,6 +5,7 @@ every program run by the interpreter in this process, without privileges."""
 from __future__ import annotations
 
 import errno as _errno
+import logging
 import os
 import random
 import re
@@ -24,6 +25,7 @@ from ._elf import LinkedProgram, ObjectImage
 from ._errors import UserLoadError, UserRuntimeError
 from ._helpers import HELPERS, KFUNCS, helper_name
 from ._interp import DEFAULT_BUDGET, Image, Interpreter
+from ._kernel import KernelMap, KernelRingMap, bind_kernel_map
 from ._maps import ArrayMap, UserMap, make_map, possible_cpus
 from ._memory import FUNC_TAG, M64, MAP_TAG, Fault, Memory
 from ._ringbuf import RingBufMap
@@ -32,6 +34,7 @@ from ._special import ProgArrayMap
 __all__ = ["RunResult", "UserObject", "UserProgram", "load", "load_insns"]
 
 M32 = 0xFFFF_FFFF
+log = logging.getLogger("bpfring.userspace")
 
 
 @dataclass
@@ -144,7 +147,9 @@ class UserObject:
     """A BPF object loaded into this process.  Make one with :func:`load`."""
 
     def __init__(self, image: ObjectImage, *, budget: int = DEFAULT_BUDGET, cpu: int | str = 0,
-                 seed: int | None = None, globals: Mapping[str, Any] | None = None) -> None:
+                 seed: int | None = None, globals: Mapping[str, Any] | None = None,
+                 kernel_maps: Mapping[str, Any] | None = None,
+                 kernel_mode: str = "flush", kernel_period: float = 1e-3) -> None:
         self.name = image.name
         self.license = image.license
         self.btf: BTF | None = image.btf
@@ -163,6 +168,15 @@ class UserObject:
         self.maps: dict[str, UserMap] = {}
         self.programs: dict[str, UserProgram] = {}
         self.globals = _Globals(self)
+        self._kernel_maps = dict(kernel_maps or {})
+        self._kernel_mode = kernel_mode
+        self._kernel_period = kernel_period
+        if kernel_mode not in ("flush", "timer"):
+            raise ValueError(f"kernel_mode must be 'flush' or 'timer', not {kernel_mode!r}")
+        unknown = set(self._kernel_maps) - {d.name for d in image.maps}
+        if unknown:
+            raise UserLoadError(f"kernel_maps names no map of the object: "
+                                f"{', '.join(sorted(unknown))}")
         try:
             self._make_maps(image, ncpu, cpu_fn)
             self._ctx = _Context(self._map_list, cpu_fn, seed)
@@ -193,9 +207,15 @@ class UserObject:
             if d.section is not None and btf is not None:
                 found = btf.find_all(d.section, "datasec")
                 value_tid = found[0].id if found else 0
-            m = make_map(d.name, d.type, d.key_size, d.value_size, d.max_entries, d.flags,
-                         self.memory, btf, key_type_id=d.key_type_id, value_type_id=value_tid,
-                         section=d.section, ncpu=ncpu, cpu=cpu_fn)
+            kw: dict[str, Any] = dict(key_type_id=d.key_type_id, value_type_id=value_tid,
+                                      section=d.section, ncpu=ncpu, cpu=cpu_fn)
+            m: UserMap
+            if d.name in self._kernel_maps:
+                m = bind_kernel_map(d, self._kernel_maps[d.name], self.memory, btf,
+                                    self._kernel_mode, self._kernel_period, **kw)
+            else:
+                m = make_map(d.name, d.type, d.key_size, d.value_size, d.max_entries,
+                             d.flags, self.memory, btf, **kw)
             if isinstance(m, ArrayMap) and d.section is not None:
                 m.initialise(d.data)
             if isinstance(m, ProgArrayMap):
@@ -298,6 +318,9 @@ class UserObject:
         """Release what a program left behind: reserved records are discarded (so
         the ring stays readable) and held locks dropped; leaving them is an
         error, as the verifier refuses such programs."""
+        for m in self._map_list:
+            if isinstance(m, KernelMap):
+                m.end_run()
         left = sum(m.abandon() for m in self._map_list if isinstance(m, RingBufMap))
         locks = len(self._ctx.locks)
         for lock in list(self._ctx.locks):
@@ -325,10 +348,35 @@ class UserObject:
         """The last bpf_trace_printk() lines (also logged to ``bpfring.userspace``)."""
         return list(self._ctx.printed)
 
+    def flush(self) -> None:
+        """Apply what the programs queued for kernel maps and kernel rings now:
+        one ``BPF_PROG_TEST_RUN`` per bound map with queued operations and per
+        bound ring (``kernel_mode="timer"`` does this periodically in the
+        kernel, without system calls)."""
+        with self._lock:
+            self._check_open()
+            for m in self._map_list:
+                if isinstance(m, KernelMap) and m.bridge is not None:
+                    if m.bridge.pending:
+                        m.bridge.flush()
+                elif isinstance(m, KernelRingMap):
+                    m.pump()
+                    m.relay.flush()
+                    m.pump()  # records that waited for room in the relay ring
+                    if m.waiting:
+                        m.relay.flush()
+
     def close(self) -> None:
-        """Free the maps and regions (idempotent)."""
+        """Free the maps and regions (idempotent).  Operations and records still
+        queued for kernel maps and rings are flushed first."""
         if self._closed:
             return
+        if self.loaded and any(isinstance(m, KernelMap | KernelRingMap)
+                               for m in self._map_list):
+            try:
+                self.flush()
+            except BPFError as e:
+                log.warning("user-space object %s: flush at close failed: %s", self.name, e)
         self._closed = True
         for m in self._map_list:
             m.close()
@@ -367,7 +415,9 @@ def _looks_like_source(text: str) -> bool:
 def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
          globals: Mapping[str, Any] | None = None, name: str | None = None,
          budget: int = DEFAULT_BUDGET, cpu: int | str = 0, seed: int | None = None,
-         include_dirs: Any = (), defines: Mapping[str, object] | None = None) -> UserObject:
+         include_dirs: Any = (), defines: Mapping[str, object] | None = None,
+         kernel_maps: Mapping[str, Any] | None = None, kernel_mode: str = "flush",
+         kernel_period: float = 1e-3) -> UserObject:
     """Load a BPF object to run in this process, without privileges.
 
     ``src`` is as for :func:`bpfring.load`: a ``.bpf.c`` file (built with
@@ -377,6 +427,14 @@ def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
     instruction budget of one run; ``cpu`` what ``bpf_get_smp_processor_id``
     returns and which per-CPU slot programs see (``"current"``: the CPU the
     thread runs on); ``seed`` seeds ``bpf_get_prandom_u32``.
+
+    ``kernel_maps`` binds maps of the object to kernel maps (name -> a
+    :class:`bpfring.Map`, a :class:`~bpfring.MapRef` or its string, a pinned
+    path or an fd): the programs then read and write those kernel maps and
+    rings (see docs/userspace.md, "Working with kernel eBPF"; needs the
+    privileges of bpf() on them).  ``kernel_mode`` is how queued updates and
+    relayed records reach the kernel: ``"flush"`` (:meth:`UserObject.flush`)
+    or ``"timer"`` (a bpf_timer every ``kernel_period`` seconds).
     """
     if isinstance(src, bytes | bytearray | memoryview):
         data = bytes(src)
@@ -402,7 +460,9 @@ def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
             oname = "prog"
         data = Path(path).read_bytes()
     image = _elf.parse(data, oname)
-    return UserObject(image, budget=budget, cpu=cpu, seed=seed, globals=globals)
+    return UserObject(image, budget=budget, cpu=cpu, seed=seed, globals=globals,
+                      kernel_maps=kernel_maps, kernel_mode=kernel_mode,
+                      kernel_period=kernel_period)
 
 
 def load_insns(insns: bytes | bytearray | memoryview | list[_isa.Insn], *,
