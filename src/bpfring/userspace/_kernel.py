@@ -433,7 +433,7 @@ class KernelRingMap(RingBufMap):
 
 
 def bind_kernel_map(d: MapDef, source: Any, mem: Memory, btf: BTF | None, mode: str,
-                    period: float, **kw: Any) -> UserMap:
+                    period: float, relay_size: int, **kw: Any) -> UserMap:
     """The user-space map standing for the object's map ``d`` bound to the kernel
     map ``source`` (see the module doc for what each kind does)."""
     if d.section is not None:
@@ -447,7 +447,7 @@ def bind_kernel_map(d: MapDef, source: Any, mem: Memory, btf: BTF | None, mode: 
         if info.type == RINGBUF:
             from ._relay import Relay
 
-            relay = Relay(fd, info, mode=mode, period=period)
+            relay = Relay(fd, info, mode=mode, period=period, size=relay_size)
             return KernelRingMap(*args, relay=relay, **kw)
         if info.type == ARRAY and info.flags & _sys.F_MMAPABLE:
             return KernelArrayMap(*args, fd=fd, info=info, **kw)

@@ -18,7 +18,7 @@ from typing import Any
 
 from .._globals import GlobalsView
 from ..btf import BTF
-from ..errors import BPFError
+from ..errors import BPFError, MapTypeError
 from . import _elf, _isa
 from ._ctx import make_ctx
 from ._elf import LinkedProgram, ObjectImage
@@ -28,6 +28,10 @@ from ._interp import DEFAULT_BUDGET, Image, Interpreter
 from ._kernel import KernelMap, KernelRingMap, bind_kernel_map
 from ._maps import ArrayMap, UserMap, make_map, possible_cpus
 from ._memory import FUNC_TAG, M64, MAP_TAG, Fault, Memory
+from ._perf import PerfEventArrayMap, UserPerfBuffer
+from ._pyhook import CTX as PYCALL_CTX
+from ._pyhook import MAX_ARGS as MAX_PYARGS
+from ._pyhook import PythonLink, attach_python
 from ._ringbuf import RingBufMap
 from ._special import ProgArrayMap
 
@@ -116,6 +120,35 @@ class UserProgram:
         return self._obj._run(self, bytes(data), None if ctx is None else bytes(ctx), repeat,
                               budget)
 
+    def attach_python(self, func: Callable[..., Any], *, on_error: str = "raise"
+                      ) -> PythonLink:
+        """Run this program on each call of the Python function ``func``, with the
+        call's arguments in the ctx (``struct bpfring_pycall``, see
+        docs/userspace.md); returns a link that detaches on ``close()``/``with``."""
+        self._obj._check_open()
+        return attach_python(func, self, on_error=on_error)
+
+    def _run_pycall(self, nargs: int, words: list[int], lens: list[int],
+                    blobs: list[bytes | None]) -> int:
+        """One run with a ``struct bpfring_pycall`` ctx (strings placed in memory)."""
+        obj = self._obj
+        with obj._lock:
+            obj._check_open()
+            added = []
+            try:
+                for i, blob in enumerate(blobs):
+                    if blob is not None:
+                        buf = memoryview(bytearray(blob + b"\0")).toreadonly()
+                        words[i] = obj.memory.add(buf, f"python arg {i}", writable=False,
+                                                  kind="python argument")
+                        added.append(words[i])
+                pad = MAX_PYARGS - len(words)
+                ctx = PYCALL_CTX.pack(nargs, *words, *([0] * pad), *lens, *([0] * pad))
+                return obj._run(self, b"", ctx, 1, None)
+            finally:
+                for addr in added:
+                    obj.memory.remove(addr)
+
     def __repr__(self) -> str:
         return f"<UserProgram {self.name} SEC({self.section!r})>"
 
@@ -149,7 +182,8 @@ class UserObject:
     def __init__(self, image: ObjectImage, *, budget: int = DEFAULT_BUDGET, cpu: int | str = 0,
                  seed: int | None = None, globals: Mapping[str, Any] | None = None,
                  kernel_maps: Mapping[str, Any] | None = None,
-                 kernel_mode: str = "flush", kernel_period: float = 1e-3) -> None:
+                 kernel_mode: str = "flush", kernel_period: float = 1e-3,
+                 relay_size: int = 1 << 18) -> None:
         self.name = image.name
         self.license = image.license
         self.btf: BTF | None = image.btf
@@ -171,6 +205,7 @@ class UserObject:
         self._kernel_maps = dict(kernel_maps or {})
         self._kernel_mode = kernel_mode
         self._kernel_period = kernel_period
+        self._relay_size = relay_size
         if kernel_mode not in ("flush", "timer"):
             raise ValueError(f"kernel_mode must be 'flush' or 'timer', not {kernel_mode!r}")
         unknown = set(self._kernel_maps) - {d.name for d in image.maps}
@@ -212,7 +247,8 @@ class UserObject:
             m: UserMap
             if d.name in self._kernel_maps:
                 m = bind_kernel_map(d, self._kernel_maps[d.name], self.memory, btf,
-                                    self._kernel_mode, self._kernel_period, **kw)
+                                    self._kernel_mode, self._kernel_period,
+                                    self._relay_size, **kw)
             else:
                 m = make_map(d.name, d.type, d.key_size, d.value_size, d.max_entries,
                              d.flags, self.memory, btf, **kw)
@@ -343,6 +379,16 @@ class UserObject:
             raise BPFError(f"BPF object {self.name!r} has no BTF", hint="compile with -g")
         return self.btf.types
 
+    def perf_buffer(self, name: str, **kw: Any) -> UserPerfBuffer:
+        """A reader of the perf event array ``name`` with the API of
+        :meth:`bpfring.BPFObject.perf_buffer` (``page_count``, ``record``,
+        ``cpus``, ``lost_callback``); samples are accepted once it is open."""
+        self._check_open()
+        m = self.maps.get(name)
+        if not isinstance(m, PerfEventArrayMap):
+            raise MapTypeError(f"map {name!r} is not a perf event array")
+        return UserPerfBuffer(m, **kw)
+
     @property
     def printed(self) -> list[bytes]:
         """The last bpf_trace_printk() lines (also logged to ``bpfring.userspace``)."""
@@ -417,7 +463,7 @@ def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
          budget: int = DEFAULT_BUDGET, cpu: int | str = 0, seed: int | None = None,
          include_dirs: Any = (), defines: Mapping[str, object] | None = None,
          kernel_maps: Mapping[str, Any] | None = None, kernel_mode: str = "flush",
-         kernel_period: float = 1e-3) -> UserObject:
+         kernel_period: float = 1e-3, relay_size: int = 1 << 18) -> UserObject:
     """Load a BPF object to run in this process, without privileges.
 
     ``src`` is as for :func:`bpfring.load`: a ``.bpf.c`` file (built with
@@ -434,7 +480,9 @@ def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
     rings (see docs/userspace.md, "Working with kernel eBPF"; needs the
     privileges of bpf() on them).  ``kernel_mode`` is how queued updates and
     relayed records reach the kernel: ``"flush"`` (:meth:`UserObject.flush`)
-    or ``"timer"`` (a bpf_timer every ``kernel_period`` seconds).
+    or ``"timer"`` (a bpf_timer every ``kernel_period`` seconds);
+    ``relay_size`` is the size of the user ring relaying records to each
+    bound kernel ring.
     """
     if isinstance(src, bytes | bytearray | memoryview):
         data = bytes(src)
@@ -462,7 +510,7 @@ def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
     image = _elf.parse(data, oname)
     return UserObject(image, budget=budget, cpu=cpu, seed=seed, globals=globals,
                       kernel_maps=kernel_maps, kernel_mode=kernel_mode,
-                      kernel_period=kernel_period)
+                      kernel_period=kernel_period, relay_size=relay_size)
 
 
 def load_insns(insns: bytes | bytearray | memoryview | list[_isa.Insn], *,
