@@ -6,9 +6,14 @@ space).  Also the Python-call trigger and user-space perf event arrays."""
 
 from __future__ import annotations
 
+import json
 import os
 import struct
+import subprocess
+import sys
+import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from conftest import BPF_DIR
@@ -26,6 +31,7 @@ from bpfring.userspace import (
 )
 
 SRC = BPF_DIR / "userspace_coop.bpf.c"
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 REC = 64  # struct rec
 BOUND = ("limits", "counts", "knobs", "events", "small")
 
@@ -375,3 +381,118 @@ def test_attach_python_program_errors_reach_the_caller():
             link.wrapper(0)
         with u.programs["bad"].attach_python(f, on_error="log") as link:
             assert link.wrapper(7) == 7 and link.errors == 1
+
+
+# --- bridge programs and timers in user space, unprivileged --------------------------
+
+_BRIDGE_CHILD = textwrap.dedent("""
+    import json, struct, sys, time
+    import bpfring
+    from bpfring import userspace
+    from bpfring.bridge._wire import FLUSH_CTX, OP_DELETE, OP_HDR, OP_UPDATE
+    from bpfring.errors import BPFPermissionError
+
+    paths = json.loads(sys.argv[1])
+    out = {}
+    try:
+        bpfring.load(paths["example"])
+        out["kernel"] = "loaded"
+    except BPFPermissionError:
+        out["kernel"] = "refused"
+    with userspace.load(paths["example"]) as u:
+        vs = u.maps["rates"].value_size
+        def op(kind, key, val=b""):
+            return OP_HDR.pack(kind, 0, 4, len(val), 1, 0) + struct.pack("<I", key) + val
+        ops = u.maps["rates__ops"]
+        ops.write(op(OP_UPDATE, 7, struct.pack("<II", 3, 1)))
+        ops.write(op(OP_UPDATE, 8, struct.pack("<II", 5, 1)))
+        ops.write(op(OP_DELETE, 8))
+        flush = u.programs["rates__flush"]
+        out["flush_rc"] = flush.run(ctx=bytes(FLUSH_CTX.size))
+        out["flushed"] = list(FLUSH_CTX.unpack(flush.last_run.ctx))
+        out["rates"] = [[k, list(struct.unpack("<II", v))] for k, v in
+                        ((k, u.maps["rates"].lookup_raw(struct.pack("<I", k))) for k in (7, 8))
+                        if v is not None]
+        # timer mode: the bridge's own bpf_timer drains, no flush
+        out["timer_on"] = u.programs["rates__timer_on"].run(ctx=struct.pack("<Q", 1_000_000))
+        ops.write(op(OP_UPDATE, 9, struct.pack("<II", 2, 4)))
+        deadline = time.monotonic() + 5
+        while u.maps["rates"].lookup_raw(struct.pack("<I", 9)) is None \\
+                and time.monotonic() < deadline:
+            time.sleep(0.002)
+        out["timer_applied"] = list(struct.unpack("<II", u.maps["rates"].lookup_raw(
+            struct.pack("<I", 9))))
+        out["timer_off"] = u.programs["rates__timer_off"].run(ctx=bytes(8))
+    print(json.dumps(out))
+""")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop capabilities")
+def test_bridge_programs_run_unprivileged_in_user_space(kernel):
+    """The bridge's flush and timer programs (examples/bridge_control_loop.bpf.c),
+    in user space, in a process without CAP_BPF/CAP_PERFMON/CAP_SYS_ADMIN."""
+    from test_userspace_safety import _drop_bpf_capabilities
+
+    import bpfring
+
+    paths = {"example": str(bpfring.build(EXAMPLES / "bridge_control_loop.bpf.c"))}
+    proc = subprocess.run([sys.executable, "-c", _BRIDGE_CHILD, json.dumps(paths)],
+                          capture_output=True, text=True, timeout=120,
+                          preexec_fn=_drop_bpf_capabilities)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["kernel"] == "refused"                       # really unprivileged
+    assert out["flush_rc"] == 0
+    assert out["flushed"] == [3, 3, 0, 0, 0]                # drained, applied, failed, bad, error
+    assert out["rates"] == [[7, [3, 1]]]                    # 8 updated, then deleted
+    assert out["timer_on"] == 0 and out["timer_off"] == 0
+    assert out["timer_applied"] == [2, 4]
+
+
+def test_timer_helpers_mirror_the_kernel(kernel):
+    src = r'''
+    #include "vmlinux.h"
+    #include <bpf/bpf_helpers.h>
+    struct elem { struct bpf_timer t; __u64 fired; };
+    struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 2);
+             __type(key, __u32); __type(value, struct elem); } tm SEC(".maps");
+    long r_init, r_init2, r_badclock, r_start_nocb, r_cb, r_start, r_cancel, r_cancel2;
+    __u32 cb_key;
+    static int cb(void *map, __u32 *key, struct elem *e) { e->fired++; cb_key = *key; return 0; }
+    SEC("syscall") int arm(__u64 *ctx)
+    {
+        __u32 k = 1;
+        struct elem *e = bpf_map_lookup_elem(&tm, &k);
+        if (!e) return 1;
+        r_badclock = bpf_timer_init(&e->t, &tm, 3);
+        r_init = bpf_timer_init(&e->t, &tm, 1);
+        r_init2 = bpf_timer_init(&e->t, &tm, 1);
+        r_start_nocb = bpf_timer_start(&e->t, 1000, 0);
+        r_cb = bpf_timer_set_callback(&e->t, cb);
+        r_start = bpf_timer_start(&e->t, ctx[0], 0);
+        if (ctx[1]) {
+            r_cancel = bpf_timer_cancel(&e->t);
+            r_cancel2 = bpf_timer_cancel(&e->t);
+        }
+        return 0;
+    }
+    char LICENSE[] SEC("license") = "GPL";
+    '''
+    import bpfring
+
+    names = ("r_badclock", "r_init", "r_init2", "r_start_nocb", "r_cb", "r_start", "r_cancel",
+             "r_cancel2")
+    with bpfring.load(src) as k:
+        k.programs["arm"].run(ctx=struct.pack("<QQ", 10**9, 1))
+        in_kernel = [getattr(k.globals, n) for n in names]
+    assert in_kernel == [-22, 0, -16, -22, 0, 0, 1, 0]
+    with load(src) as u:
+        u.programs["arm"].run(ctx=struct.pack("<QQ", 10**9, 1))    # armed, then cancelled
+        g = u.globals
+        assert [getattr(g, n) for n in names] == in_kernel
+        u.programs["arm"].run(ctx=struct.pack("<QQ", 1000, 0))     # fires in ~1 us
+        deadline = time.monotonic() + 5
+        while u.maps["tm"][1]["fired"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        assert u.maps["tm"][1]["fired"] == 1 and g.cb_key == 1
+        assert u.maps["tm"][0]["fired"] == 0

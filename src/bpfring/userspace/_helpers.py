@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ._maps import UserMap
 from ._memory import M64, MAP_TAG, Fault
 from ._printf import FormatError, bprintf
+from ._timers import TIMER_HELPERS
 
 if TYPE_CHECKING:
     from ._interp import Interpreter
@@ -667,6 +668,7 @@ HELPERS: dict[int, tuple[str, Callable[..., int]]] = {
     203: ("bpf_dynptr_data", dynptr_data),
     208: ("bpf_ktime_get_tai_ns", ktime_get_tai_ns),
     209: ("bpf_user_ringbuf_drain", user_ringbuf_drain),
+    **TIMER_HELPERS,
 }
 
 #: kfuncs by name (a kfunc call names its function through an extern symbol).

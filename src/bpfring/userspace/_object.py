@@ -25,7 +25,6 @@ from ._elf import LinkedProgram, ObjectImage
 from ._errors import UserLoadError, UserRuntimeError
 from ._helpers import HELPERS, KFUNCS, helper_name
 from ._interp import DEFAULT_BUDGET, Image, Interpreter
-from ._kernel import KernelMap, KernelRingMap, bind_kernel_map
 from ._maps import ArrayMap, UserMap, make_map, possible_cpus
 from ._memory import FUNC_TAG, M64, MAP_TAG, Fault, Memory
 from ._perf import PerfEventArrayMap, UserPerfBuffer
@@ -34,6 +33,7 @@ from ._pyhook import MAX_ARGS as MAX_PYARGS
 from ._pyhook import PythonLink, attach_python
 from ._ringbuf import RingBufMap
 from ._special import ProgArrayMap
+from ._timers import Timers
 
 __all__ = ["RunResult", "UserObject", "UserProgram", "load", "load_insns"]
 
@@ -64,6 +64,7 @@ class _Context:
         self.rng = random.Random(seed)
         self.locks: set[int] = set()
         self.printed: list[bytes] = []
+        self.timers: Timers | None = None
 
     def printk(self, text: bytes) -> None:
         self.printed.append(text)
@@ -217,6 +218,7 @@ class UserObject:
             self._ctx = _Context(self._map_list, cpu_fn, seed)
             self._interp = Interpreter(self.memory, HELPERS, self._tail_target, budget)
             self._interp.context = self._ctx
+            self._ctx.timers = Timers(self._fire_timer)
             for k, v in (globals or {}).items():
                 setattr(self.globals, k, v)
             for m in self._map_list:
@@ -246,6 +248,8 @@ class UserObject:
                                       section=d.section, ncpu=ncpu, cpu=cpu_fn)
             m: UserMap
             if d.name in self._kernel_maps:
+                from ._kernel import bind_kernel_map
+
                 m = bind_kernel_map(d, self._kernel_maps[d.name], self.memory, btf,
                                     self._kernel_mode, self._kernel_period,
                                     self._relay_size, **kw)
@@ -350,13 +354,39 @@ class UserObject:
                                       self._interp.count, dt)
             return retval
 
+    def _end_run(self) -> None:
+        """Write back what the run changed in copies of kernel map values."""
+        from ._kernel import KernelMap
+
+        for m in self._map_list:
+            if isinstance(m, KernelMap):
+                m.end_run()
+
+    def _fire_timer(self, image: Image | None, cb: int, map_addr: int, key: bytes,
+                    value: int) -> None:
+        """Run a bpf_timer callback ``cb(map, key, value)`` (from the timer thread)."""
+        with self._lock:
+            if self._closed or image is None:
+                return
+            kaddr = self.memory.add(memoryview(bytearray(key)).toreadonly(), "timer key",
+                                    writable=False, kind="map key")
+            try:
+                self._interp.image = image
+                self._interp.count = 0
+                self._interp.call(cb, (map_addr, kaddr, value))
+            finally:
+                self.memory.remove(kaddr)
+                self._end_run()
+                for m in self._map_list:
+                    if isinstance(m, RingBufMap):
+                        m.abandon()
+                self._ctx.locks.clear()
+
     def _after_run(self, prog: UserProgram, error: UserRuntimeError | None) -> None:
         """Release what a program left behind: reserved records are discarded (so
         the ring stays readable) and held locks dropped; leaving them is an
         error, as the verifier refuses such programs."""
-        for m in self._map_list:
-            if isinstance(m, KernelMap):
-                m.end_run()
+        self._end_run()
         left = sum(m.abandon() for m in self._map_list if isinstance(m, RingBufMap))
         locks = len(self._ctx.locks)
         for lock in list(self._ctx.locks):
@@ -399,6 +429,8 @@ class UserObject:
         one ``BPF_PROG_TEST_RUN`` per bound map with queued operations and per
         bound ring (``kernel_mode="timer"`` does this periodically in the
         kernel, without system calls)."""
+        from ._kernel import KernelMap, KernelRingMap
+
         with self._lock:
             self._check_open()
             for m in self._map_list:
@@ -415,8 +447,13 @@ class UserObject:
     def close(self) -> None:
         """Free the maps and regions (idempotent).  Operations and records still
         queued for kernel maps and rings are flushed first."""
+        from ._kernel import KernelMap, KernelRingMap
+
         if self._closed:
             return
+        ctx = getattr(self, "_ctx", None)
+        if ctx is not None and ctx.timers is not None:
+            ctx.timers.close()
         if self.loaded and any(isinstance(m, KernelMap | KernelRingMap)
                                for m in self._map_list):
             try:
