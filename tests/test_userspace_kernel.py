@@ -496,3 +496,21 @@ def test_timer_helpers_mirror_the_kernel(kernel):
             time.sleep(0.002)
         assert u.maps["tm"][1]["fired"] == 1 and g.cb_key == 1
         assert u.maps["tm"][0]["fired"] == 0
+
+
+def test_userspace_filter_example(kernel):
+    """examples/userspace_filter.py: user-space filter on a Python function ->
+    kernel hash map -> kernel tracepoint program; both kinds of events in one ring."""
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "userspace_filter.py")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[:3] == ["served /index.html (512 bytes)", "served /upload (4096 bytes)",
+                         "served /about (100 bytes)"]
+    user = [ln for ln in lines if ln.startswith("user ")]
+    pid = user[0].split("tgid=")[1].split()[0] if user else "?"
+    kern = [ln for ln in lines if ln.startswith("kernel ")]
+    assert user == [f"user   tgid={pid} value=4096 text=/upload"]   # only the large request
+    assert kern[:3] == [f"kernel tgid={pid} value={i} text=getpgid" for i in (1, 2, 3)]
+    assert lines[-1].startswith("3 calls filtered in user space (last verdict 0)")
+    assert lines[-1].endswith("['kernel', 'user']")
