@@ -253,6 +253,20 @@ def test_lost_counts_when_the_kernel_ring_overflows(pair):
     assert sm.lost == n - fit
 
 
+def test_perf_event_output_into_a_kernel_ring(coop_path):
+    """A user-space perf event array bound to a kernel ring buffer: the
+    records of bpf_perf_event_output are relayed like ring records."""
+    import bpfring
+
+    with bpfring.load(coop_path) as k, \
+            load(coop_path, kernel_maps={"perf": k.maps["events"]}) as u:
+        assert isinstance(u.maps["perf"], KernelRingMap)
+        u.programs["pemit"].run(ctx=struct.pack("<QQ", 3, 9))
+        assert u.globals.fails == 0
+        u.flush()
+        assert _recs(k.ring_buffer("events")) == [(9, 0), (9, 1), (9, 2)]
+
+
 def test_full_relay_ring_is_back_pressure_not_a_silent_drop(coop_path):
     """Relay ring of one page: records wait in the local ring; when that is
     full too, the helper fails as on a full kernel ring, and is counted."""
@@ -330,11 +344,16 @@ def test_attach_python_runs_the_program_per_call(coop_path):
             assert f(5, "hello") == 5
             assert f(-1) == -1
             f(2, b"raw", 3, 4)
-        assert (u.globals.calls, u.globals.nargs) == (3, 4)
-        assert u.globals.sum == (5 - 1 + 2) & (2**64 - 1)
-        assert (u.globals.text, u.globals.slen) == ("raw", 3)
+            assert u.globals.nargs == 4                # a, b and *rest (3, 4)
+            f(7, b=b"kw")                              # keyword: in signature order
+            assert (u.globals.nargs, u.globals.text, u.globals.sum) == (2, "kw", 13)
+            f(-7)                                      # b's default (None) counts: nargs 2
+            assert u.globals.nargs == 2
+        assert u.globals.calls == 5
+        assert u.globals.sum == (5 - 1 + 2 + 7 - 7) & (2**64 - 1)
+        assert (u.globals.text, u.globals.slen) == ("kw", 2)
         f(100)                                      # detached: no run
-        assert u.globals.calls == 3 and link.calls == 3 and link.closed
+        assert u.globals.calls == 5 and link.calls == 5 and link.closed
 
 
 _MODULE_CALLS: list[int] = []

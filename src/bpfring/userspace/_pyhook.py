@@ -5,17 +5,21 @@ runs ``prog`` every time ``func`` is called, before its body, with the
 call's arguments in the ctx (:data:`CTX`, ``struct bpfring_pycall``)::
 
     struct bpfring_pycall {
-            __u64 nargs;      /* positional + keyword arguments of the call */
+            __u64 nargs;      /* arguments of the call, as bound (see below) */
             __u64 args[8];    /* the first 8 of them, converted as below */
             __u64 str_len[8]; /* for str/bytes arguments: their length in bytes */
     };
+
+The arguments are the function's parameters as bound for the call, in
+signature order, defaults applied: positional parameters, the ``*args``
+values, keyword-only parameters, then the ``**kwargs`` values (a callable
+without a signature: the call's positional then keyword arguments).
 
 Conversions: ``int`` (and ``bool``) -> its two's complement low 64 bits;
 ``float`` -> its IEEE-754 double bits; ``str`` (UTF-8) and bytes-like ->
 a pointer to a read-only copy, NUL-terminated, valid during the run (the
 program reads it directly or with ``bpf_probe_read_user_str``), length in
-``str_len``; ``None`` -> 0; anything else -> ``id(obj)``.  Keyword arguments
-follow the positional ones in call order.
+``str_len``; ``None`` -> 0; anything else -> ``id(obj)``.
 
 On Python 3.12+ the trigger is a ``sys.monitoring`` ``PY_START`` event on the
 function's code object, so every existing reference to the function fires
@@ -50,11 +54,33 @@ _M64 = (1 << 64) - 1
 _BUFFERS = (bytes, bytearray, memoryview)
 
 
-def convert(args: tuple[Any, ...], kwargs: dict[str, Any]
-            ) -> tuple[int, list[int], list[int], list[bytes | None]]:
+def bound_values(sig: inspect.Signature | None, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> list[Any]:
+    """The call's arguments in signature order, defaults applied (see the
+    module doc); the raw arguments when there is no signature or they do
+    not bind (the call itself then raises as usual)."""
+    if sig is None:
+        return list(args) + list(kwargs.values())
+    try:
+        ba = sig.bind(*args, **kwargs)
+    except TypeError:
+        return list(args) + list(kwargs.values())
+    ba.apply_defaults()
+    out: list[Any] = []
+    for name, p in sig.parameters.items():
+        v = ba.arguments[name]
+        if p.kind is p.VAR_POSITIONAL:
+            out.extend(v)
+        elif p.kind is p.VAR_KEYWORD:
+            out.extend(v.values())
+        else:
+            out.append(v)
+    return out
+
+
+def convert(allv: list[Any]) -> tuple[int, list[int], list[int], list[bytes | None]]:
     """nargs, the u64 words, lengths, and the byte strings to place in memory
     (None where the word is the value itself)."""
-    allv = list(args) + list(kwargs.values())
     words, lens, blobs = [], [], []
     for v in allv[:MAX_ARGS]:
         blob: bytes | None = None
@@ -113,20 +139,23 @@ class PythonLink:
         mon.use_tool_id(tool, "bpfring.userspace")
         self._tool = tool
         self._code = code
-        nparams = code.co_argcount + code.co_kwonlyargcount
+        npos, nkw = code.co_argcount, code.co_kwonlyargcount
         varargs = bool(code.co_flags & inspect.CO_VARARGS)
-        names = code.co_varnames[:nparams + varargs]
+        varkw = bool(code.co_flags & inspect.CO_VARKEYWORDS)
+        names = code.co_varnames
 
         def on_start(c: Any, offset: int) -> Any:
             if c is not code or self._closed:
                 return None
-            frame = sys._getframe(1)
-            loc = frame.f_locals
-            args: list[Any] = [loc.get(n) for n in names[:code.co_argcount]]
+            loc = sys._getframe(1).f_locals  # the frame of the call starting
+            vals: list[Any] = [loc.get(n) for n in names[:npos]]
+            i = npos + nkw
             if varargs:
-                args += list(loc.get(names[nparams], ()))
-            kw = {n: loc.get(n) for n in names[code.co_argcount:nparams]}
-            self._fire(tuple(args), kw)
+                vals += list(loc.get(names[i], ()))
+            vals += [loc.get(n) for n in names[npos:npos + nkw]]
+            if varkw:
+                vals += list(dict(loc.get(names[i + varargs], {})).values())
+            self._fire(vals)
             return None
 
         mon.register_callback(tool, mon.events.PY_START, on_start)
@@ -134,11 +163,15 @@ class PythonLink:
 
     def _attach_wrapper(self) -> None:
         func = self.func
+        try:
+            sig: inspect.Signature | None = inspect.signature(func)
+        except (TypeError, ValueError):
+            sig = None
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             if not self._closed:
-                self._fire(args, kwargs)
+                self._fire(bound_values(sig, args, kwargs))
             return func(*args, **kwargs)
 
         self.wrapper = wrapper
@@ -150,11 +183,11 @@ class PythonLink:
 
     # running -----------------------------------------------------------------------
 
-    def _fire(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def _fire(self, values: list[Any]) -> None:
         with self._lock:
             self.calls += 1
             try:
-                self.last_retval = self.prog._run_pycall(*convert(args, kwargs))
+                self.last_retval = self.prog._run_pycall(*convert(values))
             except UserRuntimeError:
                 self.errors += 1
                 if self.on_error == "raise":
