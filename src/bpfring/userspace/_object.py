@@ -460,9 +460,10 @@ class UserObject:
                 self.flush()
             except BPFError as e:
                 log.warning("user-space object %s: flush at close failed: %s", self.name, e)
-        self._closed = True
-        for m in self._map_list:
-            m.close()
+        with self._lock:  # not while a timer callback runs
+            self._closed = True
+            for m in self._map_list:
+                m.close()
         self.memory.regions.clear()
 
     def __enter__(self) -> UserObject:

@@ -16,9 +16,11 @@ its drops), ``bad`` (a sample larger than the relay's limit), ``drains``.
 
 from __future__ import annotations
 
+import errno as _errno
 import mmap
 import struct
 import threading
+import time
 from typing import Any
 
 from .. import _sys
@@ -244,7 +246,11 @@ class Relay:
         """Drain the relay ring into the kernel ring now (one BPF_PROG_TEST_RUN)."""
         if self._obj is None:
             raise ValueError("relay is closed")
-        rc = _sys.prog_test_run(self._flush_fd, ctx=bytes(8))
+        for _ in range(1000):
+            rc = _sys.prog_test_run(self._flush_fd, ctx=bytes(8))
+            if rc != -_errno.EBUSY:
+                break
+            time.sleep(0.0001)  # the timer's drain holds the ring: it is draining anyway
         if rc:
             raise BPFError(f"relay drain into {self.info.name!r} failed", errno=-rc
                            if rc < 0 else rc)
