@@ -51,7 +51,7 @@ from ._maps import (
     UserMap,
     _r8,
 )
-from ._ringbuf import RingBufMap
+from ._ringbuf import RB_FORCE_WAKEUP, RB_NO_WAKEUP, RingBufMap
 
 if TYPE_CHECKING:
     from ..bridge import MapBridge
@@ -375,7 +375,9 @@ class KernelRingMap(RingBufMap):
         return addr
 
     def commit(self, addr: int, flags: int, discard: bool) -> None:
-        super().commit(addr, flags, discard)
+        # Nobody waits on the local ring: no eventfd wakeup (a system call per
+        # record); the kernel ring's consumers are woken by bpf_ringbuf_output.
+        super().commit(addr, (flags & ~RB_FORCE_WAKEUP) | RB_NO_WAKEUP, discard)
         self.pump()
 
     def pump(self) -> int:
