@@ -24,19 +24,30 @@ from __future__ import annotations
 
 from ._errors import UserLoadError, UserRuntimeError
 from ._interp import DEFAULT_BUDGET
+from ._kernel import KernelArrayMap, KernelMap, KernelRingMap
 from ._maps import UserMap
 from ._object import RunResult, UserObject, UserProgram, load, load_insns
+from ._perf import UserPerfBuffer
+from ._pyhook import CTX as PYCALL_CTX
+from ._pyhook import PythonLink, attach_python
 from ._ringbuf import RingBufMap
 
 __all__ = [
     "DEFAULT_BUDGET",
+    "PYCALL_CTX",
+    "KernelArrayMap",
+    "KernelMap",
+    "KernelRingMap",
+    "PythonLink",
     "RingBufMap",
     "RunResult",
     "UserLoadError",
     "UserMap",
     "UserObject",
+    "UserPerfBuffer",
     "UserProgram",
     "UserRuntimeError",
+    "attach_python",
     "load",
     "load_insns",
 ]

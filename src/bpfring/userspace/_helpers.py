@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from ._maps import UserMap
 from ._memory import M64, MAP_TAG, Fault
 from ._printf import FormatError, bprintf
+from ._timers import TIMER_HELPERS
 
 if TYPE_CHECKING:
     from ._interp import Interpreter
@@ -311,6 +312,28 @@ def ringbuf_output(vm: Interpreter, ring: int, data: int, size: int, flags: int,
     mp = _ring(vm, ring)
     payload = _read(vm, data, size, "data")
     return mp.output(payload, flags) & M64  # type: ignore[no-any-return]
+
+
+def perf_event_output(vm: Interpreter, ctx: int, m: int, flags: int, data: int, size: int
+                      ) -> int:
+    """bpf_perf_event_output: into the slot ``flags & BPF_F_INDEX_MASK`` (or this
+    CPU's) of a perf event array; into the relay of one bound to a kernel ring."""
+    from ._kernel import KernelRingMap
+    from ._perf import CTXLEN_MASK, CURRENT_CPU, INDEX_MASK, PerfEventArrayMap
+
+    mp = _map(vm, m, "perf event array")
+    size &= 0xFFFF_FFFF
+    payload = _read(vm, data, size, "data")
+    if flags & ~(INDEX_MASK | CTXLEN_MASK) or flags & CTXLEN_MASK:
+        return _neg(_errno.EINVAL)  # BPF_F_CTXLEN_MASK is for skb programs only
+    if isinstance(mp, KernelRingMap):
+        return mp.output(payload, 0) & M64
+    if not isinstance(mp, PerfEventArrayMap):
+        raise Fault(f"map {mp.name!r} is a {mp.type_name} map, not a perf event array")
+    index = flags & INDEX_MASK
+    if index == CURRENT_CPU:
+        index = int(vm.context.cpu())
+    return mp.output(index, payload) & M64
 
 
 def ringbuf_reserve(vm: Interpreter, ring: int, size: int, flags: int, *_: int) -> int:
@@ -613,6 +636,7 @@ HELPERS: dict[int, tuple[str, Callable[..., int]]] = {
     14: ("bpf_get_current_pid_tgid", get_current_pid_tgid),
     15: ("bpf_get_current_uid_gid", get_current_uid_gid),
     16: ("bpf_get_current_comm", get_current_comm),
+    25: ("bpf_perf_event_output", perf_event_output),
     42: ("bpf_get_numa_node_id", get_numa_node_id),
     45: ("bpf_probe_read_str", probe_read_kernel_str),
     87: ("bpf_map_push_elem", map_push_elem),
@@ -644,6 +668,7 @@ HELPERS: dict[int, tuple[str, Callable[..., int]]] = {
     203: ("bpf_dynptr_data", dynptr_data),
     208: ("bpf_ktime_get_tai_ns", ktime_get_tai_ns),
     209: ("bpf_user_ringbuf_drain", user_ringbuf_drain),
+    **TIMER_HELPERS,
 }
 
 #: kfuncs by name (a kfunc call names its function through an extern symbol).

@@ -40,6 +40,7 @@ __all__ = ["MAP_TYPE_NAMES", "ArrayMap", "UserMap", "make_map", "possible_cpus"]
 ANY, NOEXIST, EXIST, F_LOCK = 0, 1, 2, 4
 ARRAY, HASH, PROG_ARRAY, PERCPU_HASH, PERCPU_ARRAY = 2, 1, 3, 5, 6
 LRU_HASH, LRU_PERCPU_HASH, QUEUE, STACK, RINGBUF, USER_RINGBUF = 9, 10, 22, 23, 27, 31
+PERF_EVENT_ARRAY = 4
 MAP_TYPE_NAMES = {
     1: "hash", 2: "array", 3: "prog_array", 4: "perf_event_array", 5: "percpu_hash",
     6: "percpu_array", 7: "stack_trace", 8: "cgroup_array", 9: "lru_hash",
@@ -529,6 +530,10 @@ def make_map(name: str, map_type: int, key_size: int, value_size: int, max_entri
         cls = UserRingBufMap
     elif map_type in (QUEUE, STACK):
         cls = QueueStackMap
+    elif map_type == PERF_EVENT_ARRAY:
+        from ._perf import PerfEventArrayMap
+
+        cls = PerfEventArrayMap
     else:
         raise UserLoadError(f"map {name!r}: type {MAP_TYPE_NAMES.get(map_type, map_type)} is "
                             "not supported in user space")

@@ -5,6 +5,7 @@ every program run by the interpreter in this process, without privileges."""
 from __future__ import annotations
 
 import errno as _errno
+import logging
 import os
 import random
 import re
@@ -17,7 +18,7 @@ from typing import Any
 
 from .._globals import GlobalsView
 from ..btf import BTF
-from ..errors import BPFError
+from ..errors import BPFError, MapTypeError
 from . import _elf, _isa
 from ._ctx import make_ctx
 from ._elf import LinkedProgram, ObjectImage
@@ -26,12 +27,18 @@ from ._helpers import HELPERS, KFUNCS, helper_name
 from ._interp import DEFAULT_BUDGET, Image, Interpreter
 from ._maps import ArrayMap, UserMap, make_map, possible_cpus
 from ._memory import FUNC_TAG, M64, MAP_TAG, Fault, Memory
+from ._perf import PerfEventArrayMap, UserPerfBuffer
+from ._pyhook import CTX as PYCALL_CTX
+from ._pyhook import MAX_ARGS as MAX_PYARGS
+from ._pyhook import PythonLink, attach_python
 from ._ringbuf import RingBufMap
 from ._special import ProgArrayMap
+from ._timers import Timers
 
 __all__ = ["RunResult", "UserObject", "UserProgram", "load", "load_insns"]
 
 M32 = 0xFFFF_FFFF
+log = logging.getLogger("bpfring.userspace")
 
 
 @dataclass
@@ -57,6 +64,7 @@ class _Context:
         self.rng = random.Random(seed)
         self.locks: set[int] = set()
         self.printed: list[bytes] = []
+        self.timers: Timers | None = None
 
     def printk(self, text: bytes) -> None:
         self.printed.append(text)
@@ -113,6 +121,35 @@ class UserProgram:
         return self._obj._run(self, bytes(data), None if ctx is None else bytes(ctx), repeat,
                               budget)
 
+    def attach_python(self, func: Callable[..., Any], *, on_error: str = "raise"
+                      ) -> PythonLink:
+        """Run this program on each call of the Python function ``func``, with the
+        call's arguments in the ctx (``struct bpfring_pycall``, see
+        docs/userspace.md); returns a link that detaches on ``close()``/``with``."""
+        self._obj._check_open()
+        return attach_python(func, self, on_error=on_error)
+
+    def _run_pycall(self, nargs: int, words: list[int], lens: list[int],
+                    blobs: list[bytes | None]) -> int:
+        """One run with a ``struct bpfring_pycall`` ctx (strings placed in memory)."""
+        obj = self._obj
+        with obj._lock:
+            obj._check_open()
+            added = []
+            try:
+                for i, blob in enumerate(blobs):
+                    if blob is not None:
+                        buf = memoryview(bytearray(blob + b"\0")).toreadonly()
+                        words[i] = obj.memory.add(buf, f"python arg {i}", writable=False,
+                                                  kind="python argument")
+                        added.append(words[i])
+                pad = MAX_PYARGS - len(words)
+                ctx = PYCALL_CTX.pack(nargs, *words, *([0] * pad), *lens, *([0] * pad))
+                return obj._run(self, b"", ctx, 1, None)
+            finally:
+                for addr in added:
+                    obj.memory.remove(addr)
+
     def __repr__(self) -> str:
         return f"<UserProgram {self.name} SEC({self.section!r})>"
 
@@ -144,7 +181,10 @@ class UserObject:
     """A BPF object loaded into this process.  Make one with :func:`load`."""
 
     def __init__(self, image: ObjectImage, *, budget: int = DEFAULT_BUDGET, cpu: int | str = 0,
-                 seed: int | None = None, globals: Mapping[str, Any] | None = None) -> None:
+                 seed: int | None = None, globals: Mapping[str, Any] | None = None,
+                 kernel_maps: Mapping[str, Any] | None = None,
+                 kernel_mode: str = "flush", kernel_period: float = 1e-3,
+                 relay_size: int = 1 << 18) -> None:
         self.name = image.name
         self.license = image.license
         self.btf: BTF | None = image.btf
@@ -163,11 +203,22 @@ class UserObject:
         self.maps: dict[str, UserMap] = {}
         self.programs: dict[str, UserProgram] = {}
         self.globals = _Globals(self)
+        self._kernel_maps = dict(kernel_maps or {})
+        self._kernel_mode = kernel_mode
+        self._kernel_period = kernel_period
+        self._relay_size = relay_size
+        if kernel_mode not in ("flush", "timer"):
+            raise ValueError(f"kernel_mode must be 'flush' or 'timer', not {kernel_mode!r}")
+        unknown = set(self._kernel_maps) - {d.name for d in image.maps}
+        if unknown:
+            raise UserLoadError(f"kernel_maps names no map of the object: "
+                                f"{', '.join(sorted(unknown))}")
         try:
             self._make_maps(image, ncpu, cpu_fn)
             self._ctx = _Context(self._map_list, cpu_fn, seed)
             self._interp = Interpreter(self.memory, HELPERS, self._tail_target, budget)
             self._interp.context = self._ctx
+            self._ctx.timers = Timers(self._fire_timer)
             for k, v in (globals or {}).items():
                 setattr(self.globals, k, v)
             for m in self._map_list:
@@ -193,9 +244,18 @@ class UserObject:
             if d.section is not None and btf is not None:
                 found = btf.find_all(d.section, "datasec")
                 value_tid = found[0].id if found else 0
-            m = make_map(d.name, d.type, d.key_size, d.value_size, d.max_entries, d.flags,
-                         self.memory, btf, key_type_id=d.key_type_id, value_type_id=value_tid,
-                         section=d.section, ncpu=ncpu, cpu=cpu_fn)
+            kw: dict[str, Any] = dict(key_type_id=d.key_type_id, value_type_id=value_tid,
+                                      section=d.section, ncpu=ncpu, cpu=cpu_fn)
+            m: UserMap
+            if d.name in self._kernel_maps:
+                from ._kernel import bind_kernel_map
+
+                m = bind_kernel_map(d, self._kernel_maps[d.name], self.memory, btf,
+                                    self._kernel_mode, self._kernel_period,
+                                    self._relay_size, **kw)
+            else:
+                m = make_map(d.name, d.type, d.key_size, d.value_size, d.max_entries,
+                             d.flags, self.memory, btf, **kw)
             if isinstance(m, ArrayMap) and d.section is not None:
                 m.initialise(d.data)
             if isinstance(m, ProgArrayMap):
@@ -294,10 +354,39 @@ class UserObject:
                                       self._interp.count, dt)
             return retval
 
+    def _end_run(self) -> None:
+        """Write back what the run changed in copies of kernel map values."""
+        from ._kernel import KernelMap
+
+        for m in self._map_list:
+            if isinstance(m, KernelMap):
+                m.end_run()
+
+    def _fire_timer(self, image: Image | None, cb: int, map_addr: int, key: bytes,
+                    value: int) -> None:
+        """Run a bpf_timer callback ``cb(map, key, value)`` (from the timer thread)."""
+        with self._lock:
+            if self._closed or image is None:
+                return
+            kaddr = self.memory.add(memoryview(bytearray(key)).toreadonly(), "timer key",
+                                    writable=False, kind="map key")
+            try:
+                self._interp.image = image
+                self._interp.count = 0
+                self._interp.call(cb, (map_addr, kaddr, value))
+            finally:
+                self.memory.remove(kaddr)
+                self._end_run()
+                for m in self._map_list:
+                    if isinstance(m, RingBufMap):
+                        m.abandon()
+                self._ctx.locks.clear()
+
     def _after_run(self, prog: UserProgram, error: UserRuntimeError | None) -> None:
         """Release what a program left behind: reserved records are discarded (so
         the ring stays readable) and held locks dropped; leaving them is an
         error, as the verifier refuses such programs."""
+        self._end_run()
         left = sum(m.abandon() for m in self._map_list if isinstance(m, RingBufMap))
         locks = len(self._ctx.locks)
         for lock in list(self._ctx.locks):
@@ -320,18 +409,61 @@ class UserObject:
             raise BPFError(f"BPF object {self.name!r} has no BTF", hint="compile with -g")
         return self.btf.types
 
+    def perf_buffer(self, name: str, **kw: Any) -> UserPerfBuffer:
+        """A reader of the perf event array ``name`` with the API of
+        :meth:`bpfring.BPFObject.perf_buffer` (``page_count``, ``record``,
+        ``cpus``, ``lost_callback``); samples are accepted once it is open."""
+        self._check_open()
+        m = self.maps.get(name)
+        if not isinstance(m, PerfEventArrayMap):
+            raise MapTypeError(f"map {name!r} is not a perf event array")
+        return UserPerfBuffer(m, **kw)
+
     @property
     def printed(self) -> list[bytes]:
         """The last bpf_trace_printk() lines (also logged to ``bpfring.userspace``)."""
         return list(self._ctx.printed)
 
+    def flush(self) -> None:
+        """Apply what the programs queued for kernel maps and kernel rings now:
+        one ``BPF_PROG_TEST_RUN`` per bound map with queued operations and per
+        bound ring (``kernel_mode="timer"`` does this periodically in the
+        kernel, without system calls)."""
+        from ._kernel import KernelMap, KernelRingMap
+
+        with self._lock:
+            self._check_open()
+            for m in self._map_list:
+                if isinstance(m, KernelMap) and m.bridge is not None:
+                    if m.bridge.pending:
+                        m.bridge.flush()
+                elif isinstance(m, KernelRingMap):
+                    m.pump()
+                    m.relay.flush()
+                    m.pump()  # records that waited for room in the relay ring
+                    if m.waiting:
+                        m.relay.flush()
+
     def close(self) -> None:
-        """Free the maps and regions (idempotent)."""
+        """Free the maps and regions (idempotent).  Operations and records still
+        queued for kernel maps and rings are flushed first."""
+        from ._kernel import KernelMap, KernelRingMap
+
         if self._closed:
             return
-        self._closed = True
-        for m in self._map_list:
-            m.close()
+        ctx = getattr(self, "_ctx", None)
+        if ctx is not None and ctx.timers is not None:
+            ctx.timers.close()
+        if self.loaded and any(isinstance(m, KernelMap | KernelRingMap)
+                               for m in self._map_list):
+            try:
+                self.flush()
+            except BPFError as e:
+                log.warning("user-space object %s: flush at close failed: %s", self.name, e)
+        with self._lock:  # not while a timer callback runs
+            self._closed = True
+            for m in self._map_list:
+                m.close()
         self.memory.regions.clear()
 
     def __enter__(self) -> UserObject:
@@ -367,7 +499,9 @@ def _looks_like_source(text: str) -> bool:
 def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
          globals: Mapping[str, Any] | None = None, name: str | None = None,
          budget: int = DEFAULT_BUDGET, cpu: int | str = 0, seed: int | None = None,
-         include_dirs: Any = (), defines: Mapping[str, object] | None = None) -> UserObject:
+         include_dirs: Any = (), defines: Mapping[str, object] | None = None,
+         kernel_maps: Mapping[str, Any] | None = None, kernel_mode: str = "flush",
+         kernel_period: float = 1e-3, relay_size: int = 1 << 18) -> UserObject:
     """Load a BPF object to run in this process, without privileges.
 
     ``src`` is as for :func:`bpfring.load`: a ``.bpf.c`` file (built with
@@ -377,6 +511,16 @@ def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
     instruction budget of one run; ``cpu`` what ``bpf_get_smp_processor_id``
     returns and which per-CPU slot programs see (``"current"``: the CPU the
     thread runs on); ``seed`` seeds ``bpf_get_prandom_u32``.
+
+    ``kernel_maps`` binds maps of the object to kernel maps (name -> a
+    :class:`bpfring.Map`, a :class:`~bpfring.MapRef` or its string, a pinned
+    path or an fd): the programs then read and write those kernel maps and
+    rings (see docs/userspace.md, "Working with kernel eBPF"; needs the
+    privileges of bpf() on them).  ``kernel_mode`` is how queued updates and
+    relayed records reach the kernel: ``"flush"`` (:meth:`UserObject.flush`)
+    or ``"timer"`` (a bpf_timer every ``kernel_period`` seconds);
+    ``relay_size`` is the size of the user ring relaying records to each
+    bound kernel ring.
     """
     if isinstance(src, bytes | bytearray | memoryview):
         data = bytes(src)
@@ -402,7 +546,9 @@ def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
             oname = "prog"
         data = Path(path).read_bytes()
     image = _elf.parse(data, oname)
-    return UserObject(image, budget=budget, cpu=cpu, seed=seed, globals=globals)
+    return UserObject(image, budget=budget, cpu=cpu, seed=seed, globals=globals,
+                      kernel_maps=kernel_maps, kernel_mode=kernel_mode,
+                      kernel_period=kernel_period, relay_size=relay_size)
 
 
 def load_insns(insns: bytes | bytearray | memoryview | list[_isa.Insn], *,
