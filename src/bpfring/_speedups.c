@@ -1070,6 +1070,8 @@ ring_publish(RingObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+#include "_speedups_batch.c"
+
 #define RING_POSITION_METHODS                                                              \
     {"consumer_pos", (PyCFunction)ring_consumer_pos, METH_NOARGS, consumer_pos_doc},     \
     {"producer_pos", (PyCFunction)ring_producer_pos, METH_NOARGS, producer_pos_doc},     \
@@ -1079,6 +1081,8 @@ static PyMethodDef kernel_ring_methods[] = {
     {"consume", (PyCFunction)(void (*)(void))kr_consume, METH_FASTCALL, consume_doc},
     {"read", (PyCFunction)(void (*)(void))kr_read, METH_FASTCALL, read_doc},
     {"halt", (PyCFunction)kr_halt, METH_NOARGS, halt_doc},
+    {"scan", (PyCFunction)(void (*)(void))kr_scan, METH_FASTCALL, scan_doc},
+    {"read_into", (PyCFunction)(void (*)(void))kr_read_into, METH_FASTCALL, read_into_doc},
     RING_POSITION_METHODS,
     {NULL, NULL, 0, NULL},
 };
@@ -1087,6 +1091,8 @@ static PyMethodDef user_ring_methods[] = {
     {"write", (PyCFunction)(void (*)(void))ur_write, METH_FASTCALL, write_doc},
     {"write_many", (PyCFunction)(void (*)(void))ur_write_many, METH_FASTCALL, write_many_doc},
     {"commit", (PyCFunction)(void (*)(void))ur_commit, METH_FASTCALL, commit_doc},
+    {"write_array", (PyCFunction)(void (*)(void))ur_write_array, METH_FASTCALL,
+     write_array_doc},
     RING_POSITION_METHODS,
     {NULL, NULL, 0, NULL},
 };
@@ -1167,7 +1173,7 @@ PyInit__speedups(void)
     }
     /* Bumped whenever a signature or a semantic changes: bpfring._ringbackend
      * ignores a build with another value (a stale editable-install .so). */
-    if (PyModule_AddIntConstant(m, "API", 4) < 0 ||
+    if (PyModule_AddIntConstant(m, "API", 5) < 0 ||
         PyModule_AddIntConstant(m, "HDR_SIZE", HDR_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "DYNPTR_MAX", DYNPTR_MAX) < 0) {
         Py_DECREF(m);

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .. import _sys, _wait
 from .._fd import OwnedFD
 from .._ringbackend import KernelRing
-from .._ringcore import RUN_BUSY, RUN_OTHER, Consumer, distance
+from .._ringcore import RUN_BUSY, RUN_OTHER, Consumer, distance, record_span
 from ..errors import BPFError
 from ._mapped import MappedRing, MapSource
 
@@ -265,63 +265,80 @@ class RingBuffer(MappedRing):
         return dt
 
     def read_array(self, dtype: Any, limit: int | None = None,
-                   timeout: float | None = 0) -> npt.NDArray[Any]:
-        """Consume fixed-size records into a new structured numpy array.
+                   timeout: float | None = 0, *, out: npt.NDArray[Any] | None = None
+                   ) -> npt.NDArray[Any]:
+        """Consume fixed-size records into a structured numpy array.
 
         ``dtype`` is a numpy dtype (or a record type with ``.dtype``) whose
-        itemsize equals the records' payload size.  Headers of a whole run are
-        checked at once and payloads copied with one strided copy; discarded
-        records are skipped and the batch stops at a BUSY record, exactly as
-        record-by-record consumption would.  A record of another size ends the
-        batch and stays in the ring (read it with :meth:`read`); if it is the
-        very first record, ``ValueError`` says so.  Waits up to ``timeout``
-        seconds for the first record like :meth:`poll`.
+        itemsize equals the records' payload size.  The backend checks the
+        headers of a whole run at once and copies the payloads back to back in
+        the same pass; discarded records are skipped and the batch stops at a
+        BUSY record, exactly as record-by-record consumption would.  A record
+        of another size ends the batch and stays in the ring (read it with
+        :meth:`read`); if it is the very first record, ``ValueError`` says so.
+        Waits up to ``timeout`` seconds for the first record like :meth:`poll`.
+
+        ``out``: a writable, C-contiguous 1-D array of ``dtype``'s itemsize to
+        reuse between calls (no allocation per batch); at most ``len(out)``
+        records are read and ``out[:n]`` is returned.  Without it the result is
+        a new array (a slice of one sized for what was waiting).
         """
+        dt = self._as_dtype(dtype)
+        if out is not None:
+            self._check_out(out, dt)
+            limit = len(out) if limit is None else min(max(limit, 0), len(out))
+        got = self._polled(lambda: self._take_array(dt, limit, out), timeout, limit)
+        if got:
+            return got[0]
+        if out is not None:
+            return out[:0]
         import numpy as np
 
-        dt = self._as_dtype(dtype)
-        chunks = self._polled(lambda: self._take_array(dt, limit), timeout, limit)
-        if not chunks:
-            return np.empty(0, dtype=dt)
-        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        return np.empty(0, dtype=dt)
 
-    def _take_array(self, dt: np.dtype[Any], limit: int | None
-                    ) -> tuple[list[npt.NDArray[Any]], bool]:
-        """Copies of the waiting runs of ``dt``-sized records (up to ``limit``
-        records) and whether a BUSY record ended them; does not wait."""
+    @staticmethod
+    def _check_out(out: Any, dt: np.dtype[Any]) -> None:
+        import numpy as np
+
+        if not isinstance(out, np.ndarray) or out.ndim != 1:
+            raise TypeError("out must be a 1-D numpy array")
+        if out.dtype.itemsize != dt.itemsize:
+            raise ValueError(f"out has {out.dtype.itemsize}-byte items, not the "
+                             f"{dt.itemsize} of the dtype")
+        if not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError("out must be C-contiguous and writeable")
+
+    def _take_array(self, dt: np.dtype[Any], limit: int | None,
+                    out: npt.NDArray[Any] | None) -> tuple[list[npt.NDArray[Any]], bool]:
+        """The waiting run of ``dt``-sized records (up to ``limit``) copied
+        into ``out`` or a new array, in a list (empty when there was none),
+        and whether a BUSY record ended it; does not wait."""
         itemsize = dt.itemsize
         impl = self._impl
         with self._serving():
             if self._backlog:
                 raise ValueError("records taken out by an iterator are pending; "
                                  "finish them with read() first")
-            core, npd = self._core, self._np_data()
-            chunks: list[npt.NDArray[Any]] = []
-            got = 0
-            busy = False
-            cons = impl.consumer_pos()
-            while limit is None or got < limit:
-                start, n, why = core.regular_run(npd, cons, impl.producer_pos(), itemsize,
-                                                 None if limit is None else limit - got)
-                if n:
-                    self._be.acquire_fence()  # the header checks before the payload copy
-                    # Copied as an (n, itemsize) byte matrix: numpy's strided
-                    # byte copy is about twice as fast as a structured one.
-                    chunks.append(core.run_bytes(npd, start, n, itemsize).copy()
-                                  .view(dt).reshape(n))
-                    got += n
-                    cons = core.run_end(start, n, itemsize)
-                else:
-                    cons = start  # past leading discarded records
-                impl.publish(cons)
-                if why == RUN_OTHER and not got:
-                    raise ValueError(
-                        f"next record has {core.length_at(cons)} bytes, not the "
-                        f"{itemsize} of the dtype; consume it with read()")
-                if n == 0 or why:
-                    busy = why == RUN_BUSY
-                    break
-            return chunks, busy
+            buf = out
+            if buf is None:
+                import numpy as np
+
+                # Room for every record of this size the waiting bytes can
+                # hold (never more than a ring's worth: the backend refuses
+                # impossible positions itself).
+                waiting = min(distance(impl.consumer_pos(), impl.producer_pos()), self._size)
+                cap = waiting // record_span(itemsize)
+                if limit is not None:
+                    cap = min(cap, max(limit, 0))
+                buf = np.empty(cap, dtype=dt)
+            # One pass in the backend: header checks, payload copies, one
+            # release store of consumer_pos after them.
+            n, why = impl.read_into(buf, itemsize, None if limit is None else max(limit, 0))
+            if why == RUN_OTHER and not n:
+                raise ValueError(
+                    f"next record has {self._core.length_at(impl.consumer_pos())} bytes, "
+                    f"not the {itemsize} of the dtype; consume it with read()")
+            return ([buf[:n]] if n else []), why == RUN_BUSY
 
     @contextmanager
     def view_array(self, dtype: Any, limit: int | None = None
@@ -337,16 +354,15 @@ class RingBuffer(MappedRing):
         dt = self._as_dtype(dtype)
         impl = self._impl
         with self._serving():
-            core = self._core
             cons = impl.consumer_pos()
-            start, n, _ = core.regular_run(self._np_data(), cons, impl.producer_pos(),
-                                           dt.itemsize, limit)
+            # The backend's header pass (ends with an acquire fence: the
+            # header checks are ordered before the caller's payload reads).
+            start, n, _ = impl.scan(dt.itemsize, limit)
             if start != cons:
                 impl.publish(start)  # past leading discarded records
+            yield self._core.run_records(self._np_data(), start, n, dt)
             if n:
-                self._be.acquire_fence()  # header checks before the caller reads payloads
-            yield core.run_records(self._np_data(), start, n, dt)
-            impl.publish(core.run_end(start, n, dt.itemsize))
+                impl.publish(self._core.run_end(start, n, dt.itemsize))
 
     # Iteration -----------------------------------------------------------------------
 
