@@ -64,6 +64,7 @@ from .common import (
     Result,
     _round,
 )
+from .limits import close_maps
 from .report import (
     _ratios,
     check_plot_support,
@@ -200,6 +201,7 @@ def main(argv: Sequence[str]) -> int:
             env_notes.append(f"the machine was busy when the run started (load average "
                              f"{load_start[0]}): numbers may be noisy")
     finally:
+        close_maps()
         b.close()
         signal.signal(signal.SIGTERM, old_term)
 

@@ -13,7 +13,15 @@ from typing import Any
 import numpy as np
 
 from .bench import Bench
-from .common import DIRECTIONS, MODE_TITLES, RATIO_TARGETS, REFERENCE, RSS_GROWTH_LIMIT, Result
+from .common import (
+    DIRECTIONS,
+    MODE_TITLES,
+    NO_LOSS_CASES,
+    RATIO_TARGETS,
+    REFERENCE,
+    RSS_GROWTH_LIMIT,
+    Result,
+)
 from .procs import LibbpfCtypes, _find_cc
 
 # ------------------------------------------------------------------------------------
@@ -54,7 +62,7 @@ def evaluate_targets(results: dict[tuple[str, str], Result],
             if not t["met"]:
                 t["gap"] = f"{(want / ratio - 1) * 100:.0f}% short"
         targets.append(t)
-    for case in ("read_array", "view_array"):
+    for case in NO_LOSS_CASES:
         r = results.get((case, "live"))
         t = {"target": f"{case} (live): no lost records", "case": case, "mode": "live",
              "threshold": 0, "value": None, "met": None}
@@ -130,9 +138,9 @@ def render_table(report: dict[str, Any]) -> str:
     lines += ["", "targets"]
     for t in report["targets"]:
         if t["met"] is None:
-            state, val = "n/a ", t.get("why", "")
+            state, val = "n/a    ", t.get("why", "")
         else:
-            state = "MET " if t["met"] else "MISS"
+            state = "MET    " if t["met"] else "NOT MET"
             if t["target"].startswith("RSS"):
                 val = f"growth {t['value'] / 2**10:+.0f} KiB over {t['records']:,} records"
             elif "lost" in t["target"]:

@@ -90,6 +90,11 @@ class KernelRing(_BoundRing, Protocol):
 
     def halt(self) -> None: ...
 
+    def scan(self, itemsize: int, limit: int | None, /) -> tuple[int, int, int]: ...
+
+    def read_into(self, out: WriteableBuffer, itemsize: int, limit: int | None, /
+                  ) -> tuple[int, int]: ...
+
 
 class UserRing(_BoundRing, Protocol):
     """A backend's binding of one user ring's memory (``BPF_MAP_TYPE_USER_RINGBUF``)."""
@@ -99,6 +104,8 @@ class UserRing(_BoundRing, Protocol):
     def write_many(self, iterator: Iterator[Any], first: object, /) -> tuple[int, object]: ...
 
     def commit(self, offset: int, discard: object, /) -> int: ...
+
+    def write_array(self, rows: ReadableBuffer, itemsize: int, count: int, /) -> int: ...
 
 
 class RingBackend(Protocol):

@@ -39,8 +39,8 @@ from ._ringcore import (
     LEN_MASK,
     POS_MASK,
     RUN_END,
-    ConsumeResult,
     Consumer,
+    ConsumeResult,
     Producer,
     committed_word,
     consume_pass,
@@ -408,25 +408,24 @@ class UserRing(_Ring):
                 pv[0] = prod  # one store publishes the batch, also when the iterator raised
         return written, item
 
-    def write_array(self, rows: ReadableBuffer, itemsize: int, /) -> int:
-        """Write the contiguous buffer ``rows`` as one ``itemsize``-byte sample
-        per row, as many as fit now, with :meth:`Producer.put_run` and one
+    def write_array(self, rows: ReadableBuffer, itemsize: int, count: int, /) -> int:
+        """Write the contiguous buffer ``rows`` (``count`` rows) as one
+        ``itemsize``-byte sample per row, as many as fit now, with :meth:`Producer.put_run` and one
         producer_pos store; -1, writing nothing, when the positions are
         inconsistent.  See ``_speedups.UserRing.write_array``."""
-        isz = _itemsize(itemsize)
+        isz, count = _itemsize(itemsize), operator.index(count)
         rv = memoryview(rows)
         if not rv.c_contiguous:
             raise BufferError("rows must be C-contiguous")
         nbytes = rv.nbytes
-        if (nbytes % isz) if isz else nbytes:
-            raise ValueError(f"rows of {nbytes} bytes are not a whole number of "
-                             f"{isz}-byte samples")
+        if count < 0 or nbytes != count * isz:
+            raise ValueError(f"rows of {nbytes} bytes are not {count} samples of {isz} bytes")
         size, pv = self.size, self._prod
         cons, prod = self._cons[0], pv[0]
         used, span = (prod - cons) & POS_MASK, record_span(isz)
         if prod & 7 or used > size or span > size or isz > DYNPTR_MAX:
             return -1
-        n = min(nbytes // isz if isz else 0, (size - used) // span)
+        n = min(count, (size - used) // span)
         if n:
             src = _np_bytes(rv)
             pv[0] = Producer(self._data, size).put_run(

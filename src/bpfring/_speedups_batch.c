@@ -185,24 +185,6 @@ fail:
 /* read_into (read_array)                                                     */
 /* -------------------------------------------------------------------------- */
 
-/* Copy one payload of `len` bytes.  Payloads start 8-byte aligned in the
- * ring; for the usual small sizes, fixed 8-byte moves beat a memcpy call. */
-static inline void
-copy_payload(unsigned char *dst, const unsigned char *src, uint32_t len)
-{
-    if (len <= 64) {
-        uint32_t i = 0;
-
-        for (; i + 8 <= len; i += 8)
-            memcpy(dst + i, src + i, 8);
-        for (; i < len; i++)
-            dst[i] = src[i];
-    }
-    else {
-        memcpy(dst, src, len);
-    }
-}
-
 PyDoc_STRVAR(read_into_doc,
 "read_into(out, itemsize, limit) -> (n, why)\n"
 "\n"
@@ -334,9 +316,9 @@ out:
 /* -------------------------------------------------------------------------- */
 
 PyDoc_STRVAR(write_array_doc,
-"write_array(rows, itemsize) -> written\n"
+"write_array(rows, itemsize, count) -> written\n"
 "\n"
-"Write the contiguous buffer `rows` (a whole number of `itemsize`-byte rows)\n"
+"Write the contiguous buffer `rows` (exactly `count` rows of `itemsize` bytes)\n"
 "as one sample per row into the user ring, as many as fit now: every header\n"
 "{itemsize, 0} (final, not BUSY) and payload with plain stores, then one\n"
 "store-release of producer_pos publishes the batch (bpf_user_ringbuf_drain\n"
@@ -351,21 +333,25 @@ ur_write_array(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
     ring_t r;
     Py_buffer rb;
     uint32_t itemsize;
+    Py_ssize_t count;
     uint64_t *prodp, cons, prod, used, span, room, rows, i;
     unsigned char *p;
     const unsigned char *src;
     long long written = -1;
 
-    if (check_nargs("write_array", nargs, 2) < 0)
+    if (check_nargs("write_array", nargs, 3) < 0)
         return NULL;
     if (get_itemsize(args[1], &itemsize) < 0)
         return NULL;
+    if ((count = PyLong_AsSsize_t(args[2])) == -1 && PyErr_Occurred())
+        return NULL;
     if (PyObject_GetBuffer(args[0], &rb, PyBUF_C_CONTIGUOUS) < 0)
         return NULL;
-    if (itemsize == 0 ? rb.len != 0 : rb.len % itemsize != 0) {
+    if (count < 0 || (itemsize && count > PY_SSIZE_T_MAX / (Py_ssize_t)itemsize) ||
+        rb.len != count * (Py_ssize_t)itemsize) {
         PyBuffer_Release(&rb);
-        PyErr_Format(PyExc_ValueError, "rows of %zd bytes are not a whole number of "
-                     "%u-byte samples", rb.len, (unsigned)itemsize);
+        PyErr_Format(PyExc_ValueError, "rows of %zd bytes are not %zd samples of %u bytes",
+                     rb.len, count, (unsigned)itemsize);
         return NULL;
     }
     if (ring_acquire(self, &r) < 0) {
@@ -380,7 +366,7 @@ ur_write_array(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
     if ((prod & 7u) || used > r.size || span > r.size || itemsize > DYNPTR_MAX)
         goto out;
     room = (r.size - used) / span;
-    rows = itemsize ? (uint64_t)rb.len / itemsize : 0;
+    rows = (uint64_t)count;
     if (rows > room)
         rows = room;
     /* Contiguous thanks to the double mapping, even across the wrap.  Nothing

@@ -333,7 +333,7 @@ class RingBuffer(MappedRing):
                 buf = np.empty(cap, dtype=dt)
             # One pass in the backend: header checks, payload copies, one
             # release store of consumer_pos after them.
-            n, why = impl.read_into(buf, itemsize, None if limit is None else max(limit, 0))
+            n, why = impl.read_into(buf.data, itemsize, None if limit is None else max(limit, 0))
             if why == RUN_OTHER and not n:
                 raise ValueError(
                     f"next record has {self._core.length_at(impl.consumer_pos())} bytes, "

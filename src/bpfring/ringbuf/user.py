@@ -332,7 +332,8 @@ class UserRingBuffer(MappedRing):
         core.check_fixed(itemsize)
         self._check_open()
         total = len(arr)
-        raw = memoryview(np.ascontiguousarray(arr).view(np.uint8).reshape(total * itemsize))
+        raw = memoryview(np.ascontiguousarray(arr).view(np.uint8).reshape(total * itemsize)
+                         .data)
         done = 0
 
         def step() -> bool:
@@ -340,7 +341,7 @@ class UserRingBuffer(MappedRing):
             impl = self._impl
             # Everything is written before producer_pos moves: one
             # store-release publishes the whole batch to the drain.
-            k = impl.write_array(raw[done * itemsize:], itemsize)
+            k = impl.write_array(raw[done * itemsize:], itemsize, total - done)
             if k < 0:  # inconsistent positions: the checked path raises
                 core.room_for(itemsize, impl.consumer_pos(), impl.producer_pos())
                 raise RingCorrupted("the ring's positions changed under the producer lock")
