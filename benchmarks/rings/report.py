@@ -135,6 +135,10 @@ def render_table(report: dict[str, Any]) -> str:
                          f"{mm['rss_first'] / 2**20:7.1f} MiB, max {mm['rss_max'] / 2**20:7.1f}"
                          f" MiB, growth {mm['growth'] / 2**10:+8.0f} KiB "
                          f"({_fmt_rate(mm['rate'])})")
+    if report.get("import"):
+        from .importtime import render_import
+
+        lines += render_import(report["import"])
     lines += ["", "targets"]
     for t in report["targets"]:
         if t["met"] is None:
@@ -143,6 +147,8 @@ def render_table(report: dict[str, Any]) -> str:
             state = "MET    " if t["met"] else "NOT MET"
             if t["target"].startswith("RSS"):
                 val = f"growth {t['value'] / 2**10:+.0f} KiB over {t['records']:,} records"
+            elif t["target"].startswith("import"):
+                val = f"{t['value'] * 1e3:.1f} ms"
             elif "lost" in t["target"]:
                 val = (f"{t['value']} lost, producer at "
                        f"{t['producer_rate'] / 1e6:.1f} M/s")
