@@ -338,7 +338,12 @@ class RingBuffer(MappedRing):
                 raise ValueError(
                     f"next record has {self._core.length_at(impl.consumer_pos())} bytes, "
                     f"not the {itemsize} of the dtype; consume it with read()")
-            return ([buf[:n]] if n else []), why == RUN_BUSY
+            if not n:
+                return [], why == RUN_BUSY
+            got = buf[:n]
+            if out is None and n < len(buf) // 2 and buf.nbytes >= 1 << 20:
+                got = got.copy()  # do not keep a large, mostly unused buffer alive
+            return [got], why == RUN_BUSY
 
     @contextmanager
     def view_array(self, dtype: Any, limit: int | None = None
