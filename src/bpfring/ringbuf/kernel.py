@@ -13,7 +13,7 @@ import select
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _sys, _wait
@@ -24,6 +24,8 @@ from ..errors import BPFError
 from ._mapped import MappedRing, MapSource
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     import numpy as np
     import numpy.typing as npt
 
@@ -207,14 +209,19 @@ class RingBuffer(MappedRing):
                 limit: int | None) -> _T:
         """Call ``attempt()`` -> (result, busy) until the result is non-empty
         (a count or a list), waiting in between as :meth:`poll` describes."""
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be >= 0 or None")
+        got, busy = attempt()
+        if got or (limit is not None and limit <= 0) or timeout == 0:
+            return got  # the common cases, without a Waiter: no per-call set-up
         waiter = self._waiter(timeout)
         while True:
-            got, busy = attempt()
-            if got or (limit is not None and limit <= 0):
-                return got
             # BUSY: a BPF program on another CPU holds a reservation open; the
             # fd stays readable (prod != cons), so the waiter backs off instead.
             if waiter.wait(busy) is None:
+                return got
+            got, busy = attempt()
+            if got:
                 return got
 
     def read(self, limit: int | None = None, timeout: float | None = 0) -> list[Any]:
@@ -259,7 +266,9 @@ class RingBuffer(MappedRing):
     def _as_dtype(dtype: Any) -> np.dtype[Any]:
         import numpy as np
 
-        dt: np.dtype[Any] = np.dtype(getattr(dtype, "dtype", dtype))
+        if type(dtype) is not np.dtype and not isinstance(dtype, np.dtype):
+            dtype = getattr(dtype, "dtype", dtype)  # a record type with .dtype
+        dt: np.dtype[Any] = np.dtype(dtype)
         if dt.itemsize == 0:
             raise ValueError("dtype has no size")
         return dt
@@ -345,9 +354,8 @@ class RingBuffer(MappedRing):
                 got = got.copy()  # do not keep a large, mostly unused buffer alive
             return [got], why == RUN_BUSY
 
-    @contextmanager
     def view_array(self, dtype: Any, limit: int | None = None
-                   ) -> Iterator[npt.NDArray[Any]]:
+                   ) -> AbstractContextManager[npt.NDArray[Any]]:
         """Zero-copy: ``with rb.view_array(dtype) as arr:`` gives a read-only
         strided view straight into the ring over the waiting run of records.
 
@@ -356,18 +364,7 @@ class RingBuffer(MappedRing):
         not be used after the block: the kernel reuses that memory.  Does not
         wait; ``arr`` may be empty.  Consumption is locked meanwhile.
         """
-        dt = self._as_dtype(dtype)
-        impl = self._impl
-        with self._serving():
-            cons = impl.consumer_pos()
-            # The backend's header pass (ends with an acquire fence: the
-            # header checks are ordered before the caller's payload reads).
-            start, n, _ = impl.scan(dt.itemsize, limit)
-            if start != cons:
-                impl.publish(start)  # past leading discarded records
-            yield self._core.run_records(self._np_data(), start, n, dt)
-            if n:
-                impl.publish(self._core.run_end(start, n, dt.itemsize))
+        return _ViewBlock(self, self._as_dtype(dtype), limit)
 
     # Iteration -----------------------------------------------------------------------
 
@@ -472,3 +469,58 @@ class RingBuffer(MappedRing):
         self._release()
         if self._lost_fd is not None:
             self._lost_fd.close()
+
+
+class _ViewBlock:
+    """The ``with`` block of :meth:`RingBuffer.view_array`: the ring's lock is
+    held from ``__enter__`` to ``__exit__`` (as :meth:`RingBuffer._serving`
+    holds it), the backend's header pass finds the run on entry and a normal
+    exit publishes the consumer position past it.  A class rather than a
+    generator: this is the per-batch cost of every zero-copy consumer."""
+
+    __slots__ = ("_dt", "_end", "_limit", "_rb")
+
+    def __init__(self, rb: RingBuffer, dt: np.dtype[Any], limit: int | None) -> None:
+        self._rb, self._dt, self._limit = rb, dt, limit
+        self._end: int | None = None
+
+    def __enter__(self) -> npt.NDArray[Any]:
+        rb = self._rb
+        me = threading.get_ident()
+        if rb._owner == me:
+            raise rb._reentered()
+        rb._lock.acquire()
+        try:
+            rb._check_open()
+            rb._owner = me
+            impl, core, itemsize = rb._impl, rb._core, self._dt.itemsize
+            cons = impl.consumer_pos()
+            # The backend's header pass (ends with an acquire fence: the
+            # header checks are ordered before the caller's payload reads).
+            start, n, _ = impl.scan(itemsize, self._limit)
+            if start != cons:
+                impl.publish(start)  # past leading discarded records
+            arr = core.run_records(rb._np_data(), start, n, self._dt)
+        except BaseException:
+            self._leave()
+            raise
+        self._end = core.run_end(start, n, itemsize) if n else None
+        return arr
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if typ is None and self._end is not None:
+                self._rb._impl.publish(self._end)  # consumed: the block exited normally
+        finally:
+            self._end = None
+            self._leave()
+
+    def _leave(self) -> None:
+        rb = self._rb
+        rb._owner = None
+        try:
+            if rb._halted:
+                rb._close_locked()  # a close() from inside the block
+        finally:
+            rb._lock.release()
