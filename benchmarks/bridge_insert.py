@@ -218,8 +218,9 @@ def profile_bridge_insert(obj: Any, br: MapBridge, keys: np.ndarray, values: np.
         kind, sym = parts[1], " ".join(parts[2:])
         if kind == "[.]":
             user += share
-        if kind == "[k]" and "delete" in sym:
-            delete += share
+        if kind == "[k]" and any(s in sym for s in ("delete", "freelist_push",
+                                                     "free_htab_elem")):
+            delete += share  # the untimed emptying between fills
         elif kind == "[k]" and any(s in sym for s in ("htab_", "pcpu_freelist", "lookup_",
                                                        "memcpy", "bpf_map_update",
                                                        "alloc_htab_elem")):
