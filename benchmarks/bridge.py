@@ -26,6 +26,11 @@ interference); the table shows the median rate over ``--rounds`` rounds
 with the spread (min-max over rounds) and the median time per flush, and
 the ratios compare medians measured in this same run.
 
+The insert case (``benchmarks/bridge_insert.py``, skipped with
+``--no-insert``): 4096 operations per flush INTO AN EMPTY 131,072-entry
+hash, then the same keys again as overwrites, for ``syscall``, ``batch`` and
+``bridge``; ``--profile`` adds a ``perf record`` of the bridge's inserts.
+
 End-to-end latency (queued -> visible in the map) for the three modes:
 ``flush`` (update, flush), ``piggyback`` (update, then the getpgid() call a
 tracepoint program drains on, as the user's own program would) and ``timer``
@@ -49,6 +54,8 @@ from typing import Any
 import numpy as np
 
 from bpfring import MapBridge, PreparedUpdate
+
+from .bridge_insert import BPF_MAPS, insert_target, measure_insert, render_insert
 
 #: The benchmark program: the map, its bridge and a piggyback tracepoint.
 BPF_SOURCE = r"""
@@ -80,6 +87,7 @@ int piggyback(void *ctx)
 	return 0;
 }
 
+""" + BPF_MAPS + r"""
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 """
 
@@ -370,6 +378,8 @@ def render_table(report: dict[str, Any]) -> str:
         for r in report["latency"]:
             lines.append(f"{r['mode']:<10} {r['p50']:>9.1f} {r['p90']:>9.1f} {r['p99']:>9.1f} "
                          f"{r['max']:>9.1f}  {notes[r['mode']]}")
+    if report.get("insert"):
+        lines += render_insert(report["insert"], _fmt_rate)
     if report["targets"]:
         lines.append("")
         for t in report["targets"]:
@@ -409,6 +419,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="operations timed per latency mode (default 300; 0 skips)")
     p.add_argument("--period", type=float, default=0.001, metavar="SEC",
                    help="timer mode period (default 0.001)")
+    p.add_argument("--no-insert", action="store_true",
+                   help="skip the insert case (4096 ops per flush into an empty "
+                        "131,072-entry hash, then overwrites)")
+    p.add_argument("--profile", action="store_true",
+                   help="perf record the bridge's insert flushes and print where the time "
+                        "goes (needs perf)")
     p.add_argument("--quick", action="store_true",
                    help="small numbers for smoke tests (3 rounds, 8192 ops, 40 latency "
                         "samples); explicit options still win")
@@ -445,9 +461,14 @@ def main(argv: Sequence[str]) -> int:
     log("bpfring bench bridge: building and loading the benchmark program")
     path = bpfring.build_source(BPF_SOURCE, name="bench_bridge")
     with bpfring.load(path, name="bench_bridge") as obj, \
-            MapBridge(obj, "bench", fallback=False) as br:
+            MapBridge(obj, "bench", fallback=False) as br, \
+            MapBridge(obj, "bench_ins", fallback=False) as br_ins:
         log("throughput")
         throughput = measure_throughput(obj, br, opts, log)
+        insert = None
+        if not opts.no_insert:
+            insert = measure_insert(obj, br_ins, opts, log)
+        ins_stats = br_ins.stats
         latency = []
         if opts.latency_samples:
             log("end-to-end latency")
@@ -472,15 +493,19 @@ def main(argv: Sequence[str]) -> int:
         "throughput": throughput,
         "break_even": break_even(throughput),
         "latency": latency,
-        "targets": evaluate_targets(throughput),
+        "insert": insert,
+        "targets": evaluate_targets(throughput) + [t for t in [insert_target(insert)] if t],
         "bridge_stats": {"applied": stats.applied, "failed": stats.failed, "bad": stats.bad},
+        "insert_bridge_stats": {"applied": ins_stats.applied, "failed": ins_stats.failed,
+                                "bad": ins_stats.bad},
         "environment_notes": notes,
     }
     if opts.json:
         print(json.dumps(report, indent=2))
     else:
         print(render_table(report))
-    return 0 if stats.failed == 0 and stats.bad == 0 else 1
+    return 0 if stats.failed == 0 and stats.bad == 0 and ins_stats.failed == 0 \
+        and ins_stats.bad == 0 else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -193,9 +193,9 @@ def test_backends_export_the_same_names_and_constants():
     assert _public(c) == EXPORTS
     assert (c.API, c.HDR_SIZE, c.DYNPTR_MAX) == (_ringpure.API, 8, DYNPTR_MAX)
     assert _public(c.KernelRing) == _public(_ringpure.KernelRing) == \
-        {"consume", "read", "halt"} | POSITIONS
+        {"consume", "read", "halt", "scan", "read_into"} | POSITIONS
     assert _public(c.UserRing) == _public(_ringpure.UserRing) == \
-        {"commit", "write", "write_many"} | POSITIONS
+        {"commit", "write", "write_many", "write_array"} | POSITIONS
 
 
 @pytest.mark.parametrize("seed", range(30))

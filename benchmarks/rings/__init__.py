@@ -41,6 +41,7 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -64,6 +65,8 @@ from .common import (
     Result,
     _round,
 )
+from .importtime import import_target, measure_import
+from .limits import close_maps
 from .report import (
     _ratios,
     check_plot_support,
@@ -142,7 +145,7 @@ def main(argv: Sequence[str]) -> int:
         if getattr(opts, k) is None:
             setattr(opts, k, v)
     tokens = [t.strip() for t in opts.only.split(",") if t.strip()]
-    known = set(CASE_BY_NAME) | {"rss", "prefilled", "empty", "live", *DIRECTIONS}
+    known = set(CASE_BY_NAME) | {"rss", "import", "prefilled", "empty", "live", *DIRECTIONS}
     bad = [t for t in tokens if t not in known]
     if bad:
         parser.error(f"unknown case or selector {', '.join(bad)} (choose from "
@@ -164,7 +167,8 @@ def main(argv: Sequence[str]) -> int:
 
     selected = _select(opts)
     want_rss = not tokens or "rss" in tokens
-    if tokens and all(t == "rss" for t in tokens):
+    want_import = not tokens or "import" in tokens
+    if tokens and all(t in ("rss", "import") for t in tokens):
         selected = []
     results: dict[tuple[str, str], Result] = {
         (c.name, mode): Result(c.name, c.direction, mode, c.label) for c, mode in selected}
@@ -189,6 +193,13 @@ def main(argv: Sequence[str]) -> int:
         for (direction, mode), cases in sections.items():
             log(f"{DIRECTIONS[direction]}, {MODE_TITLES[(direction, mode)]}")
             run_section(b, direction, mode, cases, results)
+        imp = None
+        if want_import:
+            log("import bpfring (fresh processes, -X importtime)")
+            try:
+                imp = measure_import()
+            except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+                imp = {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
         if want_rss:
             log("memory: RSS while consuming")
             for api in RSS_APIS:
@@ -200,6 +211,7 @@ def main(argv: Sequence[str]) -> int:
             env_notes.append(f"the machine was busy when the run started (load average "
                              f"{load_start[0]}): numbers may be noisy")
     finally:
+        close_maps()
         b.close()
         signal.signal(signal.SIGTERM, old_term)
 
@@ -217,7 +229,8 @@ def main(argv: Sequence[str]) -> int:
         },
         "results": [results[k].to_json(ratios[k]) for k in results],
         "memory": memory,
-        "targets": evaluate_targets(results, memory),
+        "import": imp,
+        "targets": [*evaluate_targets(results, memory), import_target(imp)],
         "environment_notes": env_notes,
     }
     if opts.json:

@@ -13,6 +13,7 @@ import numpy as np
 
 from .bench import Bench
 from .common import ENOSPC, EVENT, K2U, RECORD_SIZE, SLOT, U2K, _mono
+from .limits import LIMIT_CONSUMERS
 from .procs import LibbpfCtypes
 
 # ------------------------------------------------------------------------------------
@@ -150,6 +151,7 @@ IN_PROCESS_CONSUMERS: dict[str, Callable[[Bench, str, int, bool], ConsumeResult]
     "iter": consume_iter,
     "read_array": consume_read_array,
     "view_array": consume_view_array,
+    **LIMIT_CONSUMERS,
 }
 
 

@@ -13,7 +13,15 @@ from typing import Any
 import numpy as np
 
 from .bench import Bench
-from .common import DIRECTIONS, MODE_TITLES, RATIO_TARGETS, REFERENCE, RSS_GROWTH_LIMIT, Result
+from .common import (
+    DIRECTIONS,
+    MODE_TITLES,
+    NO_LOSS_CASES,
+    RATIO_TARGETS,
+    REFERENCE,
+    RSS_GROWTH_LIMIT,
+    Result,
+)
 from .procs import LibbpfCtypes, _find_cc
 
 # ------------------------------------------------------------------------------------
@@ -54,7 +62,7 @@ def evaluate_targets(results: dict[tuple[str, str], Result],
             if not t["met"]:
                 t["gap"] = f"{(want / ratio - 1) * 100:.0f}% short"
         targets.append(t)
-    for case in ("read_array", "view_array"):
+    for case in NO_LOSS_CASES:
         r = results.get((case, "live"))
         t = {"target": f"{case} (live): no lost records", "case": case, "mode": "live",
              "threshold": 0, "value": None, "met": None}
@@ -127,14 +135,20 @@ def render_table(report: dict[str, Any]) -> str:
                          f"{mm['rss_first'] / 2**20:7.1f} MiB, max {mm['rss_max'] / 2**20:7.1f}"
                          f" MiB, growth {mm['growth'] / 2**10:+8.0f} KiB "
                          f"({_fmt_rate(mm['rate'])})")
+    if report.get("import"):
+        from .importtime import render_import
+
+        lines += render_import(report["import"])
     lines += ["", "targets"]
     for t in report["targets"]:
         if t["met"] is None:
-            state, val = "n/a ", t.get("why", "")
+            state, val = "n/a    ", t.get("why", "")
         else:
-            state = "MET " if t["met"] else "MISS"
+            state = "MET    " if t["met"] else "NOT MET"
             if t["target"].startswith("RSS"):
                 val = f"growth {t['value'] / 2**10:+.0f} KiB over {t['records']:,} records"
+            elif t["target"].startswith("import"):
+                val = f"{t['value'] * 1e3:.1f} ms"
             elif "lost" in t["target"]:
                 val = (f"{t['value']} lost, producer at "
                        f"{t['producer_rate'] / 1e6:.1f} M/s")

@@ -15,6 +15,7 @@ from .common import (
     CASES,
     DIRECTIONS,
     K2U,
+    LIMIT_CASES,
     MODES,
     RSS_GROWTH_LIMIT,
     U2K,
@@ -24,6 +25,7 @@ from .common import (
     _mono,
     _round,
 )
+from .limits import limit_note
 
 # ------------------------------------------------------------------------------------
 # Rounds
@@ -214,6 +216,10 @@ def run_section(b: Bench, direction: str, mode: str, cases: list[CaseDef],
             if i >= opts.warmup:
                 r.rounds.append(rnd)
     for r in active:
+        if r.status == "ok" and r.rounds and r.case in LIMIT_CASES:
+            note = limit_note(r.case, statistics.median(r.rates))
+            if note:
+                r.notes.append(note)
         if r.status == "ok" and r.rounds and r.rounds[0].get("lost") is not None:
             lost = [x["lost"] for x in r.rounds]
             if any(lost):

@@ -22,9 +22,11 @@ kernel/bpf/ringbuf.c).
 * The C backend accesses positions and headers with real ``__atomic``
   acquire loads, release stores and a compare-exchange for the user-ring
   header commit, each paired with the kernel's access, and
-  ``acquire_fence`` is a real fence (used between the vectorised header
-  check of the numpy paths and their payload copy).  With it, rings may be
-  opened on any architecture.
+  ``acquire_fence`` is a real fence.  The fixed-size batch paths (``scan``,
+  ``read_into``) load a run's headers relaxed and then issue one acquire
+  fence before any payload is read, which synchronises with the kernel's
+  commits as per-header acquire loads would.  With it, rings may be opened
+  on any architecture.
 * The pure-Python backend reads and writes positions through ``'Q'`` views
   and headers through ``'I'`` views; CPython performs each item access as one
   fixed-size ``memcpy`` of an aligned address, a single aligned load or
@@ -35,9 +37,12 @@ kernel/bpf/ringbuf.c).
   (arm64, riscv, ppc) need real barriers, which pure Python cannot issue: the
   pure backend is refused there (:func:`check_arch`).
 
-The paths with no C twin (reserve/submit headers, the numpy runs, the
-``pending`` walk) use the sans-IO core directly with plain accesses, and the
-backend's loads, stores and fence around them.  Code that touches a ring's
+The batch paths of both backends (``scan``, ``read_into``, ``write_array``)
+return what the sans-IO core's numpy runs return (the pure backend runs
+them; tests/test_backend_batch.py compares both with a record-by-record
+walk).  The paths with no C twin (reserve/submit headers, the ``pending``
+walk) use the sans-IO core directly with plain accesses, and the backend's
+loads, stores and fence around them.  Code that touches a ring's
 memory directly instead of going through the ring classes has to do its own
 ordering.
 """
@@ -90,6 +95,11 @@ class KernelRing(_BoundRing, Protocol):
 
     def halt(self) -> None: ...
 
+    def scan(self, itemsize: int, limit: int | None, /) -> tuple[int, int, int]: ...
+
+    def read_into(self, out: WriteableBuffer, itemsize: int, limit: int | None, /
+                  ) -> tuple[int, int]: ...
+
 
 class UserRing(_BoundRing, Protocol):
     """A backend's binding of one user ring's memory (``BPF_MAP_TYPE_USER_RINGBUF``)."""
@@ -99,6 +109,8 @@ class UserRing(_BoundRing, Protocol):
     def write_many(self, iterator: Iterator[Any], first: object, /) -> tuple[int, object]: ...
 
     def commit(self, offset: int, discard: object, /) -> int: ...
+
+    def write_array(self, rows: ReadableBuffer, itemsize: int, count: int, /) -> int: ...
 
 
 class RingBackend(Protocol):

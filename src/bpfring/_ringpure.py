@@ -36,10 +36,16 @@ from ._ringcore import (
     BUSY_BIT,
     DYNPTR_MAX,
     HDR_SIZE,
+    LEN_MASK,
+    POS_MASK,
+    RUN_END,
+    Consumer,
     ConsumeResult,
+    Producer,
     committed_word,
     consume_pass,
     header_words,
+    record_span,
     try_put,
 )
 from .errors import RingCorrupted
@@ -47,11 +53,13 @@ from .errors import RingCorrupted
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer, WriteableBuffer
 
+    from ._ringcore import U8Array
+
 __all__ = ["API", "DYNPTR_MAX", "HDR_SIZE", "KernelRing", "UserRing", "acquire_fence",
            "load_acquire_u64", "perf_walk", "store_release_u64"]
 
 #: The ``API`` number of the _speedups.c this module mirrors.
-API = 4  # 3: KernelRing.halt(); 4: also perf_walk
+API = 5  # 3: KernelRing.halt(); 4: also perf_walk; 5: scan, read_into, write_array
 
 _U64_MAX = 1 << 64
 _SIZE_MAX = sys.maxsize >> 2
@@ -111,6 +119,28 @@ def _limit(limit: object) -> int:
     if limit < -1:
         raise ValueError("limit must be None, -1 (no limit) or >= 0")
     return limit
+
+
+def _itemsize(obj: object) -> int:
+    """A payload length the ring can hold (0..LEN_MASK), as ``get_itemsize``."""
+    v = operator.index(obj)  # type: ignore[arg-type]
+    if not 0 <= v <= LEN_MASK:
+        raise ValueError(f"itemsize {v} is outside 0..{LEN_MASK}")
+    return v
+
+
+def _np_bytes(view: memoryview) -> U8Array:
+    """A uint8 numpy array over a ring's data (numpy only when a batch path runs)."""
+    import numpy as np
+
+    return np.frombuffer(view, dtype=np.uint8)
+
+
+def _check_positions(cons: int, prod: int, size: int) -> None:
+    if (prod - cons) & POS_MASK > size:
+        raise RingCorrupted(f"positions cons={cons} prod={prod} are more than a ring apart")
+    if cons & 7:
+        raise RingCorrupted(f"consumer position {cons} is not 8-byte aligned")
 
 
 def _payload(obj: object) -> bytes | memoryview | None:
@@ -268,6 +298,65 @@ class KernelRing(_Ring):
         return out, res.busy
 
 
+    # The fixed-size batch paths: the numpy runs of the sans-IO core --------------
+
+    def scan(self, itemsize: int, limit: int | None, /) -> tuple[int, int, int]:
+        """The run of committed ``itemsize``-byte records at consumer_pos:
+        (start after leading discarded records, records, why it ended: RUN_*),
+        :meth:`Consumer.regular_run` over one load of producer_pos.  See
+        ``_speedups.KernelRing.scan`` for the contract."""
+        isz, lim = _itemsize(itemsize), _limit(limit)
+        cons, prod = self._cons[0], self._prod[0]
+        _check_positions(cons, prod, self.size)
+        return Consumer(self._data, self.size).regular_run(
+            _np_bytes(self._data), cons, prod, isz, None if lim < 0 else lim)
+
+    def read_into(self, out: WriteableBuffer, itemsize: int, limit: int | None, /
+                  ) -> tuple[int, int]:
+        """Copy the committed ``itemsize``-byte records into ``out`` back to back,
+        run by run as :meth:`Consumer.regular_run` finds them (at most
+        ``limit``, or as many as fit); store consumer_pos once; return (records,
+        why the walk stopped).  See ``_speedups.KernelRing.read_into``."""
+        isz, lim = _itemsize(itemsize), _limit(limit)
+        ob = memoryview(out)
+        if ob.readonly:
+            raise BufferError("out must be writable")
+        if not ob.c_contiguous:
+            raise BufferError("out must be C-contiguous")
+        cap = ob.nbytes // isz if isz else sys.maxsize
+        if 0 <= lim < cap:
+            cap = lim
+        cv, pv, size = self._cons, self._prod, self.size
+        cons = start = cv[0]
+        if cap == 0:
+            return 0, RUN_END
+        if cons & 7:
+            raise RingCorrupted(f"consumer position {cons} is not 8-byte aligned")
+        core, npd = Consumer(self._data, size), _np_bytes(self._data)
+        dst = _np_bytes(ob)
+        n, why = 0, RUN_END
+        while n < cap:
+            try:
+                pos, k, why = core.regular_run(npd, cons, pv[0], isz, cap - n)
+            except RingCorrupted:
+                if not n:
+                    raise
+                why = RUN_END  # hand out what we have; the next call raises
+                break
+            if k:
+                # One strided byte copy per run (the reference for the C loop).
+                dst[n * isz:(n + k) * isz].reshape(k, isz)[:] = core.run_bytes(npd, pos, k, isz)
+                n += k
+                cons = core.run_end(pos, k, isz)
+            else:
+                cons = pos  # past leading discarded records
+            if k == 0 or why:
+                break
+        if cons != start:
+            cv[0] = cons  # after the copies: the kernel may now reuse the space
+        return n, why
+
+
 class UserRing(_Ring):
     """The memory of one user ring (``BPF_MAP_TYPE_USER_RINGBUF``) as its
     producer sees it: data and prod_page are written, cons_page is read."""
@@ -318,6 +407,30 @@ class UserRing(_Ring):
             if prod != start:
                 pv[0] = prod  # one store publishes the batch, also when the iterator raised
         return written, item
+
+    def write_array(self, rows: ReadableBuffer, itemsize: int, count: int, /) -> int:
+        """Write the contiguous buffer ``rows`` (``count`` rows) as one
+        ``itemsize``-byte sample per row, as many as fit now, with :meth:`Producer.put_run` and one
+        producer_pos store; -1, writing nothing, when the positions are
+        inconsistent.  See ``_speedups.UserRing.write_array``."""
+        isz, count = _itemsize(itemsize), operator.index(count)
+        rv = memoryview(rows)
+        if not rv.c_contiguous:
+            raise BufferError("rows must be C-contiguous")
+        nbytes = rv.nbytes
+        if count < 0 or nbytes != count * isz:
+            raise ValueError(f"rows of {nbytes} bytes are not {count} samples of {isz} bytes")
+        size, pv = self.size, self._prod
+        cons, prod = self._cons[0], pv[0]
+        used, span = (prod - cons) & POS_MASK, record_span(isz)
+        if prod & 7 or used > size or span > size or isz > DYNPTR_MAX:
+            return -1
+        n = min(count, (size - used) // span)
+        if n:
+            src = _np_bytes(rv)
+            pv[0] = Producer(self._data, size).put_run(
+                _np_bytes(self._data), prod, src[:n * isz].reshape(n, isz))
+        return n
 
     def commit(self, offset: int, discard: object, /) -> int:
         """Submit (or discard) the sample whose header is at byte ``offset``

@@ -13,18 +13,20 @@ import select
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _sys, _wait
 from .._fd import OwnedFD
 from .._ringbackend import KernelRing
-from .._ringcore import RUN_BUSY, RUN_OTHER, Consumer, distance
+from .._ringcore import RUN_BUSY, RUN_OTHER, Consumer, distance, record_span
 from ..errors import BPFError
 from ._debug import debug_callback, debug_default
 from ._mapped import MappedRing, MapSource
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     import numpy as np
     import numpy.typing as npt
 
@@ -218,14 +220,19 @@ class RingBuffer(MappedRing):
                 limit: int | None) -> _T:
         """Call ``attempt()`` -> (result, busy) until the result is non-empty
         (a count or a list), waiting in between as :meth:`poll` describes."""
+        if timeout is not None and timeout < 0:
+            raise ValueError("timeout must be >= 0 or None")
+        got, busy = attempt()
+        if got or (limit is not None and limit <= 0) or timeout == 0:
+            return got  # the common cases, without a Waiter: no per-call set-up
         waiter = self._waiter(timeout)
         while True:
-            got, busy = attempt()
-            if got or (limit is not None and limit <= 0):
-                return got
             # BUSY: a BPF program on another CPU holds a reservation open; the
             # fd stays readable (prod != cons), so the waiter backs off instead.
             if waiter.wait(busy) is None:
+                return got
+            got, busy = attempt()
+            if got:
                 return got
 
     def read(self, limit: int | None = None, timeout: float | None = 0) -> list[Any]:
@@ -270,73 +277,96 @@ class RingBuffer(MappedRing):
     def _as_dtype(dtype: Any) -> np.dtype[Any]:
         import numpy as np
 
-        dt: np.dtype[Any] = np.dtype(getattr(dtype, "dtype", dtype))
+        if type(dtype) is not np.dtype and not isinstance(dtype, np.dtype):
+            dtype = getattr(dtype, "dtype", dtype)  # a record type with .dtype
+        dt: np.dtype[Any] = np.dtype(dtype)
         if dt.itemsize == 0:
             raise ValueError("dtype has no size")
         return dt
 
     def read_array(self, dtype: Any, limit: int | None = None,
-                   timeout: float | None = 0) -> npt.NDArray[Any]:
-        """Consume fixed-size records into a new structured numpy array.
+                   timeout: float | None = 0, *, out: npt.NDArray[Any] | None = None
+                   ) -> npt.NDArray[Any]:
+        """Consume fixed-size records into a structured numpy array.
 
         ``dtype`` is a numpy dtype (or a record type with ``.dtype``) whose
-        itemsize equals the records' payload size.  Headers of a whole run are
-        checked at once and payloads copied with one strided copy; discarded
-        records are skipped and the batch stops at a BUSY record, exactly as
-        record-by-record consumption would.  A record of another size ends the
-        batch and stays in the ring (read it with :meth:`read`); if it is the
-        very first record, ``ValueError`` says so.  Waits up to ``timeout``
-        seconds for the first record like :meth:`poll`.
+        itemsize equals the records' payload size.  The backend checks the
+        headers of a whole run at once and copies the payloads back to back in
+        the same pass; discarded records are skipped and the batch stops at a
+        BUSY record, exactly as record-by-record consumption would.  A record
+        of another size ends the batch and stays in the ring (read it with
+        :meth:`read`); if it is the very first record, ``ValueError`` says so.
+        Waits up to ``timeout`` seconds for the first record like :meth:`poll`.
+
+        ``out``: a writable, C-contiguous 1-D array of ``dtype``'s itemsize to
+        reuse between calls (no allocation per batch); at most ``len(out)``
+        records are read and ``out[:n]`` is returned.  Without it the result is
+        a new array (a slice of one sized for what was waiting).
         """
+        dt = self._as_dtype(dtype)
+        if out is not None:
+            self._check_out(out, dt)
+            limit = len(out) if limit is None else min(max(limit, 0), len(out))
+        got = self._polled(lambda: self._take_array(dt, limit, out), timeout, limit)
+        if got:
+            return got[0]
+        if out is not None:
+            return out[:0]
         import numpy as np
 
-        dt = self._as_dtype(dtype)
-        chunks = self._polled(lambda: self._take_array(dt, limit), timeout, limit)
-        if not chunks:
-            return np.empty(0, dtype=dt)
-        return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
+        return np.empty(0, dtype=dt)
 
-    def _take_array(self, dt: np.dtype[Any], limit: int | None
-                    ) -> tuple[list[npt.NDArray[Any]], bool]:
-        """Copies of the waiting runs of ``dt``-sized records (up to ``limit``
-        records) and whether a BUSY record ended them; does not wait."""
+    @staticmethod
+    def _check_out(out: Any, dt: np.dtype[Any]) -> None:
+        import numpy as np
+
+        if not isinstance(out, np.ndarray) or out.ndim != 1:
+            raise TypeError("out must be a 1-D numpy array")
+        if out.dtype.itemsize != dt.itemsize:
+            raise ValueError(f"out has {out.dtype.itemsize}-byte items, not the "
+                             f"{dt.itemsize} of the dtype")
+        if not out.flags.c_contiguous or not out.flags.writeable:
+            raise ValueError("out must be C-contiguous and writeable")
+
+    def _take_array(self, dt: np.dtype[Any], limit: int | None,
+                    out: npt.NDArray[Any] | None) -> tuple[list[npt.NDArray[Any]], bool]:
+        """The waiting run of ``dt``-sized records (up to ``limit``) copied
+        into ``out`` or a new array, in a list (empty when there was none),
+        and whether a BUSY record ended it; does not wait."""
         itemsize = dt.itemsize
         impl = self._impl
         with self._serving():
             if self._backlog:
                 raise ValueError("records taken out by an iterator are pending; "
                                  "finish them with read() first")
-            core, npd = self._core, self._np_data()
-            chunks: list[npt.NDArray[Any]] = []
-            got = 0
-            busy = False
-            cons = impl.consumer_pos()
-            while limit is None or got < limit:
-                start, n, why = core.regular_run(npd, cons, impl.producer_pos(), itemsize,
-                                                 None if limit is None else limit - got)
-                if n:
-                    self._be.acquire_fence()  # the header checks before the payload copy
-                    # Copied as an (n, itemsize) byte matrix: numpy's strided
-                    # byte copy is about twice as fast as a structured one.
-                    chunks.append(core.run_bytes(npd, start, n, itemsize).copy()
-                                  .view(dt).reshape(n))
-                    got += n
-                    cons = core.run_end(start, n, itemsize)
-                else:
-                    cons = start  # past leading discarded records
-                impl.publish(cons)
-                if why == RUN_OTHER and not got:
-                    raise ValueError(
-                        f"next record has {core.length_at(cons)} bytes, not the "
-                        f"{itemsize} of the dtype; consume it with read()")
-                if n == 0 or why:
-                    busy = why == RUN_BUSY
-                    break
-            return chunks, busy
+            buf = out
+            if buf is None:
+                import numpy as np
 
-    @contextmanager
+                # Room for every record of this size the waiting bytes can
+                # hold (never more than a ring's worth: the backend refuses
+                # impossible positions itself).
+                waiting = min(distance(impl.consumer_pos(), impl.producer_pos()), self._size)
+                cap = waiting // record_span(itemsize)
+                if limit is not None:
+                    cap = min(cap, max(limit, 0))
+                buf = np.empty(cap, dtype=dt)
+            # One pass in the backend: header checks, payload copies, one
+            # release store of consumer_pos after them.
+            n, why = impl.read_into(buf.data, itemsize, None if limit is None else max(limit, 0))
+            if why == RUN_OTHER and not n:
+                raise ValueError(
+                    f"next record has {self._core.length_at(impl.consumer_pos())} bytes, "
+                    f"not the {itemsize} of the dtype; consume it with read()")
+            if not n:
+                return [], why == RUN_BUSY
+            got = buf[:n]
+            if out is None and n < len(buf) // 2 and buf.nbytes >= 1 << 20:
+                got = got.copy()  # do not keep a large, mostly unused buffer alive
+            return [got], why == RUN_BUSY
+
     def view_array(self, dtype: Any, limit: int | None = None
-                   ) -> Iterator[npt.NDArray[Any]]:
+                   ) -> AbstractContextManager[npt.NDArray[Any]]:
         """Zero-copy: ``with rb.view_array(dtype) as arr:`` gives a read-only
         strided view straight into the ring over the waiting run of records.
 
@@ -345,19 +375,7 @@ class RingBuffer(MappedRing):
         not be used after the block: the kernel reuses that memory.  Does not
         wait; ``arr`` may be empty.  Consumption is locked meanwhile.
         """
-        dt = self._as_dtype(dtype)
-        impl = self._impl
-        with self._serving():
-            core = self._core
-            cons = impl.consumer_pos()
-            start, n, _ = core.regular_run(self._np_data(), cons, impl.producer_pos(),
-                                           dt.itemsize, limit)
-            if start != cons:
-                impl.publish(start)  # past leading discarded records
-            if n:
-                self._be.acquire_fence()  # header checks before the caller reads payloads
-            yield core.run_records(self._np_data(), start, n, dt)
-            impl.publish(core.run_end(start, n, dt.itemsize))
+        return _ViewBlock(self, self._as_dtype(dtype), limit)
 
     # Iteration -----------------------------------------------------------------------
 
@@ -476,3 +494,58 @@ class RingBuffer(MappedRing):
         self._release()
         if self._lost_fd is not None:
             self._lost_fd.close()
+
+
+class _ViewBlock:
+    """The ``with`` block of :meth:`RingBuffer.view_array`: the ring's lock is
+    held from ``__enter__`` to ``__exit__`` (as :meth:`RingBuffer._serving`
+    holds it), the backend's header pass finds the run on entry and a normal
+    exit publishes the consumer position past it.  A class rather than a
+    generator: this is the per-batch cost of every zero-copy consumer."""
+
+    __slots__ = ("_dt", "_end", "_limit", "_rb")
+
+    def __init__(self, rb: RingBuffer, dt: np.dtype[Any], limit: int | None) -> None:
+        self._rb, self._dt, self._limit = rb, dt, limit
+        self._end: int | None = None
+
+    def __enter__(self) -> npt.NDArray[Any]:
+        rb = self._rb
+        me = threading.get_ident()
+        if rb._owner == me:
+            raise rb._reentered()
+        rb._lock.acquire()
+        try:
+            rb._check_open()
+            rb._owner = me
+            impl, core, itemsize = rb._impl, rb._core, self._dt.itemsize
+            cons = impl.consumer_pos()
+            # The backend's header pass (ends with an acquire fence: the
+            # header checks are ordered before the caller's payload reads).
+            start, n, _ = impl.scan(itemsize, self._limit)
+            if start != cons:
+                impl.publish(start)  # past leading discarded records
+            arr = core.run_records(rb._np_data(), start, n, self._dt)
+        except BaseException:
+            self._leave()
+            raise
+        self._end = core.run_end(start, n, itemsize) if n else None
+        return arr
+
+    def __exit__(self, typ: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        try:
+            if typ is None and self._end is not None:
+                self._rb._impl.publish(self._end)  # consumed: the block exited normally
+        finally:
+            self._end = None
+            self._leave()
+
+    def _leave(self) -> None:
+        rb = self._rb
+        rb._owner = None
+        try:
+            if rb._halted:
+                rb._close_locked()  # a close() from inside the block
+        finally:
+            rb._lock.release()

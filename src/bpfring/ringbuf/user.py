@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .. import _sys, _wait
 from .._ringbackend import UserRing
 from .._ringcore import BUSY_BIT, Producer, distance
-from ..errors import RingFull, SampleError
+from ..errors import RingCorrupted, RingFull, SampleError
 from ._mapped import MappedRing, MapSource
 
 if TYPE_CHECKING:
@@ -315,8 +315,8 @@ class UserRingBuffer(MappedRing):
 
     def write_array(self, arr: Any, timeout: float | None = 0) -> int:
         """Write the rows of a 1-D numpy array as fixed-size samples in one
-        vectorised pass (headers, then one strided payload copy) and publish
-        them with a single producer-position store.
+        pass of the backend (each header and payload, with plain stores) and
+        publish them with a single producer-position store.
 
         Returns how many rows were written: as many as fit (never a partial
         sample); with a ``timeout`` it keeps waiting for drains until all are
@@ -331,21 +331,21 @@ class UserRingBuffer(MappedRing):
         core = self._core
         core.check_fixed(itemsize)
         self._check_open()
-        npd = self._np_data()
         total = len(arr)
-        raw = np.ascontiguousarray(arr).view(np.uint8).reshape(total, itemsize)
+        raw = memoryview(np.ascontiguousarray(arr).view(np.uint8).reshape(total * itemsize)
+                         .data)
         done = 0
 
         def step() -> bool:
             nonlocal done
             impl = self._impl
-            prod = self._prod_view[0]
-            n = min(total - done, core.room_for(itemsize, impl.consumer_pos(), prod))
-            if n:
-                # Everything is written before producer_pos moves: one
-                # store-release publishes the whole batch to the drain.
-                impl.publish(core.put_run(npd, prod, raw[done:done + n]))
-                done += n
+            # Everything is written before producer_pos moves: one
+            # store-release publishes the whole batch to the drain.
+            k = impl.write_array(raw[done * itemsize:], itemsize, total - done)
+            if k < 0:  # inconsistent positions: the checked path raises
+                core.room_for(itemsize, impl.consumer_pos(), impl.producer_pos())
+                raise RingCorrupted("the ring's positions changed under the producer lock")
+            done += k
             return done == total
 
         self._fill(itemsize, timeout, step)
