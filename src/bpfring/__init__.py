@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "LibbpfNotFound": "errors",
     "LoadError": "errors",
     "MapTypeError": "errors",
+    "MissingExtra": "errors",
     "NotMountedError": "errors",
     "RecordTooLarge": "errors",
     "RingCorrupted": "errors",
@@ -65,7 +66,7 @@ _EXPORTS: dict[str, str] = {
     "cache_dir": "build",
 }
 # Submodules that are part of the public surface as modules.
-_SUBMODULES = frozenset({"btf", "userspace"})
+_SUBMODULES = frozenset({"btf", "frames", "userspace"})
 
 __all__ = [
     "AttachError",
@@ -83,6 +84,7 @@ __all__ = [
     "MapBridge",
     "MapRef",
     "MapTypeError",
+    "MissingExtra",
     "NotMountedError",
     "PerfBuffer",
     "Poller",
@@ -106,6 +108,7 @@ __all__ = [
     "build",
     "build_source",
     "cache_dir",
+    "frames",
     "load",
     "open",
     "open_object",
@@ -156,7 +159,7 @@ class _Package(types.ModuleType):
 sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
-    from . import btf, userspace
+    from . import btf, frames, userspace
     from ._api import load
     from ._attach import AttachReport, Skipped
     from ._sys import PreparedRun, PreparedUpdate
@@ -172,6 +175,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
         LibbpfNotFound,
         LoadError,
         MapTypeError,
+        MissingExtra,
         NotMountedError,
         RecordTooLarge,
         RingCorrupted,

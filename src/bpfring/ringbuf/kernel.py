@@ -24,6 +24,8 @@ from ..errors import BPFError
 from ._mapped import MappedRing, MapSource
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     import numpy as np
     import numpy.typing as npt
 
@@ -255,16 +257,19 @@ class RingBuffer(MappedRing):
 
     # Batch paths (numpy) -------------------------------------------------------------
 
-    @staticmethod
-    def _as_dtype(dtype: Any) -> np.dtype[Any]:
+    def _as_dtype(self, dtype: Any) -> np.dtype[Any]:
         import numpy as np
 
+        if dtype is None:  # the ring's own record type
+            if self.record is None:
+                raise TypeError("no dtype: pass one, or open the ring with record=")
+            dtype = self.record
         dt: np.dtype[Any] = np.dtype(getattr(dtype, "dtype", dtype))
         if dt.itemsize == 0:
             raise ValueError("dtype has no size")
         return dt
 
-    def read_array(self, dtype: Any, limit: int | None = None,
+    def read_array(self, dtype: Any = None, limit: int | None = None,
                    timeout: float | None = 0) -> npt.NDArray[Any]:
         """Consume fixed-size records into a new structured numpy array.
 
@@ -276,6 +281,10 @@ class RingBuffer(MappedRing):
         batch and stays in the ring (read it with :meth:`read`); if it is the
         very first record, ``ValueError`` says so.  Waits up to ``timeout``
         seconds for the first record like :meth:`poll`.
+
+        ``dtype`` defaults to the ring's ``record`` type.  ``char[N]`` members
+        stay ``S<N>`` bytes in numpy (so that :meth:`view_array` can be a
+        view); :meth:`read_arrow` and :meth:`read_frame` give strings.
         """
         import numpy as np
 
@@ -324,7 +333,7 @@ class RingBuffer(MappedRing):
             return chunks, busy
 
     @contextmanager
-    def view_array(self, dtype: Any, limit: int | None = None
+    def view_array(self, dtype: Any = None, limit: int | None = None
                    ) -> Iterator[npt.NDArray[Any]]:
         """Zero-copy: ``with rb.view_array(dtype) as arr:`` gives a read-only
         strided view straight into the ring over the waiting run of records.
@@ -451,3 +460,38 @@ class RingBuffer(MappedRing):
         self._release()
         if self._lost_fd is not None:
             self._lost_fd.close()
+
+    # Arrow and data frames (bpfring.frames; pyarrow/pandas/polars optional) ----------
+
+    def read_arrow(self, record: Any = None, limit: int | None = None,
+                   timeout: float | None = 0) -> Any:
+        """Consume fixed-size records into a ``pyarrow.RecordBatch`` (one column
+        per field, ``char[]`` as strings; see :mod:`bpfring.frames`).  ``record``
+        defaults to the ring's own; waits like :meth:`read_array`."""
+        from .. import frames
+
+        return frames.read(self, "arrow", record, limit, timeout)
+
+    def view_arrow(self, record: Any = None, limit: int | None = None
+                   ) -> AbstractContextManager[Any]:
+        """``with rb.view_arrow() as batch:``: the waiting records as a
+        RecordBatch, consumed only when the block exits normally (write them
+        somewhere first, lose nothing on an error).  Does not wait."""
+        from .. import frames
+
+        return frames.ring_view_arrow(self, record, limit)
+
+    def read_frame(self, record: Any = None, limit: int | None = None,
+                   timeout: float | None = 0) -> Any:
+        """Like :meth:`read_arrow`, as a ``pandas.DataFrame`` (nested structs
+        flattened into dotted column names)."""
+        from .. import frames
+
+        return frames.read(self, "pandas", record, limit, timeout)
+
+    def read_polars(self, record: Any = None, limit: int | None = None,
+                    timeout: float | None = 0) -> Any:
+        """Like :meth:`read_frame`, as a ``polars.DataFrame``."""
+        from .. import frames
+
+        return frames.read(self, "polars", record, limit, timeout)
