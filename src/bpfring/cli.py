@@ -237,12 +237,15 @@ def _bench_help(suites: dict[str, str]) -> None:
     """The end of ``bpfring bench --help``: every suite with the first sentence of its
     docstring (``bpfring bench SUITE --help`` shows a suite's options)."""
     import importlib
+    import re
 
     print("\nsuites ('bpfring bench SUITE [options]', default rings):")
     for name, module in suites.items():
         doc = (importlib.import_module(module).__doc__ or "").strip().split("\n\n")[0]
         text = " ".join(doc.split()).split(". ")[0].rstrip(".")
-        print(f"  {name:<8} {text.split(': ', 1)[-1] if text.startswith('``') else text}")
+        text = text.split(": ", 1)[-1] if text.startswith("``") else text
+        text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text).replace("``", "")  # reST markup
+        print(f"  {name:<8} {text}")
     print("'bpfring bench SUITE --help' lists a suite's options and cases.")
 
 
