@@ -38,6 +38,13 @@ def _children(n: int) -> list[int]:
     return pids
 
 
+def _until(cond, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
 def _tail(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "bpfring", "tail", "name", "exitsnoop_rb",
                              "--type", "event", "--no-stats", *args],
@@ -86,8 +93,9 @@ def test_every_record_once_across_size_rotations(exitsnoop, tmp_path, fmt):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signals_leave_whole_files_and_lose_nothing(exitsnoop, tmp_path, sig):
-    """Time rotation (0.3 s) while exits keep coming; the signal ends tail:
-    the files hold every record the ring had, and the last file is closed."""
+    """Time rotation (0.3 s): exits before and after the first file is
+    complete; then the signal ends tail: the files hold every record, each
+    once, and the last file (still open) is closed whole."""
     me = os.getpid()
     with bpfring.load(exitsnoop, globals={"target_ppid": me}) as obj:
         obj.attach()
@@ -95,12 +103,13 @@ def test_signals_leave_whole_files_and_lose_nothing(exitsnoop, tmp_path, sig):
         assert proc.stderr is not None
         first = proc.stderr.readline()  # tail is consuming from here on
         assert "tail consumes the records" in first, first
-        pids: list[int] = []
-        deadline = time.monotonic() + 1.5
-        while time.monotonic() < deadline:
-            pids += _children(5)
-            time.sleep(0.05)
-        time.sleep(0.8)  # tail has flushed what it consumed
+        watch = obj.ring_buffer("exitsnoop_rb")  # positions only: never consumed from
+        pids = _children(5)
+        first_file = tmp_path / "ev.0000.parquet"
+        _until(first_file.exists)  # written, then closed by age at the next flush
+        pids += _children(5)
+        _until(lambda: watch.available == 0)  # tail has taken everything
+        time.sleep(0.2)
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
         assert proc.returncode == 0, err
