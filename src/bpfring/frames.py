@@ -302,7 +302,7 @@ class Table:
         return f"<Table {self.title} {self.total} rows x {len(self.columns)} columns>"
 
     def _repr_html_(self) -> str:
-        from ._html import table as html_table
+        from .btf._html import table as html_table
 
         return html_table(self.columns, self.rows, title=self.title, total=self.total,
                           shown=len(self.rows))

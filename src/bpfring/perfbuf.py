@@ -467,7 +467,7 @@ class PerfBuffer:
 
     def _repr_html_(self) -> str:
         """Jupyter: a table of the map's name, id, CPUs, pages and counts."""
-        from ._html import properties_html
+        from .btf._html import properties_html
 
         props: list[tuple[str, object]] = [("map name", self.info.name or "-"),
                                            ("map id", self.info.id),

@@ -66,7 +66,7 @@ class Record:
 
     def _repr_html_(self) -> str:
         """Jupyter: the record as a one-row table (``repr`` stays one line)."""
-        from .._html import record_html
+        from ._html import record_html
 
         return record_html(self)
 

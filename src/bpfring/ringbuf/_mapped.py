@@ -213,7 +213,7 @@ class MappedRing:
 
     def _repr_html_(self) -> str:
         """Jupyter: a table of the map's name, id, size and positions."""
-        from .._html import properties_html
+        from ..btf._html import properties_html
 
         props: list[tuple[str, object]] = [("map name", self.info.name or "-"),
                                            ("map id", self.info.id), ("size", self._size)]

@@ -1,4 +1,5 @@
-"""HTML tables for Jupyter: the ``_repr_html_`` of records, rings and
+"""HTML tables for Jupyter: the ``_repr_html_`` of records (here, in btf,
+which imports nothing above it), rings, perf buffers and
 :class:`bpfring.frames.Table`.
 
 Plain ``repr`` stays one short line everywhere; notebooks call
