@@ -262,3 +262,11 @@ def test_html_reprs_are_tables_and_plain_reprs_stay_short(btf, exitsnoop):
         assert len(repr(rb)) < 100 and "\n" not in repr(rb)
         rb.close()
         assert "closed" in rb._repr_html_()
+
+
+def test_missing_extra_pickles():
+    import pickle
+
+    e = MissingExtra("pyarrow is not installed", extra="arrow", hint="pip install x")
+    back = pickle.loads(pickle.dumps(e))
+    assert type(back) is MissingExtra and back.extra == "arrow" and str(back) == str(e)

@@ -11,6 +11,8 @@ written (see :class:`SignalGuard`), so they never cut a write in half.
 from __future__ import annotations
 
 import csv
+import errno
+import importlib
 import io
 import json
 import os
@@ -144,7 +146,7 @@ class RotatingSink:
 
             self._pa = frames.require("pyarrow")
             if fmt == "parquet":
-                self._pq = importlib_module("pyarrow.parquet")
+                self._pq = importlib.import_module("pyarrow.parquet")
 
     # files ---------------------------------------------------------------------------
 
@@ -153,7 +155,7 @@ class RotatingSink:
         path = self.pattern.format(index=self.index, time=stamp)
         if os.path.exists(path) or path in self.files:
             raise BPFError(f"output file {path} exists already",
-                           errno=17, hint="remove it, or give another --output name")
+                           errno=errno.EEXIST, hint="remove it, or give another --output name")
         self._path = path
         self._opened = time.monotonic()
         self._fh = open(path + ".part", "wb")  # noqa: SIM115 (closed in _close)
@@ -270,8 +272,3 @@ def _json_value(obj: object) -> object:
         return bytes(obj).hex()
     return str(obj)
 
-
-def importlib_module(name: str) -> Any:
-    import importlib
-
-    return importlib.import_module(name)

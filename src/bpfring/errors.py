@@ -125,6 +125,13 @@ class MissingExtra(BPFError):
         super().__init__(message, **kw)
         self.extra = extra
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_extra, (self.message, self.extra, self.hint))
+
+
+def _rebuild_extra(message: str, extra: str, hint: str | None) -> MissingExtra:
+    return MissingExtra(message, extra=extra, hint=hint)
+
 
 class LoadError(BPFError):
     """libbpf or the verifier refused the object; ``log`` holds the verifier log."""
