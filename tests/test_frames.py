@@ -270,3 +270,22 @@ def test_missing_extra_pickles():
     e = MissingExtra("pyarrow is not installed", extra="arrow", hint="pip install x")
     back = pickle.loads(pickle.dumps(e))
     assert type(back) is MissingExtra and back.extra == "arrow" and str(back) == str(e)
+
+
+def test_records_an_iterator_took_out_come_first(exitsnoop):
+    """An iteration that stopped keeps its batch; a frame of newer records
+    must not overtake it: read_arrow says so, read() drains it first."""
+    me = os.getpid()
+    with bpfring.load(exitsnoop, globals={"target_ppid": me}) as obj:
+        obj.attach()
+        rb = obj.ring_buffer("exitsnoop_rb", record="event")
+        pids = _children(3)
+        it = iter(rb)
+        assert next(it).pid == pids[0]
+        for call in (rb.read_arrow, rb.read_frame, rb.view_arrow):
+            with pytest.raises(ValueError, match="iterator are pending"):
+                call()
+        assert [r.pid for r in rb.read()] == pids[1:]
+        later = _children(2)
+        batch = _collect(lambda: rb.read_arrow(timeout=0.5), 2)
+        assert pa.Table.from_batches(batch).column("pid").to_pylist() == later

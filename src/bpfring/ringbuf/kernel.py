@@ -463,35 +463,38 @@ class RingBuffer(MappedRing):
 
     # Arrow and data frames (bpfring.frames; pyarrow/pandas/polars optional) ----------
 
+    def _frames(self) -> Any:
+        """:mod:`bpfring.frames`, once records an iterator took out are gone
+        (a batch of newer records would overtake them, as for read_array)."""
+        from .. import frames
+
+        if self._backlog:
+            raise ValueError("records taken out by an iterator are pending; "
+                             "finish them with read() first")
+        return frames
+
     def read_arrow(self, record: Any = None, limit: int | None = None,
                    timeout: float | None = 0) -> Any:
         """Consume fixed-size records into a ``pyarrow.RecordBatch`` (one column
         per field, ``char[]`` as strings; see :mod:`bpfring.frames`).  ``record``
         defaults to the ring's own; waits like :meth:`read_array`."""
-        from .. import frames
-
-        return frames.read(self, "arrow", record, limit, timeout)
+        return self._frames().read(self, "arrow", record, limit, timeout)
 
     def view_arrow(self, record: Any = None, limit: int | None = None
                    ) -> AbstractContextManager[Any]:
         """``with rb.view_arrow() as batch:``: the waiting records as a
         RecordBatch, consumed only when the block exits normally (write them
         somewhere first, lose nothing on an error).  Does not wait."""
-        from .. import frames
-
-        return frames.ring_view_arrow(self, record, limit)
+        view: AbstractContextManager[Any] = self._frames().ring_view_arrow(self, record, limit)
+        return view
 
     def read_frame(self, record: Any = None, limit: int | None = None,
                    timeout: float | None = 0) -> Any:
         """Like :meth:`read_arrow`, as a ``pandas.DataFrame`` (nested structs
         flattened into dotted column names)."""
-        from .. import frames
-
-        return frames.read(self, "pandas", record, limit, timeout)
+        return self._frames().read(self, "pandas", record, limit, timeout)
 
     def read_polars(self, record: Any = None, limit: int | None = None,
                     timeout: float | None = 0) -> Any:
         """Like :meth:`read_frame`, as a ``polars.DataFrame``."""
-        from .. import frames
-
-        return frames.read(self, "polars", record, limit, timeout)
+        return self._frames().read(self, "polars", record, limit, timeout)
