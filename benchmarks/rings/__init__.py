@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300, metavar="SEC",
                    help="give up on a round after SEC seconds (default 300)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--targets", action="store_true",
+                   help="also show the project's performance targets, MET or MISS "
+                   "(--json always has them)")
     return p
 
 
@@ -236,7 +239,7 @@ def main(argv: Sequence[str]) -> int:
     if opts.json:
         print(json.dumps(report, indent=2))
     else:
-        print(render_table(report))
+        print(render_table(report, opts.targets))
     if opts.plot:
         render_plot(report, opts.plot)
         log(f"plot written to {opts.plot}")

@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "LibbpfNotFound": "errors",
     "LoadError": "errors",
     "MapTypeError": "errors",
+    "MissingExtra": "errors",
     "NotMountedError": "errors",
     "RecordTooLarge": "errors",
     "RingCorrupted": "errors",
@@ -66,7 +67,7 @@ _EXPORTS: dict[str, str] = {
     "cache_dir": "build",
 }
 # Submodules that are part of the public surface as modules.
-_SUBMODULES = frozenset({"btf", "userspace"})
+_SUBMODULES = frozenset({"btf", "frames", "userspace"})
 
 __all__ = [
     "AttachError",
@@ -84,6 +85,7 @@ __all__ = [
     "MapBridge",
     "MapRef",
     "MapTypeError",
+    "MissingExtra",
     "NotMountedError",
     "PerfBuffer",
     "Poller",
@@ -107,6 +109,7 @@ __all__ = [
     "build",
     "build_source",
     "cache_dir",
+    "frames",
     "from_header",
     "load",
     "open",
@@ -158,7 +161,7 @@ class _Package(types.ModuleType):
 sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
-    from . import btf, userspace
+    from . import btf, frames, userspace
     from ._api import load
     from ._attach import AttachReport, Skipped
     from ._sys import PreparedRun, PreparedUpdate
@@ -175,6 +178,7 @@ if TYPE_CHECKING:  # what the names are, for type checkers and IDEs
         LibbpfNotFound,
         LoadError,
         MapTypeError,
+        MissingExtra,
         NotMountedError,
         RecordTooLarge,
         RingCorrupted,

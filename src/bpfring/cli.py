@@ -25,15 +25,16 @@ import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import __version__
+from ._cli_common import Usage as _Usage
+from ._cli_common import mapref as _mapref
+from ._cli_common import record_type as _record_type
 from .errors import BPFError
 
 if TYPE_CHECKING:
-    from .btf import Codec
     from .discovery import RingInfo
-    from .mapref import MapRef
 
 log = logging.getLogger("bpfring")
 
@@ -50,65 +51,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     demo.run(count=args.count, trigger=args.trigger, as_json=args.json,
              interval=args.interval)
     return 0
-
-
-def _mapref(args: argparse.Namespace) -> MapRef:
-    import os
-
-    from .mapref import MapRef
-
-    try:
-        ref = MapRef.parse([args.kind, args.ref])
-    except ValueError as e:
-        raise _Usage(str(e)) from None
-    if ref.kind == "id" and not 0 < int(ref.value) < 1 << 32:
-        raise _Usage(f"map id {args.ref} is out of range: map ids are 1 to {(1 << 32) - 1}")
-    if ref.kind == "pinned" and os.path.isdir(str(ref.value)):
-        import errno
-
-        raise BPFError(f"{ref.value} is a directory, not a pinned map", errno=errno.EISDIR,
-                       hint="'bpfring list' shows the rings and where they are pinned")
-    return ref
-
-
-class _Usage(Exception):
-    """Bad command-line usage: exit status 2."""
-
-
-def _record_type(args: argparse.Namespace, map_id: int) -> Codec | None:
-    """The BTF record type named by --type, from --btf FILE or the map's own object."""
-    if not args.type:
-        return None
-    from . import btf as _btf
-    from .discovery import map_btf
-
-    if args.btf:
-        types = _btf.load(args.btf)
-        where = args.btf
-    else:
-        raw = map_btf(map_id)
-        if raw is None:
-            raise BPFError(f"map id {map_id} has no BTF to find type {args.type!r} in",
-                           hint="pass the object file with --btf FILE")
-        types = _btf.BTF.from_bytes(raw)
-        where = f"the BTF of map id {map_id}'s object"
-    try:
-        return types.record(args.type)
-    except KeyError as e:
-        raise BPFError(f"{e} (searched {where})") from None
-
-
-def _json_default(obj: object) -> object:
-    import enum
-
-    if isinstance(obj, bytes | bytearray | memoryview):
-        return bytes(obj).hex()
-    if isinstance(obj, enum.Enum):
-        return obj.name
-    asdict = getattr(obj, "_asdict", None)
-    if asdict is not None:
-        return asdict()
-    return str(obj)
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -153,226 +95,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Where:
-    """A ``--where`` filter: a Python-syntax expression over record fields,
-    parsed with :mod:`ast` and walked by a whitelist (comparisons, ``and``,
-    ``or``, ``not``, field names, ``a.b`` for nested fields, literals,
-    unary minus, tuples/lists of literals for ``in``).  Nothing is ever
-    passed to ``eval``: any other node (calls, subscripts, lambdas, dunder
-    attributes) is refused when parsing."""
-
-    _CMP: dict[type, Callable[[Any, Any], bool]] = {}
-
-    def __init__(self, text: str, fields: Sequence[str]) -> None:
-        import ast
-        import operator
-
-        if not _Where._CMP:
-            _Where._CMP.update({
-                ast.Eq: operator.eq, ast.NotEq: operator.ne, ast.Lt: operator.lt,
-                ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
-                ast.In: lambda a, b: a in b, ast.NotIn: lambda a, b: a not in b})
-        self.text = text
-        self.fields = set(fields)
-        try:
-            tree = ast.parse(text, mode="eval")
-        except SyntaxError as e:
-            raise _Usage(f"--where {text!r}: not an expression ({e.msg})") from None
-        self._fn = self._compile(tree.body)
-
-    def _compile(self, node: Any) -> Callable[[dict[str, Any]], Any]:
-        import ast
-
-        if isinstance(node, ast.BoolOp):
-            parts = [self._compile(v) for v in node.values]
-            if isinstance(node.op, ast.And):
-                return lambda r: all(p(r) for p in parts)
-            return lambda r: any(p(r) for p in parts)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
-            inner = self._compile(node.operand)
-            return lambda r: not inner(r)
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-            operand = self._compile(node.operand)
-            neg = isinstance(node.op, ast.USub)
-            return lambda r: -operand(r) if neg else +operand(r)
-        if isinstance(node, ast.Compare):
-            first = self._compile(node.left)
-            steps = [(self._CMP[type(op)], self._compile(c))
-                     for op, c in zip(node.ops, node.comparators, strict=True)
-                     if type(op) in self._CMP]
-            if len(steps) != len(node.ops):
-                raise _Usage(f"--where {self.text!r}: 'is' is not supported; use == or !=")
-
-            def compare(r: dict[str, Any]) -> bool:
-                left = first(r)
-                for op, right_fn in steps:
-                    right = right_fn(r)
-                    if not op(left, right):
-                        return False
-                    left = right
-                return True
-            return compare
-        if isinstance(node, ast.Constant) and isinstance(
-                node.value, int | float | str | bytes | bool | type(None)):
-            value = node.value
-            return lambda r: value
-        if isinstance(node, ast.Tuple | ast.List | ast.Set):
-            items = [self._compile(e) for e in node.elts]
-            return lambda r: tuple(i(r) for i in items)
-        if isinstance(node, ast.Name):
-            name = node.id
-            if name not in self.fields:
-                raise _Usage(f"--where {self.text!r}: no field {name!r} (fields: "
-                             f"{', '.join(sorted(self.fields))})")
-            return lambda r: r[name]
-        if isinstance(node, ast.Attribute) and not node.attr.startswith("_"):
-            base = self._compile(node.value)
-            attr = node.attr
-
-            def member(r: dict[str, Any]) -> Any:
-                value = base(r)
-                asdict = getattr(value, "_asdict", None)
-                if asdict is None:
-                    raise _Usage(f"--where {self.text!r}: {attr!r} is not a member here")
-                fields = asdict()
-                if attr not in fields:
-                    raise _Usage(f"--where {self.text!r}: no member {attr!r} (members: "
-                                 f"{', '.join(fields)})")
-                return fields[attr]
-            return member
-        raise _Usage(f"--where {self.text!r}: '{ast.unparse(node)}' is not allowed (only "
-                     "comparisons, and/or/not, field names and literals)")
-
-    def __call__(self, record: dict[str, Any]) -> bool:
-        try:
-            return bool(self._fn(record))
-        except TypeError as e:
-            raise _Usage(f"--where {self.text!r}: {e}") from None
-
-
-def _open_consumer(args: argparse.Namespace) -> Any:
-    """The consumer for ``tail``: a :class:`RingBuffer` for a kernel ring, a
-    :class:`PerfBuffer` for a perf event array; a user ring is refused with
-    the command that does work on it."""
-    from . import _sys
-    from .mapref import MapRef
-    from .perfbuf import PerfBuffer
-    from .ringbuf import RingBuffer
-
-    ref = _mapref(args)
-    if ref.kind == "name":
-        # Names are shared across map types: prefer a kernel ring, then say
-        # what the name is if it is none.
-        for mtype in (_sys.MAP_TYPE_RINGBUF, _sys.MAP_TYPE_PERF_EVENT_ARRAY,
-                      _sys.MAP_TYPE_USER_RINGBUF):
-            try:
-                fd = ref.open_owned(map_type=mtype)
-                break
-            except BPFError as e:
-                first = e
-        else:
-            raise first
-    else:
-        fd = ref.open_owned()
-    with fd:
-        info = _sys.map_info(fd.fileno())
-        if info.type == _sys.MAP_TYPE_USER_RINGBUF:
-            raise BPFError(f"map {info.name or 'unnamed'!r} (id {info.id}) is a user_ringbuf "
-                           "map: this is a user ring buffer (user → kernel); use write",
-                           hint=f"use UserRingBuffer from Python, or 'bpfring write id "
-                           f"{info.id} --hex HEX' to send it samples")
-        if info.type == _sys.MAP_TYPE_PERF_EVENT_ARRAY:
-            return PerfBuffer(MapRef.fd(fd.fileno()))
-        return RingBuffer(MapRef.fd(fd.fileno()))
-
-
 def _cmd_tail(args: argparse.Namespace) -> int:
-    import os
-    import time
+    from ._cli_tail import cmd_tail
 
-    from .perfbuf import PerfBuffer
-
-    consumer = _open_consumer(args)
-    with consumer:
-        map_id: int = consumer.map_id
-        rtype = _record_type(args, map_id)
-        fields = list(rtype.fields) if rtype is not None else []
-        where = _Where(args.where, [*fields, "size", "cpu"]) if args.where else None
-        stats = args.stats if args.stats is not None else os.isatty(sys.stdout.fileno())
-        lost_of = _lost_reader(consumer)
-        print(f"bpfring: warning: tail consumes the records of map id {map_id}; any other "
-              "consumer of this ring will miss them", file=sys.stderr)
-        seen = 0
-        received = 0
-        start = last_stats = time.monotonic()
-        deadline = None if args.timeout is None else start + args.timeout
-        perf = isinstance(consumer, PerfBuffer)
-
-        def show(view: memoryview) -> None:
-            nonlocal seen, received
-            received += 1
-            ts = time.strftime("%H:%M:%S")
-            rec = rtype.decode(view) if rtype is not None and view.nbytes >= rtype.size else None
-            if where is not None:
-                values: dict[str, Any] = {"size": view.nbytes,
-                                          "cpu": consumer.cpu if perf else None}
-                if rec is not None:
-                    values.update(rec._asdict())
-                elif fields:
-                    return  # too short for --type: no fields to test
-                if not where(values):
-                    return
-            if args.json:
-                if rec is not None:
-                    out = {"time": ts, **rec._asdict()}
-                else:
-                    out = {"time": ts, "size": view.nbytes, "data": bytes(view).hex()}
-                print(json.dumps(out, default=_json_default), flush=True)
-            elif rec is not None:
-                print(f"{ts} {rec!r}", flush=True)
-            else:
-                print(f"{ts} {view.nbytes:>5}B {bytes(view).hex()}", flush=True)
-            seen += 1
-
-        def report(now: float) -> None:
-            rate = received / (now - start) if now > start else 0.0
-            lost = lost_of()
-            print(f"bpfring: {received} records ({seen} shown), {rate:.1f}/s, lost "
-                  f"{'unknown' if lost is None else lost}", file=sys.stderr, flush=True)
-
-        try:
-            while args.count is None or seen < args.count:
-                now = time.monotonic()
-                if stats and now - last_stats >= 1.0:
-                    report(now)
-                    last_stats = now
-                left = None if deadline is None else max(0.0, deadline - now)
-                if left == 0.0:
-                    break
-                if stats:
-                    left = 1.0 if left is None else min(left, 1.0)
-                consumer.poll(show, timeout=left,
-                              limit=None if args.count is None else args.count - seen)
-        finally:
-            if stats:
-                report(time.monotonic())
-    return 0
-
-
-def _lost_reader(consumer: Any) -> Callable[[], int | None]:
-    """How ``--stats`` learns the lost count: the perf buffer counts its
-    loss reports; a kernel ring has one only with bpfring.h's ``__lost``
-    counter next to it."""
-    from .perfbuf import PerfBuffer
-
-    if isinstance(consumer, PerfBuffer):
-        return lambda: int(consumer.lost)
-    from .discovery import find_lost_map, read_lost
-
-    lost_id = find_lost_map(consumer.map_id, consumer.info.name) if consumer.info.name else None
-    if lost_id is None:
-        return lambda: None
-    return lambda: read_lost(lost_id)
+    return cmd_tail(args)
 
 
 def _cmd_write(args: argparse.Namespace) -> int:
@@ -511,12 +237,15 @@ def _bench_help(suites: dict[str, str]) -> None:
     """The end of ``bpfring bench --help``: every suite with the first sentence of its
     docstring (``bpfring bench SUITE --help`` shows a suite's options)."""
     import importlib
+    import re
 
     print("\nsuites ('bpfring bench SUITE [options]', default rings):")
     for name, module in suites.items():
         doc = (importlib.import_module(module).__doc__ or "").strip().split("\n\n")[0]
         text = " ".join(doc.split()).split(". ")[0].rstrip(".")
-        print(f"  {name:<8} {text.split(': ', 1)[-1] if text.startswith('``') else text}")
+        text = text.split(": ", 1)[-1] if text.startswith("``") else text
+        text = re.sub(r":\w+:`~?([^`]+)`", r"\1", text).replace("``", "")  # reST markup
+        print(f"  {name:<8} {text}")
     print("'bpfring bench SUITE --help' lists a suite's options and cases.")
 
 
@@ -595,8 +324,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--stats", action=argparse.BooleanOptionalAction, default=None,
                    help="show the record rate and lost count on stderr every second "
                    "(default: on when stdout is a terminal)")
-    t.add_argument("--count", type=int, metavar="N", help="exit after N records shown")
+    t.add_argument("--header", metavar="FILE", help="take types from this C header "
+                   "(compiled with clang: for prebuilt objects whose BTF lacks them)")
+    t.add_argument("-I", dest="include", action="append", metavar="DIR",
+                   help="include directory for --header (repeatable)")
+    t.add_argument("--count", type=int, metavar="N",
+                   help="exit after N records shown (or written)")
     t.add_argument("--timeout", type=float, metavar="SEC", help="exit after SEC seconds")
+    t.add_argument("--output", "-o", metavar="FILE", help="write records to FILE instead "
+                   "of printing them; with rotation FILE may hold {index} and {time}")
+    t.add_argument("--format", choices=["jsonl", "csv", "arrow", "parquet"],
+                   help="the file format (default: from the extension of --output); "
+                   "arrow and parquet need pyarrow ('pip install bpfring[arrow]')")
+    t.add_argument("--rotate-size", type=_arg(_sinks_parse("parse_size")), metavar="SIZE",
+                   help="start a new file when one reaches SIZE (e.g. 100M, 1G)")
+    t.add_argument("--rotate-time", type=_arg(_sinks_parse("parse_duration")),
+                   metavar="DUR", help="start a new file every DUR (e.g. 30s, 10m, 1h)")
     t.set_defaults(func=_cmd_tail)
 
     w = sub.add_parser("write", help="write samples to a user ring buffer",
@@ -635,6 +378,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SUITE [options]: rings (default) or bridge")
     b.set_defaults(func=_cmd_bench)
     return p
+
+
+def _sinks_parse(name: str) -> Callable[[str], object]:
+    """A parser of ``_sinks`` for an option, imported when the option is used."""
+    def parse(text: str) -> object:
+        from . import _sinks
+
+        fn: Callable[[str], object] = getattr(_sinks, name)
+        return fn(text)
+    return parse
+
+
+def _arg(parse: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse ``type=``: ValueError becomes a usage error naming the value."""
+    def convert(text: str) -> object:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return convert
 
 
 def _has_bpf_capabilities() -> bool:

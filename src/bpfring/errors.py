@@ -26,6 +26,7 @@ __all__ = [
     "LibbpfNotFound",
     "LoadError",
     "MapTypeError",
+    "MissingExtra",
     "NotMountedError",
     "RecordTooLarge",
     "RingCorrupted",
@@ -113,6 +114,23 @@ class BuildError(BPFError):
 
 class ToolNotFound(BuildError, FileNotFoundError):
     """A required program (clang, bpftool) is missing; the hint names its package."""
+
+
+class MissingExtra(BPFError):
+    """An optional Python package (pyarrow, pandas, polars) is not installed;
+    ``extra`` is the bpfring extra that brings it, and the hint the ``pip``
+    command.  Raised before anything is consumed from a ring."""
+
+    def __init__(self, message: str, *, extra: str = "", **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.extra = extra
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_extra, (self.message, self.extra, self.hint))
+
+
+def _rebuild_extra(message: str, extra: str, hint: str | None) -> MissingExtra:
+    return MissingExtra(message, extra=extra, hint=hint)
 
 
 class LoadError(BPFError):

@@ -348,11 +348,16 @@ class PerfBuffer:
         self.poll(lambda v: out.append((self.cpu, decode(v))), timeout, limit)
         return out
 
-    def read_array(self, dtype: Any, limit: int | None = None,
+    def read_array(self, dtype: Any = None, limit: int | None = None,
                    timeout: float | None = 0) -> np.ndarray:
         """Waiting records as a numpy array of ``dtype`` (a BTF record type
-        or anything ``numpy.dtype`` takes): each record's first
-        ``dtype.itemsize`` bytes; records shorter than that raise."""
+        or anything ``numpy.dtype`` takes; default: the ``record`` type):
+        each record's first ``dtype.itemsize`` bytes; records shorter than
+        that raise."""
+        if dtype is None:
+            if self.record is None:
+                raise TypeError("no dtype: pass one, or open the perf buffer with record=")
+            dtype = self.record
         dt = np.dtype(getattr(dtype, "dtype", dtype))
         chunks: list[bytes] = []
         size = dt.itemsize
@@ -473,8 +478,43 @@ class PerfBuffer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _repr_html_(self) -> str:
+        """Jupyter: a table of the map's name, id, CPUs, pages and counts."""
+        from .btf._html import properties_html
+
+        props: list[tuple[str, object]] = [("map name", self.info.name or "-"),
+                                           ("map id", self.info.id),
+                                           ("pages per CPU", self.page_count)]
+        if self._closed:
+            props.append(("state", "closed"))
+        else:
+            props += [("cpus", self.cpus), ("bytes waiting", self.available()),
+                      ("lost", self.lost)]
+        return properties_html("PerfBuffer", props)
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"cpus={self.cpus}"
         return (f"<PerfBuffer id={self.info.id} name={self.info.name!r} "
                 f"pages={self.page_count} {state}>")
 
+    def read_arrow(self, record: Any = None, limit: int | None = None,
+                   timeout: float | None = 0) -> Any:
+        """Waiting records (every CPU) as a ``pyarrow.RecordBatch``; see
+        :meth:`RingBuffer.read_arrow` and :mod:`bpfring.frames`."""
+        from . import frames
+
+        return frames.read(self, "arrow", record, limit, timeout)
+
+    def read_frame(self, record: Any = None, limit: int | None = None,
+                   timeout: float | None = 0) -> Any:
+        """Waiting records as a ``pandas.DataFrame`` (see :meth:`read_arrow`)."""
+        from . import frames
+
+        return frames.read(self, "pandas", record, limit, timeout)
+
+    def read_polars(self, record: Any = None, limit: int | None = None,
+                    timeout: float | None = 0) -> Any:
+        """Waiting records as a ``polars.DataFrame`` (see :meth:`read_arrow`)."""
+        from . import frames
+
+        return frames.read(self, "polars", record, limit, timeout)

@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import BTFError
-from ._layout import Atom, BitField, Compiled, Decoder, EncoderInto, Node, StructNode
+from ._layout import Atom, BitField, Compiled, Decoder, EncoderInto, Field, Node, StructNode
 from ._records import Record
 
 if TYPE_CHECKING:
@@ -76,6 +76,24 @@ class Codec:
     def bitfields(self) -> dict[str, BitField]:
         node = self._node
         return node.bitfields() if isinstance(node, StructNode) else {}
+
+    @property
+    def member_bitfields(self) -> dict[tuple[str, ...], dict[str, BitField]]:
+        """:attr:`bitfields` of the nested struct members, by path of member
+        names (``("bf",)`` for ``rec.bf``), each relative to that member's
+        own dtype; members that are arrays of structs are not walked."""
+        out: dict[tuple[str, ...], dict[str, BitField]] = {}
+
+        def walk(node: Node, path: tuple[str, ...]) -> None:
+            for e in node.entries if isinstance(node, StructNode) else ():
+                if isinstance(e, Field) and isinstance(e.node, StructNode):
+                    sub = (*path, e.pyname)
+                    if bits := e.node.bitfields():
+                        out[sub] = bits
+                    walk(e.node, sub)
+
+        walk(self._node, ())
+        return out
 
     def encode(self, obj: Any = None, /, **fields: Any) -> bytes:
         """Encode a value to exactly :attr:`size` bytes.  For structs, ``obj`` may

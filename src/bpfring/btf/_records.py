@@ -64,6 +64,12 @@ class Record:
         inner = ", ".join(f"{f}={value_repr(getattr(self, f, None))}" for f in self._fields)
         return f"{self._name}({inner})"
 
+    def _repr_html_(self) -> str:
+        """Jupyter: the record as a one-row table (``repr`` stays one line)."""
+        from ._html import record_html
+
+        return record_html(self)
+
     def __getitem__(self, name: str) -> Any:
         """``rec["name"]``: for C names that are Python keywords (``rec["in"]``)."""
         if name in self._fields or name in self._inner:

@@ -231,6 +231,20 @@ class MappedRing:
         return f"<{type(self).__name__} id={self.info.id} name={self.info.name!r} " \
                f"size={self._size} {state}>"
 
+    def _repr_html_(self) -> str:
+        """Jupyter: a table of the map's name, id, size and positions."""
+        from ..btf._html import properties_html
+
+        props: list[tuple[str, object]] = [("map name", self.info.name or "-"),
+                                           ("map id", self.info.id), ("size", self._size)]
+        if self._closed:
+            props.append(("state", "closed"))
+        else:
+            cons, prod = self.consumer_pos, self.producer_pos
+            props += [("consumer_pos", cons), ("producer_pos", prod),
+                      ("bytes waiting", prod - cons)]
+        return properties_html(type(self).__name__, props)
+
     # Constructors shared by both kinds ---------------------------------------------
 
     @classmethod

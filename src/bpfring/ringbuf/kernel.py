@@ -273,18 +273,25 @@ class RingBuffer(MappedRing):
 
     # Batch paths (numpy) -------------------------------------------------------------
 
-    @staticmethod
-    def _as_dtype(dtype: Any) -> np.dtype[Any]:
+    def _as_dtype(self, dtype: Any) -> np.dtype[Any]:
         import numpy as np
 
-        if type(dtype) is not np.dtype and not isinstance(dtype, np.dtype):
-            dtype = getattr(dtype, "dtype", dtype)  # a record type with .dtype
+        if dtype is None:  # the ring's own record type
+            if self.record is None:
+                raise TypeError("no dtype: pass one, or open the ring with record=")
+            dtype = self.record
+        if not isinstance(dtype, np.dtype):
+            # A record type carries its dtype in .dtype; numpy scalar classes
+            # (np.uint64) have a .dtype descriptor, which is not one.
+            inner = getattr(dtype, "dtype", None)
+            if isinstance(inner, np.dtype):
+                dtype = inner
         dt: np.dtype[Any] = np.dtype(dtype)
         if dt.itemsize == 0:
             raise ValueError("dtype has no size")
         return dt
 
-    def read_array(self, dtype: Any, limit: int | None = None,
+    def read_array(self, dtype: Any = None, limit: int | None = None,
                    timeout: float | None = 0, *, out: npt.NDArray[Any] | None = None
                    ) -> npt.NDArray[Any]:
         """Consume fixed-size records into a structured numpy array.
@@ -302,6 +309,10 @@ class RingBuffer(MappedRing):
         reuse between calls (no allocation per batch); at most ``len(out)``
         records are read and ``out[:n]`` is returned.  Without it the result is
         a new array (a slice of one sized for what was waiting).
+
+        ``dtype`` defaults to the ring's ``record`` type.  ``char[N]`` members
+        stay ``S<N>`` bytes in numpy (so that :meth:`view_array` can be a
+        view); :meth:`read_arrow` and :meth:`read_frame` give strings.
         """
         dt = self._as_dtype(dtype)
         if out is not None:
@@ -365,7 +376,7 @@ class RingBuffer(MappedRing):
                 got = got.copy()  # do not keep a large, mostly unused buffer alive
             return [got], why == RUN_BUSY
 
-    def view_array(self, dtype: Any, limit: int | None = None
+    def view_array(self, dtype: Any = None, limit: int | None = None
                    ) -> AbstractContextManager[npt.NDArray[Any]]:
         """Zero-copy: ``with rb.view_array(dtype) as arr:`` gives a read-only
         strided view straight into the ring over the waiting run of records.
@@ -494,6 +505,44 @@ class RingBuffer(MappedRing):
         self._release()
         if self._lost_fd is not None:
             self._lost_fd.close()
+
+    # Arrow and data frames (bpfring.frames; pyarrow/pandas/polars optional) ----------
+
+    def _frames(self) -> Any:
+        """:mod:`bpfring.frames`, once records an iterator took out are gone
+        (a batch of newer records would overtake them, as for read_array)."""
+        from .. import frames
+
+        if self._backlog:
+            raise ValueError("records taken out by an iterator are pending; "
+                             "finish them with read() first")
+        return frames
+
+    def read_arrow(self, record: Any = None, limit: int | None = None,
+                   timeout: float | None = 0) -> Any:
+        """Consume fixed-size records into a ``pyarrow.RecordBatch`` (one column
+        per field, ``char[]`` as strings; see :mod:`bpfring.frames`).  ``record``
+        defaults to the ring's own; waits like :meth:`read_array`."""
+        return self._frames().read(self, "arrow", record, limit, timeout)
+
+    def view_arrow(self, record: Any = None, limit: int | None = None
+                   ) -> AbstractContextManager[Any]:
+        """``with rb.view_arrow() as batch:``: the waiting records as a
+        RecordBatch, consumed only when the block exits normally (write them
+        somewhere first, lose nothing on an error).  Does not wait."""
+        view: AbstractContextManager[Any] = self._frames().ring_view_arrow(self, record, limit)
+        return view
+
+    def read_frame(self, record: Any = None, limit: int | None = None,
+                   timeout: float | None = 0) -> Any:
+        """Like :meth:`read_arrow`, as a ``pandas.DataFrame`` (nested structs
+        flattened into dotted column names)."""
+        return self._frames().read(self, "pandas", record, limit, timeout)
+
+    def read_polars(self, record: Any = None, limit: int | None = None,
+                    timeout: float | None = 0) -> Any:
+        """Like :meth:`read_frame`, as a ``polars.DataFrame``."""
+        return self._frames().read(self, "polars", record, limit, timeout)
 
 
 class _ViewBlock:
