@@ -234,6 +234,16 @@ def _private_cache() -> Path:
 
 
 def _is_version(python: Path, version: str) -> bool:
+    """``python`` runs as that version, and nobody but us or root could have
+    put it there (it runs as us)."""
+    try:
+        real = python.resolve(strict=True)
+        for p in (real, *real.parents[:3]):
+            st = p.stat()
+            if st.st_uid not in (0, os.geteuid()) or st.st_mode & 0o022:
+                return False
+    except OSError:
+        return False
     try:
         out = subprocess.run([str(python), "-c", "import sys, venv; print('%d.%d' % "
                               "sys.version_info[:2])"], capture_output=True, text=True,
