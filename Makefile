@@ -6,14 +6,14 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 LINT_DIRS := $(wildcard src tests examples benchmarks)
 
-.PHONY: deps venv demo test test-pure lint typecheck bench clean
+.PHONY: deps venv demo test test-pure lint typecheck docs bench clean
 
 # System packages (scripts/setup-system.sh lists them and why).
 deps:
 	@bash scripts/setup-system.sh
 
 # The venv, repaired when broken; the C accelerator's build is checked.
-$(STAMP): pyproject.toml setup.py src/bpfring/_speedups.c src/bpfring/_speedups_perf.c src/bpfring/_speedups_batch.c scripts/install-venv.sh
+$(STAMP): pyproject.toml setup.py MANIFEST.in src/bpfring/_speedups.c src/bpfring/_speedups_perf.c src/bpfring/_speedups_batch.c scripts/install-venv.sh
 	@bash scripts/install-venv.sh $(PYTHON) $(VENV)
 	@touch $(STAMP)
 
@@ -24,10 +24,11 @@ venv: deps
 demo: deps venv
 	$(VENV)/bin/bpfring demo --count 5 --trigger
 
-# CI: lint, types, then the suite.
+# CI: lint, types, the docs site, then the suite.
 test: deps venv
 	$(PY) -m ruff check $(LINT_DIRS)
 	$(PY) -m mypy --strict src/bpfring
+	@$(MAKE) --no-print-directory docs
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The same suite with the C accelerator switched off: the pure-Python ring
@@ -40,6 +41,11 @@ lint: venv
 
 typecheck: venv
 	$(PY) -m mypy --strict src/bpfring
+
+# The documentation site (mkdocs.yml): README as the home page, docs/*.md, and
+# the API reference from the docstrings; any warning fails the build.
+docs: venv
+	$(VENV)/bin/mkdocs build --strict --quiet
 
 bench: deps venv
 	$(VENV)/bin/bpfring bench

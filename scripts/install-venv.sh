@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create (or repair) the project's virtual environment and install bpfring
-# into it, editable, with its test extras.
+# into it, editable, with its test and docs extras.
 #
 #   usage: scripts/install-venv.sh PYTHON VENV
 #
@@ -28,7 +28,7 @@ if [[ ! -e $venv ]]; then
 fi
 
 log=$venv/install.log
-if ! { "$py" -m pip install --upgrade pip && "$py" -m pip install -v -e '.[test]'; } \
+if ! { "$py" -m pip install --upgrade pip && "$py" -m pip install -v -e '.[test,docs]'; } \
         >"$log" 2>&1; then
     tail -n 40 "$log" >&2
     echo "setup: installing bpfring into $venv failed (full log: $log)" >&2

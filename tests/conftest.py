@@ -94,6 +94,19 @@ def kernel() -> None:
 
 
 @pytest.fixture(scope="session")
+def checkout() -> None:
+    """Skip where bpfring is not imported from this tree's src/ (the suite run
+    from an unpacked sdist against the installed package): ``bpfring bench``
+    runs the benchmarks of a source checkout only."""
+    import bpfring
+
+    src = (HERE.parent / "src").resolve()
+    if not Path(bpfring.__file__).resolve().is_relative_to(src):
+        pytest.skip(f"bpfring bench needs a source checkout; bpfring here is installed "
+                    f"({Path(bpfring.__file__).parent})")
+
+
+@pytest.fixture(scope="session")
 def echo_path(kernel) -> Path:
     """tests/bpf/echo.bpf.c compiled once per session."""
     import bpfring

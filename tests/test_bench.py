@@ -36,7 +36,7 @@ def _has_matplotlib() -> bool:
     return True
 
 
-def test_bench_rings_quick_json(kernel, tmp_path: Path) -> None:
+def test_bench_rings_quick_json(checkout, kernel, tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "bpfring", "bench", "rings", "--quick", "--json", "-q"]
     plot = tmp_path / "rings.png"
     if _has_matplotlib():
@@ -190,7 +190,7 @@ def test_bench_from_an_installed_package_says_what_to_do(tmp_path: Path) -> None
         assert "(hint: in a checkout of bpfring" in lines[0] and "bench_rings.py" in lines[0]
 
 
-def test_bench_entry_points_from_a_checkout() -> None:
+def test_bench_entry_points_from_a_checkout(checkout) -> None:
     """``bpfring bench``, ``python -m benchmarks`` and the scripts run the same suites."""
     for suite, cmd in (("rings", ["-m", "bpfring", "bench", "rings", "--help"]),
                        ("rings", ["-m", "bpfring", "bench", "--help"]),
@@ -206,7 +206,7 @@ def test_bench_entry_points_from_a_checkout() -> None:
     assert out.returncode == 2 and "unknown benchmark suite 'nosuch'" in out.stderr
 
 
-def test_bench_perf_quick_json(kernel) -> None:
+def test_bench_perf_quick_json(checkout, kernel) -> None:
     """The perf buffer suite runs every case it can against the kernel, each
     delivering exactly the records written (the suite checks count and seq
     sum), and reports ratios measured in the same run."""

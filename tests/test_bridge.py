@@ -533,7 +533,7 @@ def test_control_loop_example(kernel):
     assert lines[-1].startswith(f"bridge: {n} updates queued, {n} applied, 0 failed")
 
 
-def test_bench_bridge_smoke(kernel):
+def test_bench_bridge_smoke(checkout, kernel):
     """``bpfring bench bridge`` runs every case and mode and reports JSON."""
     import json
     import subprocess

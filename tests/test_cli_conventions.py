@@ -176,7 +176,7 @@ def test_list_shows_programs_and_pids(echo):
     assert f"held by pids:   {os.getpid()}" in info
 
 
-def test_bench_help_lists_every_suite():
+def test_bench_help_lists_every_suite(checkout):
     import importlib.util
     from pathlib import Path
 

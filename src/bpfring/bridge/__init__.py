@@ -111,8 +111,14 @@ OpSizeError = ElementSizeError
 # --------------------------------------------------------------------------------------
 
 _SUPPORTED: bool | None = None
-_FALLBACK_LOGGED = False
-_FALLBACK_LOCK = threading.Lock()
+# (map name, mode, reason) of every fallback already warned about: a fallback
+# warns once (WARNING), its repeats log at DEBUG.
+_WARNED: set[tuple[str, str, str]] = set()
+_WARNED_LOCK = threading.Lock()
+# Why bridge.load() built an object without its bridges, for the MapBridges
+# made on it later (their own check would only see that the bridge is missing).
+_COMPILED_OUT: weakref.WeakKeyDictionary[BPFObject, str] = weakref.WeakKeyDictionary()
+_NO_RINGS = "this kernel has no user ring buffers (Linux 6.1+)"
 
 
 def kernel_supports_bridge() -> bool:
@@ -127,25 +133,42 @@ def kernel_supports_bridge() -> bool:
     return _SUPPORTED
 
 
-def _log_fallback(what: str, reason: str) -> None:
-    """Say once per process (WARNING) that bridges use system calls; later: DEBUG."""
-    global _FALLBACK_LOGGED
-    with _FALLBACK_LOCK:
-        first = not _FALLBACK_LOGGED
-        _FALLBACK_LOGGED = True
+def _log_fallback(what: str, mode: str, reason: str) -> None:
+    """Say that a bridge uses system calls, and why: the first time for this
+    map, mode and reason at WARNING (a timer or piggyback bridge that silently
+    became system calls is a surprise worth a line), later at DEBUG."""
+    key = (what, mode, reason)
+    with _WARNED_LOCK:
+        first = key not in _WARNED
+        _WARNED.add(key)
     log.log(logging.WARNING if first else logging.DEBUG,
-            "map bridge %s: %s; using BPF_MAP_UPDATE_BATCH and per-operation bpf() calls "
-            "instead of the user ring buffer", what, reason)
+            "map bridge %s (mode %r): %s; using BPF_MAP_UPDATE_BATCH and per-operation bpf() "
+            "calls instead of the user ring buffer", what, mode, reason)
+
+
+def _load_failure_reason(err: BPFError) -> str:
+    """Why the bridge programs did not load, in the user's terms."""
+    first = err.message.splitlines()[0]
+    if "GPL" in first:
+        # The verifier's "cannot call GPL-restricted function from non-GPL
+        # compatible program": bpf_timer_*, bpf_loop and bpf_user_ringbuf_drain
+        # are GPL-only helpers.
+        return ("program is not GPL: bpf_timer and bpf_user_ringbuf_drain refused (declare "
+                'char LICENSE[] SEC("license") = "Dual BSD/GPL"; the kernel said: '
+                + first + ")")
+    return "the bridge programs did not load: " + first
 
 
 def load(src: Any, **kw: Any) -> BPFObject:
     """:func:`bpfring.load` for programs that use ``<bpfring/bridge.bpf.h>``.
 
     On a kernel without user ring buffers, or when the object does not load
-    with its bridges, it is built again with ``-DBPFRING_BRIDGE_DISABLE`` (the
-    bridges compile out and :class:`MapBridge` falls back to system calls); a
-    failure that remains without the bridges is raised as it was.  Only C
-    sources can be rebuilt; a compiled object is loaded as it is.
+    with its bridges (for instance a program without a GPL-compatible license:
+    the bridge's helpers are GPL-only), it is built again with
+    ``-DBPFRING_BRIDGE_DISABLE`` (the bridges compile out and
+    :class:`MapBridge` falls back to system calls, warning once with the
+    reason); a failure that remains without the bridges is raised as it was.
+    Only C sources can be rebuilt; a compiled object is loaded as it is.
     """
     defines = dict(kw.pop("defines", None) or {})
     is_c = isinstance(src, str | os.PathLike) and (
@@ -154,18 +177,20 @@ def load(src: Any, **kw: Any) -> BPFObject:
         return _load_object(src, defines=defines, **kw)
     off = {**defines, "BPFRING_BRIDGE_DISABLE": None}
     if not kernel_supports_bridge():
-        _log_fallback("(all)", "this kernel has no user ring buffers (Linux 6.1+)")
-        return _load_object(src, defines=off, **kw)
-    try:
-        return _load_object(src, defines=defines, **kw)
-    except (LoadError, KernelTooOld) as first:
+        obj = _load_object(src, defines=off, **kw)
+        reason = _NO_RINGS
+    else:
         try:
-            obj = _load_object(src, defines=off, **kw)
-        except BPFError:
-            raise first from None
-        _log_fallback("(all)", "the bridge programs did not load: "
-                      + first.message.splitlines()[0])
-        return obj
+            return _load_object(src, defines=defines, **kw)
+        except (LoadError, KernelTooOld) as first:
+            try:
+                obj = _load_object(src, defines=off, **kw)
+            except BPFError:
+                raise first from None
+            reason = _load_failure_reason(first)
+    _COMPILED_OUT[obj] = reason
+    log.info("BPF object %r: built without its map bridges: %s", obj.name, reason)
+    return obj
 
 
 # --------------------------------------------------------------------------------------
@@ -311,7 +336,7 @@ class MapBridge:
             if not fallback:
                 raise BPFError(f"no user ring bridge for map {self.name!r}: {reason}",
                                hint="declare BPFRING_BRIDGE(map, size) in the BPF program")
-            _log_fallback(repr(self.name), reason or "no bridge")
+            _log_fallback(repr(self.name), mode, reason or "no bridge")
             assert self._map_fd is not None
             self._impl = SyscallQueue(self, self._map_fd.fileno(), info, mode, reason or "",
                                        report)
@@ -354,11 +379,13 @@ class MapBridge:
             self._map_fd = OwnedFD.dup(target.fd, f"map {name!r}")
             self.info = _sys.map_info(self._map_fd.fileno())
             if not kernel_supports_bridge():
-                return source, None, "this kernel has no user ring buffers (Linux 6.1+)"
+                return source, None, _NO_RINGS
             m, p = source.maps, source.programs
             need = [f"{name}__ops", f"{name}__bst"]
             progs = [f"{name}__flush", f"{name}__timer_on", f"{name}__timer_off"]
             if any(n not in m for n in need) or any(n not in p for n in progs):
+                if source in _COMPILED_OUT:  # bridge.load() built it without: say why
+                    return source, None, _COMPILED_OUT[source]
                 return source, None, (
                     f"object {source.name!r} declares no BPFRING_BRIDGE({name}, ...) "
                     "(or was built with BPFRING_BRIDGE_DISABLE)")
@@ -380,7 +407,7 @@ class MapBridge:
             raise ValueError("piggyback mode needs your own program calling "
                              "bpfring_bridge_drain(); use MapBridge(obj, name)")
         if not kernel_supports_bridge():
-            return None, None, "this kernel has no user ring buffers (Linux 6.1+)"
+            return None, None, _NO_RINGS
         if self.info.type not in SUPPORTED_MAP_TYPES:
             return None, None, "unsupported map type"  # _setup raises MapTypeError
         try:
