@@ -51,7 +51,7 @@ __all__ = ["API", "DYNPTR_MAX", "HDR_SIZE", "KernelRing", "UserRing", "acquire_f
            "load_acquire_u64", "perf_walk", "store_release_u64"]
 
 #: The ``API`` number of the _speedups.c this module mirrors.
-API = 4  # 3: KernelRing.halt(); 4: also perf_walk
+API = 5  # 3: KernelRing.halt(); 4: also perf_walk; 5: also RecordDecoder
 
 _U64_MAX = 1 << 64
 _SIZE_MAX = sys.maxsize >> 2
