@@ -376,6 +376,10 @@ rd_vectorcall(PyObject *obj, PyObject *const *args, size_t nargsf, PyObject *kwn
     RecordDecoderObject *self = (RecordDecoderObject *)obj;
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf), offset = 0;
     PyObject *buf, *off = NULL;
+    if (self->top == NULL) { /* only after tp_clear broke a reference cycle */
+        PyErr_SetString(PyExc_ValueError, "this record decoder was cleared");
+        return NULL;
+    }
     if (kwnames == NULL) {
         if (nargs < 1 || nargs > 2)
             goto pure;
