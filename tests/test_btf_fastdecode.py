@@ -260,3 +260,18 @@ def test_the_process_wide_choice(event_btf: BTF) -> None:
     else:
         assert type(codec.decode).__name__ == "_RecordDecoder"
         assert codec.decode.pure is codec._compiled.decode  # type: ignore[attr-defined]
+
+
+def test_empty_inner_dimension_decodes_to_empty_rows() -> None:
+    # int x[2][0] once made the reference raise (a zero step cutting the rows)
+    b = Blob()
+    u32 = b.int_("u32", 4)
+    inner = b.add("", Kind.ARRAY, 0, u32, u32, 0)
+    outer = b.add("", Kind.ARRAY, 0, inner, u32, 2)
+    st_ = b.add("s", Kind.STRUCT, 4, b.s("x"), outer, 0, b.s("y"), u32, 0, vlen=2)
+    codec = BTF.from_bytes(b.build()).codec(st_)
+    raw = struct.pack("<I", 7)
+    fast, pure = both(codec)
+    assert canon(fast(raw)) == canon(pure(raw))
+    assert pure(raw).x == [[], []] and pure(raw).y == 7
+    assert codec.encode(pure(raw)) == raw

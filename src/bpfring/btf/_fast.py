@@ -20,6 +20,7 @@ buffer protocol) are passed to the Python decoder, errors included.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 from collections.abc import Callable
 from typing import Any, TypeAlias
@@ -40,6 +41,7 @@ _INT_CODES = {"b": (1, 1), "h": (2, 1), "i": (4, 1), "q": (8, 1),
               "B": (1, 0), "H": (2, 0), "I": (4, 0), "Q": (8, 0)}
 _FLOAT_CODES = {"e": 2, "f": 4, "d": 8}
 
+log = logging.getLogger("bpfring")
 _UNSET: Any = object()
 _factory: Callable[[Spec, Decoder], Decoder] | Any | None = _UNSET
 
@@ -52,9 +54,17 @@ def _choose() -> Callable[[Spec, Decoder], Decoder] | None:
         if os.environ.get("BPFRING_PURE_PYTHON", "") != "1":
             try:
                 sp = importlib.import_module("bpfring._speedups")
-            except ImportError:
+            except ModuleNotFoundError as e:  # not built: the Python decoder, quietly
+                if e.name != "bpfring._speedups":
+                    raise
+                sp = None
+            except ImportError as e:  # built but unusable: say so (as _ringbackend does)
+                log.warning("bpfring's C record decoder is not used: %s", e)
                 sp = None
             factory = getattr(sp, "_RecordDecoder", None)
+            if sp is not None and factory is None:
+                log.warning("bpfring's C record decoder is not used: %s has no "
+                            "_RecordDecoder (built from an older _speedups.c?)", sp.__file__)
         _factory = factory
     return _factory
 
@@ -75,7 +85,8 @@ def record_decoder(node: StructNode, pure: Decoder,
         return None
     try:
         return factory(struct_spec(node, {}), pure)
-    except (ValueError, RecursionError):  # nested beyond the C decoder's limit: Python decodes
+    except (ValueError, RecursionError) as e:  # nested beyond the C decoder's limit
+        log.debug("%s decodes in Python: %s", node.label, e)
         return None
 
 
