@@ -13,7 +13,8 @@ setup(
         Extension(
             "bpfring._speedups",
             ["src/bpfring/_speedups.c"],
-            depends=["src/bpfring/_speedups_perf.c", "src/bpfring/_speedups_batch.c"],
+            depends=["src/bpfring/_speedups_perf.c", "src/bpfring/_speedups_batch.c",
+                     "src/bpfring/_speedups_decode.c"],
             optional=True,
             extra_compile_args=["-O2"],
         )

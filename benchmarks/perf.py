@@ -15,8 +15,13 @@ rounds and the ratios of medians from this same run.
 Cases: ``libbpf-c`` (``perf_buffer__consume`` with a C callback),
 ``libbpf-ctypes`` (the same with a Python callback through ctypes, as BCC
 does), ``bcc`` (BCC's ``perf_buffer_poll`` plus ``event()``, when the
-``bcc`` module imports), and bpfring's ``callback`` (``consume``),
-``typed`` (``read()`` decoding records from BTF) and ``read_array``.
+``bcc`` module imports; it opens the benchmark's map through a pin and
+puts its own perf event fds in it, so it reads the records of the same
+program), and bpfring's ``callback`` (``consume``), ``typed`` (iteration
+over records decoded from BTF, each dropped after use as BCC's ``event()``
+objects are), ``typed_read`` (``read()``: one list of all the decoded
+records; kept alive together, they cost the cyclic GC time) and
+``read_array``.
 """
 
 from __future__ import annotations
@@ -24,11 +29,15 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import itertools
 import json
 import os
+import shutil
 import statistics
 import struct
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,7 +48,7 @@ import bpfring
 from bpfring import PerfBuffer
 
 from .rings.common import Skip
-from .rings.procs import LineProc, build_baseline
+from .rings.procs import LineProc, _bcc_kernel_source, _bcc_python, build_baseline
 from .rings.report import machine_info
 
 BPF_SOURCE = r"""
@@ -91,7 +100,9 @@ char LICENSE[] SEC("license") = "GPL";
 
 EVENT = np.dtype([("seq", "<u8"), ("ts", "<u8"), ("pid", "<u4"), ("cpu", "<u4"),
                   ("comm", "S16")])
-CASES = ("libbpf-c", "libbpf-ctypes", "bcc", "callback", "typed", "read_array")
+CASES = ("libbpf-c", "libbpf-ctypes", "bcc", "callback", "typed", "typed_read", "read_array")
+#: (case, versus, minimum ratio of medians): issue 13's perf buffer targets.
+TARGETS = (("callback", "bcc", 10.0), ("typed", "bcc", 10.0))
 
 _SAMPLE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
                               ctypes.c_uint32)
@@ -107,6 +118,18 @@ class Run:
         self.pages = pages
         self.event = self.obj.types["event"]
         self.seq = 0
+        self.bcc: LineProc | None = None  # the BCC consumer, started on first use
+        self.bcc_skip: str | None = None  # why BCC cannot run here
+        self.pin_dir: str | None = None
+        self.notes: list[str] = []
+        self.versions: dict[str, str] = {}
+
+    def close(self) -> None:
+        if self.bcc is not None:
+            self.bcc.close()
+        if self.pin_dir is not None:
+            shutil.rmtree(self.pin_dir, ignore_errors=True)
+        self.obj.close()
 
     def fill(self, n: int) -> int:
         """Write ``n`` records on CPU 0; return the sum of their seq fields."""
@@ -119,7 +142,7 @@ class Run:
 def _bpfring_case(kind: str) -> Callable[[Run, int], tuple[float, int, int]]:
     def case(run: Run, n: int) -> tuple[float, int, int]:
         with PerfBuffer(run.map_fd, page_count=run.pages, cpus=[0],
-                        record=run.event if kind == "typed" else None) as pb:
+                        record=run.event if kind.startswith("typed") else None) as pb:
             want = run.fill(n)
             total = 0
             t0 = time.perf_counter()
@@ -129,7 +152,12 @@ def _bpfring_case(kind: str) -> Callable[[Run, int], tuple[float, int, int]]:
                 pb.consume(lambda v: seqs.append(unpack(v)[0]))
                 t1 = time.perf_counter()
                 got, total = len(seqs), sum(seqs)
-            elif kind == "typed":
+            elif kind == "typed":  # like BCC's callback: one record at a time, then dropped
+                got = 0
+                for got, rec in enumerate(itertools.islice(pb, n), 1):  # noqa: B007
+                    total += rec.seq
+                t1 = time.perf_counter()
+            elif kind == "typed_read":
                 recs = pb.read()
                 t1 = time.perf_counter()
                 got, total = len(recs), sum(r.seq for r in recs)
@@ -192,13 +220,106 @@ def _libbpf_ctypes(run: Run, n: int) -> tuple[float, int, int]:
     return t1 - t0, len(seqs), 0
 
 
-def _bcc(run: Run, n: int) -> tuple[float, int, int]:
+BCC_SCRIPT = r'''
+import sys, time
+from bcc import BPF, __version__ as bcc_version
+from bcc.libbcc import lib
+
+pin, entries, pages = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+# BPF_PERF_OUTPUT's table, opened from the benchmark's pinned map (like
+# BPF_TABLE_PINNED): the records come from the same program as for the
+# other cases; BCC puts its own perf event fds in the map.
+b = BPF(text="""
+struct event { u64 seq; u64 ts; u32 pid; u32 cpu; char comm[16]; };
+struct events_table_t {
+  int key; u32 leaf;
+  int (*perf_submit) (void *, void *, u32);
+  int (*perf_submit_skb) (void *, u32, void *, u32);
+  u32 max_entries;
+};
+__attribute__((section("maps/perf_output:%s")))
+struct events_table_t events = { .max_entries = %d };
+int anchor(void *ctx) {
+  struct event ev = {};
+  events.perf_submit(ctx, &ev, sizeof(ev));  /* tells BCC the record type */
+  return 0;
+}
+""" % (pin, entries))
+table = b["events"]
+count = seq_sum = 0
+
+def cb(cpu, data, size):
+    global count, seq_sum
+    ev = table.event(data)
+    seq_sum += ev.seq
+    count += 1
+
+table.open_perf_buffer(cb, page_cnt=pages)
+print("ready", bcc_version, flush=True)
+for line in sys.stdin:
+    cmd, n = line.split()
+    n = int(n)
+    if cmd == "arm":  # the other cases put their fds in the map since: put ours back
+        for (_, cpu), reader in b.perf_buffers.items():
+            table[table.Key(cpu)] = table.Leaf(lib.perf_reader_fd(reader))
+        print("armed", flush=True)
+        continue
+    count = seq_sum = 0
+    t0 = time.monotonic_ns()
+    while count < n:
+        before = count
+        b.perf_buffer_poll(0)
+        if count == before:
+            break
+    t1 = time.monotonic_ns()
+    print("ok", count, seq_sum, t0, t1, flush=True)
+'''
+
+
+def _start_bcc(run: Run) -> LineProc:
+    """The BCC consumer process (``perf_buffer_poll`` + ``event()``), or Skip saying why not."""
+    py = _bcc_python()
+    if not (os.path.isabs(py) and os.path.exists(py)) and not shutil.which(py):
+        raise Skip(f"no interpreter {py} to run BCC with")
+    chk = subprocess.run([py, "-c", "import bcc"], capture_output=True, text=True, timeout=60)
+    if chk.returncode:
+        raise Skip(f"the bcc module does not import under {py} "
+                   "(apt-get install python3-bpfcc; see benchmarks/setup_bcc.sh)")
+    if not os.path.ismount("/sys/fs/bpf"):
+        raise Skip("BCC opens the map through a pin and bpffs is not mounted on /sys/fs/bpf")
+    env = dict(os.environ, **_bcc_kernel_source(run.notes))
+    run.pin_dir = tempfile.mkdtemp(prefix="bpfring-perfbench-", dir="/sys/fs/bpf")
+    pin = os.path.join(run.pin_dir, "events")
+    events = run.obj.maps["events"]
+    events.pin(pin)
+    p = LineProc([py, "-c", BCC_SCRIPT, pin, str(events.max_entries), str(run.pages)],
+                 "BCC consumer", env=env)
     try:
-        import bcc  # noqa: F401
-    except ImportError:
-        raise Skip("the bcc module does not import under this interpreter "
-                   "(apt-get install python3-bpfcc; see benchmarks/setup_bcc.sh)") from None
-    raise Skip("BCC's perf buffer needs its own program; not measured in this suite yet")
+        run.versions["bcc"] = p.expect("ready", 300, final=False)[0]
+    except (RuntimeError, TimeoutError) as e:
+        p.close()
+        raise Skip(f"BCC could not compile or open its program: {e}") from None
+    return p
+
+
+def _bcc(run: Run, n: int) -> tuple[float, int, int]:
+    if run.bcc_skip is not None:
+        raise Skip(run.bcc_skip)
+    if run.bcc is None or not run.bcc.alive:
+        try:
+            run.bcc = _start_bcc(run)
+        except Skip as e:
+            run.bcc_skip = str(e)
+            raise
+    p = run.bcc
+    p.send("arm 0")
+    p.expect("armed", 60)
+    want = run.fill(n)
+    p.send(f"pre {n}")
+    count, total, t0, t1 = map(int, p.expect("ok", 300))
+    if (count, total) != (n, want):
+        raise RuntimeError(f"BCC: got {count} records (sum {total}); wanted {n} (sum {want})")
+    return (t1 - t0) / 1e9, count, 0
 
 
 RUNNERS: dict[str, Callable[[Run, int], tuple[float, int, int]]] = {
@@ -207,6 +328,7 @@ RUNNERS: dict[str, Callable[[Run, int], tuple[float, int, int]]] = {
     "bcc": _bcc,
     "callback": _bpfring_case("callback"),
     "typed": _bpfring_case("typed"),
+    "typed_read": _bpfring_case("typed_read"),
     "read_array": _bpfring_case("read_array"),
 }
 
@@ -245,31 +367,39 @@ def main(argv: Sequence[str]) -> int:
                     continue
                 times[c].append(elapsed)
     finally:
-        run.obj.close()
+        run.close()
     rate = {c: args.records / statistics.median(t[1:]) for c, t in times.items() if len(t) > 1}
     spread = {c: (args.records / max(t[1:]), args.records / min(t[1:]))
               for c, t in times.items() if len(t) > 1}
     ratios = {}
-    for c in ("callback", "typed", "read_array"):
+    for c in ("callback", "typed", "typed_read", "read_array"):
         for base in ("libbpf-c", "libbpf-ctypes", "bcc"):
             if c in rate and base in rate:
                 ratios[f"{c}/{base}"] = rate[c] / rate[base]
     info = machine_info(None)
+    targets = [(c, base, want, ratios.get(f"{c}/{base}")) for c, base, want in TARGETS
+               if c in cases and base in cases]
     if args.json:
         print(json.dumps({"machine": info, "records": args.records, "rounds": args.rounds,
                           "rate": rate, "spread": spread, "ratios": ratios,
-                          "skipped": skipped}, indent=1))
+                          "targets": [{"case": c, "versus": b, "min": w, "ratio": r,
+                                       "met": r is not None and r >= w}
+                                      for c, b, w, r in targets],
+                          "skipped": skipped, "versions": run.versions, "notes": run.notes},
+                         indent=1))
         return 0
     print(f"bpfring bench perf: {args.records:,} records of 40 B per round, {args.rounds} "
           f"rounds (+1 warm-up), CPU 0's ring of {args.pages} pages; median, [min-max]")
     print(f"{info['date']}  {info['cpu']} ({info['cpus']} CPUs)  Linux {info['kernel']}  "
-          f"Python {info['python']}  libbpf {info.get('libbpf', '?')}\n")
+          f"Python {info['python']}  libbpf {info.get('libbpf', '?')}"
+          + (f"  bcc {run.versions['bcc']}" if "bcc" in run.versions else "") + "\n")
     print(f"  {'case':<40} {'records/s':>12} {'[min-max] M/s':>18}")
     label = {"libbpf-c": "libbpf C: perf_buffer__consume",
              "libbpf-ctypes": "libbpf via ctypes callbacks (as BCC)",
              "bcc": "BCC: perf_buffer_poll + event()",
              "callback": "bpfring: PerfBuffer.consume(callback)",
-             "typed": "bpfring: PerfBuffer.read() typed",
+             "typed": "bpfring: typed iteration (for rec in pb)",
+             "typed_read": "bpfring: PerfBuffer.read() typed",
              "read_array": "bpfring: PerfBuffer.read_array"}
     for c in cases:
         if c in skipped:
@@ -281,6 +411,15 @@ def main(argv: Sequence[str]) -> int:
         print("\nratios (medians of this run)")
         for k, v in ratios.items():
             print(f"  {k:<32} {v:6.2f}x")
+    if targets:
+        print("\ntargets")
+        for c, base, want, r in targets:
+            state = "n/a " if r is None else "MET " if r >= want else "MISS"
+            got = "not measured" + (f" ({skipped[base]})" if base in skipped else "") \
+                if r is None else f"{r:.2f}x"
+            print(f"  [{state}] {c} >= {want:g}x {base:<20} {got}")
+    for note in run.notes:
+        print(f"note: {note}")
     return 0
 
 

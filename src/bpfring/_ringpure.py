@@ -59,7 +59,9 @@ __all__ = ["API", "DYNPTR_MAX", "HDR_SIZE", "KernelRing", "UserRing", "acquire_f
            "load_acquire_u64", "perf_walk", "store_release_u64"]
 
 #: The ``API`` number of the _speedups.c this module mirrors.
-API = 5  # 3: KernelRing.halt(); 4: also perf_walk; 5: scan, read_into, write_array
+# 3: KernelRing.halt(); 4: also perf_walk; 5: scan, read_into, write_array;
+# 6: the struct decoder _RecordDecoder.
+API = 6
 
 _U64_MAX = 1 << 64
 _SIZE_MAX = sys.maxsize >> 2

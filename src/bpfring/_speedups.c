@@ -1167,6 +1167,7 @@ static PyTypeObject UserRing_Type = {
 };
 
 #include "_speedups_perf.c"
+#include "_speedups_decode.c"
 
 static PyMethodDef methods[] = {
     {"perf_walk", (PyCFunction)(void (*)(void))sp_perf_walk, METH_FASTCALL, perf_walk_doc},
@@ -1204,7 +1205,7 @@ PyInit__speedups(void)
     }
     /* Bumped whenever a signature or a semantic changes: bpfring._ringbackend
      * ignores a build with another value (a stale editable-install .so). */
-    if (PyModule_AddIntConstant(m, "API", 5) < 0 ||
+    if (decode_add_types(m) < 0 || PyModule_AddIntConstant(m, "API", 6) < 0 ||
         PyModule_AddIntConstant(m, "HDR_SIZE", HDR_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "DYNPTR_MAX", DYNPTR_MAX) < 0) {
         Py_DECREF(m);

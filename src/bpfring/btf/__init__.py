@@ -100,11 +100,23 @@ public): ``_model`` the type kinds and records, ``_elf`` finding ``.BTF`` in
 an object file, ``_reader`` the :class:`BTF` parser and its lookups,
 ``_builder`` the walk from types to layout nodes, ``_layout`` the nodes and
 the code generator, ``_runtime`` the helpers generated code calls,
-``_records`` the :class:`Record` classes, ``_enums`` the enum classes and
-``_codec`` the :class:`Codec`.  The package is ground layer: it imports only
-the standard library, numpy and :mod:`bpfring.errors`.  (BTF for the types
-of a C header needs a compiler: that is :func:`bpfring.from_header`, in the
-toolchain layer.)
+``_records`` the :class:`Record` classes, ``_enums`` the enum classes,
+``_fast`` the spec of a struct for the C decoder and ``_codec`` the
+:class:`Codec`.
+
+Decoding speed: a struct codec's ``decode`` is, when bpfring's C
+accelerator is in use, a C decoder (``bpfring._speedups._RecordDecoder``)
+that fills the very same :class:`Record` classes straight from the bytes,
+``char[N]`` to ``str`` included, several times faster than the generated
+Python decoder; the Python one stays the reference (a differential test
+runs both on random layouts) and handles whatever the C one does not
+(unions, odd integer sizes, every error).  ``BPFRING_PURE_PYTHON=1`` selects
+the Python decoder for the whole process, as it does for the rings.
+
+The package is ground layer: it imports only the standard library, numpy,
+:mod:`bpfring.errors` and (for the C decoder) ``bpfring._speedups``.  (BTF
+for the types of a C header needs a compiler: that is
+:func:`bpfring.from_header`, in the toolchain layer.)
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import BTFError
+from ._fast import record_decoder
 from ._layout import Atom, BitField, Compiled, Decoder, EncoderInto, Field, Node, StructNode
 from ._records import Record
 
@@ -27,7 +28,9 @@ class Codec:
     ``decode(buffer, offset=0)`` decodes one value from a bytes-like object at
     ``offset``; ``encode_into(buffer, offset, value)`` encodes ``value`` into a
     writable buffer at ``offset`` (padding is zeroed).  Both are generated
-    functions stored on the instance (no method-binding cost per call).
+    functions stored on the instance (no method-binding cost per call); for a
+    struct, ``decode`` is the C decoder of :mod:`._fast` when the accelerator
+    is in use (the same records, faster).
     Attributes:
 
     * ``name`` -- the C name the codec was asked for (``"event"``, ``"pid_t"``)
@@ -51,6 +54,11 @@ class Codec:
         self.name = name
         self.size = node.size
         self.decode = self._compiled.decode
+        if isinstance(node, StructNode) and not node.union:
+            # structs decode in C when the accelerator is in use (same records; see _fast)
+            fast = record_decoder(node, self.decode)
+            if fast is not None:
+                self.decode = fast
         self.encode_into = self._compiled.encode_into
         self.record_class: type[Record] | None = (
             node.cls if isinstance(node, StructNode) else None

@@ -49,6 +49,8 @@ def nest(flat: list[Any], shape: tuple[int, ...]) -> list[Any]:
     if len(shape) == 1:
         return flat
     step = math.prod(shape[1:])
+    if step == 0:  # T x[n][0]: n empty rows (there are no values to cut)
+        return [nest([], shape[1:]) for _ in range(shape[0])]
     return [nest(flat[j : j + step], shape[1:]) for j in range(0, len(flat), step)]
 
 
