@@ -23,7 +23,8 @@ from ._ctx import make_ctx
 from ._elf import LinkedProgram, ObjectImage
 from ._errors import UserLoadError, UserRuntimeError
 from ._helpers import HELPERS, KFUNCS, helper_name
-from ._interp import DEFAULT_BUDGET, Image, Interpreter
+from ._cinterp import make_interpreter
+from ._interp import DEFAULT_BUDGET, Image
 from ._maps import ArrayMap, UserMap, make_map, possible_cpus
 from ._memory import FUNC_TAG, M64, MAP_TAG, Fault, Memory
 from ._ringbuf import RingBufMap
@@ -166,7 +167,7 @@ class UserObject:
         try:
             self._make_maps(image, ncpu, cpu_fn)
             self._ctx = _Context(self._map_list, cpu_fn, seed)
-            self._interp = Interpreter(self.memory, HELPERS, self._tail_target, budget)
+            self._interp = make_interpreter(self.memory, HELPERS, self._tail_target, budget)
             self._interp.context = self._ctx
             for k, v in (globals or {}).items():
                 setattr(self.globals, k, v)
