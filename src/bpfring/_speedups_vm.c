@@ -430,7 +430,7 @@ vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
             goto fail;
         }
         if (d > 10 || (s > 10 && (ins->code & 7) != 0 && (ins->code & 7) != 5)) {
-            vm_raise(vm, "instruction %#04x cannot run", ins->code);
+            vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
             goto fail;
         }
         cls = ins->code & 7;
@@ -443,7 +443,7 @@ vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
             if (op == 0xD0) { /* END */
                 unsigned width = (unsigned)ins->imm;
                 if (width != 16 && width != 32 && width != 64) {
-                    vm_raise(vm, "instruction %#04x cannot run", ins->code);
+                    vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
                     goto fail;
                 }
                 if (is64 || (ins->code & 8))
@@ -456,12 +456,12 @@ vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
                 uint64_t b = (ins->code & 8) ? r[s] & mask : ins->imm & mask;
                 if (op == 0xB0 && ins->off && !(ins->off == 8 || ins->off == 16 ||
                                                 ins->off == 32)) {
-                    vm_raise(vm, "instruction %#04x cannot run", ins->code);
+                    vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
                     goto fail;
                 }
                 r[d] = vm_alu(op, ins->off, r[d] & mask, b, is64 ? 64 : 32, &ok);
                 if (!ok) {
-                    vm_raise(vm, "instruction %#04x cannot run", ins->code);
+                    vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
                     goto fail;
                 }
             }
@@ -476,7 +476,7 @@ vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
                 pc += (is64 ? ins->off : (int32_t)ins->imm) + 1;
                 break;
             }
-            if (op == 0x90 && is64) { /* EXIT */
+            if (ins->code == 0x95) { /* EXIT (only this encoding, as the reference) */
                 vm_frame *f;
                 if (vm->depth == stop) {
                     vm->count = count;
@@ -494,7 +494,7 @@ vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
                 pc = f->ret;
                 break;
             }
-            if (op == 0x80 && is64) { /* CALL */
+            if (ins->code == 0x85) { /* CALL */
                 if (s == 1) { /* bpf-to-bpf */
                     vm_frame *f;
                     int depth = vm->depth + 1;
@@ -535,7 +535,7 @@ vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
                     break;
                 }
                 if (s != 0) {
-                    vm_raise(vm, "instruction %#04x cannot run", ins->code);
+                    vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
                     goto fail;
                 }
                 if ((int32_t)ins->imm == 12) { /* bpf_tail_call */
@@ -619,7 +619,7 @@ vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
                 uint64_t flip = is64 ? 0x8000000000000000ULL : 0x80000000ULL;
                 int taken = vm_cmp(op, a, b, flip, &ok);
                 if (!ok) {
-                    vm_raise(vm, "instruction %#04x cannot run", ins->code);
+                    vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
                     goto fail;
                 }
                 pc += taken ? ins->off + 1 : 1;
@@ -628,7 +628,7 @@ vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
         }
         case 0: /* LD: only ld_imm64 */
             if (ins->code != 0x18) {
-                vm_raise(vm, "instruction %#04x cannot run", ins->code);
+                vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
                 goto fail;
             }
             r[d] = ins->imm;
@@ -641,7 +641,7 @@ vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
             vm_region *c = NULL;
             uint8_t *p;
             if (mode != 0x60 && !(mode == 0x80 && size != 8)) {
-                vm_raise(vm, "instruction %#04x cannot run", ins->code);
+                vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
                 goto fail;
             }
             p = vm_addr(vm, a, size, 0, &c);
@@ -692,7 +692,7 @@ vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
                 break;
             }
             if (cls != 3 || mode != 0xC0) {
-                vm_raise(vm, "instruction %#04x cannot run", ins->code);
+                vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
                 goto fail;
             }
             {
@@ -703,7 +703,7 @@ vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
                 int write = imm != 0x100;
                 uint64_t old, v;
                 if ((size != 4 && size != 8) && imm != 0x100 && imm != 0x110) {
-                    vm_raise(vm, "instruction %#04x cannot run", ins->code);
+                    vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
                     goto fail;
                 }
                 p = vm_addr(vm, addr, size, write, NULL);
@@ -780,7 +780,7 @@ vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
                         }
                     }
                     if (!ok) {
-                        vm_raise(vm, "instruction %#04x cannot run", ins->code);
+                        vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
                         goto fail;
                     }
                     if (fetch)
@@ -792,12 +792,12 @@ vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
             break;
         }
         default:
-            vm_raise(vm, "instruction %#04x cannot run", ins->code);
+            vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
             goto fail;
         }
     }
 fail:
-    vm->count = count;
+    /* As the reference, count keeps its value of the last helper call. */
     vm->err_pc = pc;
     Py_INCREF(vm->image);
     Py_XSETREF(vm->err_image, vm->image);

@@ -19,11 +19,11 @@ from .._globals import GlobalsView
 from ..btf import BTF
 from ..errors import BPFError
 from . import _elf, _isa
+from ._cinterp import make_interpreter
 from ._ctx import make_ctx
 from ._elf import LinkedProgram, ObjectImage
 from ._errors import UserLoadError, UserRuntimeError
 from ._helpers import HELPERS, KFUNCS, helper_name
-from ._cinterp import make_interpreter
 from ._interp import DEFAULT_BUDGET, Image
 from ._maps import ArrayMap, UserMap, make_map, possible_cpus
 from ._memory import FUNC_TAG, M64, MAP_TAG, Fault, Memory
