@@ -11,7 +11,7 @@
  * Instructions come pre-decoded from Python as 16-byte slots (struct
  * vm_insn below, built by _cinterp.encode): code, dst, src, off and the
  * immediate as a 64-bit value (sign-extended imm32, or the whole constant of
- * an ld_imm64, whose second slot has code VM_FILLER).
+ * an ld_imm64, whose second slot has code VM_FILLER_CODE).
  *
  * Memory: a program never holds a host pointer.  Its addresses are the
  * tagged addresses of bpfring.userspace._memory (region number in the upper
@@ -37,11 +37,12 @@
 #define VM_FRAMES 8
 #define VM_TAIL_MAX 33
 #define VM_CACHE 16
-#define VM_FILLER 0xFFFFu
+#define VM_FILLER_CODE 0x100 /* code of an ld_imm64's second slot */
+#define VM_END_CODE 0x101    /* code of the sentinel slot after the last one */
 #define VM_FUNC_TAG 0x6000000000000000ULL
 
 struct vm_insn {
-    uint16_t code; /* the opcode, or VM_FILLER */
+    uint16_t code; /* the opcode, or VM_FILLER_CODE */
     uint8_t dst;
     uint8_t src;
     int16_t off;
@@ -67,7 +68,7 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    uint64_t regs[11];
+    uint64_t regs[256]; /* r0-r10; any u8 register number stays inside */
     vm_frame frames[VM_FRAMES];
     int depth;
     uint8_t *stacks[VM_FRAMES];
@@ -263,16 +264,6 @@ vm_sext(uint64_t x, unsigned bits)
     return (x >> (bits - 1)) ? x | ~((1ULL << bits) - 1) : x;
 }
 
-static inline uint64_t
-vm_bswap(uint64_t x, unsigned width)
-{
-    switch (width) {
-    case 16: return __builtin_bswap16((uint16_t)x);
-    case 32: return __builtin_bswap32((uint32_t)x);
-    default: return __builtin_bswap64(x);
-    }
-}
-
 /* Signed division and remainder on `bits`-wide two's-complement values
  * (already masked), as the reference: x/0 = 0, x%0 = x, INT_MIN/-1 wraps. */
 static inline uint64_t
@@ -292,51 +283,6 @@ vm_sdiv(uint64_t a, uint64_t b, unsigned bits, int mod)
     }
     q = ua / ub;
     return ((na != nb) ? -q : q) & mask;
-}
-
-static inline uint64_t
-vm_alu(unsigned op, int off, uint64_t a, uint64_t b, unsigned bits, int *ok)
-{
-    uint64_t mask = bits == 64 ? ~0ULL : 0xFFFFFFFFULL;
-    unsigned sh = bits - 1;
-
-    switch (op) {
-    case 0x00: return (a + b) & mask;
-    case 0x10: return (a - b) & mask;
-    case 0x20: return (a * b) & mask;
-    case 0x30: return off == 1 ? vm_sdiv(a, b, bits, 0) : (b ? a / b : 0);
-    case 0x90: return off == 1 ? vm_sdiv(a, b, bits, 1) : (b ? a % b : a);
-    case 0x40: return a | b;
-    case 0x50: return a & b;
-    case 0xA0: return a ^ b;
-    case 0x60: return (a << (b & sh)) & mask;
-    case 0x70: return a >> (b & sh);
-    case 0xC0:
-        if (bits == 64)
-            return (uint64_t)((int64_t)a >> (b & sh));
-        return (uint64_t)(uint32_t)((int32_t)(uint32_t)a >> (b & sh));
-    case 0xB0: return off ? vm_sext(b, (unsigned)off) & mask : b;
-    default: *ok = 0; return 0;
-    }
-}
-
-static inline int
-vm_cmp(unsigned op, uint64_t a, uint64_t b, uint64_t flip, int *ok)
-{
-    switch (op) {
-    case 0x10: return a == b;
-    case 0x50: return a != b;
-    case 0x20: return a > b;
-    case 0x30: return a >= b;
-    case 0xA0: return a < b;
-    case 0xB0: return a <= b;
-    case 0x40: return (a & b) != 0;
-    case 0x60: return (a ^ flip) > (b ^ flip);
-    case 0x70: return (a ^ flip) >= (b ^ flip);
-    case 0xC0: return (a ^ flip) < (b ^ flip);
-    case 0xD0: return (a ^ flip) <= (b ^ flip);
-    default: *ok = 0; return 0;
-    }
 }
 
 /* Call fn(owner, r1..r5) and return its result masked to 64 bits. */
@@ -391,418 +337,616 @@ vm_zero_stack(VMObject *vm, int depth)
     vm->regs[10] = vm->stack_base[depth] + VM_STACK;
 }
 
+static int
+vm_check_code(PyObject *code)
+{
+    Py_ssize_t len;
+
+    if (!PyBytes_Check(code) || (len = PyBytes_GET_SIZE(code)) == 0 ||
+        len % (Py_ssize_t)sizeof(struct vm_insn) ||
+        ((const struct vm_insn *)PyBytes_AS_STRING(code))[len / 16 - 1].code != VM_END_CODE) {
+        PyErr_SetString(PyExc_TypeError, "code must be bytes of 16-byte instruction slots "
+                        "ending in the sentinel slot");
+        return -1;
+    }
+    return 0;
+}
+
+/* The slow paths of the loop, out of line so the handlers stay small. */
+
+/* Call a helper (or a kfunc, `kf`), or run bpf_tail_call.  Returns 0, 1 when
+ * a tail call switched the image (the caller reloads insns), -1 on error. */
+static int
+vm_do_call(VMObject *vm, const struct vm_insn *ins, PyObject **cur_code)
+{
+    uint64_t *r = vm->regs;
+    uint64_t v;
+    int rc;
+
+    if (ins->src == 2) { /* kfunc */
+        PyObject *kf = PyObject_GetAttr(vm->image, str_kfuncs), *fn;
+        if (kf == NULL)
+            return -1;
+        fn = PySequence_GetItem(kf, (Py_ssize_t)(int32_t)ins->imm);
+        Py_DECREF(kf);
+        if (fn == NULL)
+            return -1;
+        rc = vm_call_py(vm, fn, &v);
+        Py_DECREF(fn);
+        if (rc < 0)
+            return -1;
+        r[0] = v;
+        return 0;
+    }
+    if (ins->src != 0) {
+        vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
+        return -1;
+    }
+    if ((int32_t)ins->imm == 12) { /* bpf_tail_call */
+        PyObject *t, *timg, *tcode;
+        vm_cache_clear(vm);
+        t = PyObject_CallMethod(vm->owner, "_tail", "KK", (unsigned long long)r[2],
+                                (unsigned long long)(r[3] & 0xFFFFFFFFULL));
+        if (t == NULL)
+            return -1;
+        if (t == Py_None || vm->tail_calls >= VM_TAIL_MAX) {
+            Py_DECREF(t);
+            return 0; /* a failed tail call falls through */
+        }
+        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2 ||
+            vm_check_code(PyTuple_GET_ITEM(t, 1)) < 0) {
+            Py_DECREF(t);
+            PyErr_SetString(PyExc_TypeError, "_tail must give (image, code)");
+            return -1;
+        }
+        timg = PyTuple_GET_ITEM(t, 0);
+        tcode = PyTuple_GET_ITEM(t, 1);
+        vm->tail_calls++;
+        vm_set_image(vm, timg);
+        Py_INCREF(tcode);
+        Py_SETREF(*cur_code, tcode);
+        Py_DECREF(t);
+        vm_zero_stack(vm, vm->depth);
+        return 1;
+    }
+    {
+        PyObject *key, *entry, *fn;
+        key = PyLong_FromLong((long)(int32_t)ins->imm);
+        if (key == NULL)
+            return -1;
+        entry = PyDict_GetItemWithError(vm->helpers, key);
+        if (entry == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetObject(PyExc_KeyError, key);
+            Py_DECREF(key);
+            return -1;
+        }
+        Py_DECREF(key);
+        if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) {
+            PyErr_SetString(PyExc_TypeError, "a helper entry is (name, fn)");
+            return -1;
+        }
+        fn = PyTuple_GET_ITEM(entry, 1);
+        if (fn == vm->ktime) {
+            /* The hottest helper without Python state, run here: the same
+             * clock as time.clock_gettime_ns(CLOCK_MONOTONIC). */
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            r[0] = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+            return 0;
+        }
+        Py_INCREF(fn);
+        rc = vm_call_py(vm, fn, &v);
+        Py_DECREF(fn);
+        if (rc < 0)
+            return -1;
+        r[0] = v;
+        return 0;
+    }
+}
+
+/* A load from a region with a special-load callable (a ctx whose fields the
+ * kernel rewrites).  Returns 0 with *out set, -1 on error. */
+static int
+vm_special_load(VMObject *vm, vm_region *c, uint64_t a, unsigned size, int sx,
+                uint64_t *out)
+{
+    PyObject *res = PyObject_CallFunction(c->load, "Ii", (unsigned)(uint32_t)a, (int)size);
+    uint8_t *p;
+
+    vm_cache_clear(vm);
+    if (res == NULL)
+        return -1;
+    if (res != Py_None) {
+        uint64_t v;
+        if (!PyLong_Check(res)) {
+            Py_DECREF(res);
+            PyErr_SetString(PyExc_TypeError, "a special load must give an int");
+            return -1;
+        }
+        v = PyLong_AsUnsignedLongLongMask(res);
+        Py_DECREF(res);
+        if (v == (uint64_t)-1 && PyErr_Occurred())
+            return -1;
+        *out = v;
+        return 0;
+    }
+    Py_DECREF(res);
+    p = vm_addr(vm, a, size, 0, NULL);
+    if (p == NULL)
+        return -1;
+    *out = sx ? vm_sext(vm_load(p, size), size * 8) : vm_load(p, size);
+    return 0;
+}
+
+/* BPF_ATOMIC at host address p (checked, aligned).  Returns 0, or -1 for an
+ * unknown operation. */
+static int
+vm_atomic(uint64_t *r, const struct vm_insn *ins, uint8_t *p, unsigned size)
+{
+    uint32_t imm = (uint32_t)ins->imm;
+    unsigned d = ins->dst, s = ins->src;
+    uint64_t old, v;
+
+    /* Region memory may be shared with other processes and threads (memfd
+     * maps): the host's atomics. */
+    switch (imm) {
+    case 0x100: /* load-acquire */
+        switch (size) {
+        case 1: v = __atomic_load_n(p, __ATOMIC_ACQUIRE); break;
+        case 2: v = __atomic_load_n((uint16_t *)p, __ATOMIC_ACQUIRE); break;
+        case 4: v = __atomic_load_n((uint32_t *)p, __ATOMIC_ACQUIRE); break;
+        default: v = __atomic_load_n((uint64_t *)p, __ATOMIC_ACQUIRE); break;
+        }
+        r[d] = v;
+        return 0;
+    case 0x110: /* store-release */
+        v = r[s];
+        switch (size) {
+        case 1: __atomic_store_n(p, (uint8_t)v, __ATOMIC_RELEASE); break;
+        case 2: __atomic_store_n((uint16_t *)p, (uint16_t)v, __ATOMIC_RELEASE); break;
+        case 4: __atomic_store_n((uint32_t *)p, (uint32_t)v, __ATOMIC_RELEASE); break;
+        default: __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELEASE); break;
+        }
+        return 0;
+    }
+    if (size != 4 && size != 8)
+        return -1;
+    switch (imm) {
+    case 0xE1: /* xchg */
+        if (size == 4)
+            old = __atomic_exchange_n((uint32_t *)p, (uint32_t)r[s], __ATOMIC_SEQ_CST);
+        else
+            old = __atomic_exchange_n((uint64_t *)p, r[s], __ATOMIC_SEQ_CST);
+        r[s] = old;
+        return 0;
+    case 0xF1: /* cmpxchg: r0 = old; store r_src when old == r0 */
+        if (size == 4) {
+            uint32_t exp = (uint32_t)r[0];
+            __atomic_compare_exchange_n((uint32_t *)p, &exp, (uint32_t)r[s], 0,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+            r[0] = exp;
+        } else {
+            uint64_t exp = r[0];
+            __atomic_compare_exchange_n((uint64_t *)p, &exp, r[s], 0, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST);
+            r[0] = exp;
+        }
+        return 0;
+    }
+    if (size == 4) {
+        uint32_t *q = (uint32_t *)p, x = (uint32_t)r[s];
+        switch (imm & ~1u) {
+        case 0x00: old = __atomic_fetch_add(q, x, __ATOMIC_SEQ_CST); break;
+        case 0x40: old = __atomic_fetch_or(q, x, __ATOMIC_SEQ_CST); break;
+        case 0x50: old = __atomic_fetch_and(q, x, __ATOMIC_SEQ_CST); break;
+        case 0xA0: old = __atomic_fetch_xor(q, x, __ATOMIC_SEQ_CST); break;
+        default: return -1;
+        }
+    } else {
+        uint64_t *q = (uint64_t *)p, x = r[s];
+        switch (imm & ~1u) {
+        case 0x00: old = __atomic_fetch_add(q, x, __ATOMIC_SEQ_CST); break;
+        case 0x40: old = __atomic_fetch_or(q, x, __ATOMIC_SEQ_CST); break;
+        case 0x50: old = __atomic_fetch_and(q, x, __ATOMIC_SEQ_CST); break;
+        case 0xA0: old = __atomic_fetch_xor(q, x, __ATOMIC_SEQ_CST); break;
+        default: return -1;
+        }
+    }
+    if (imm & 1)
+        r[s] = old;
+    return 0;
+}
+
+static inline uint64_t
+vm_movsx(uint64_t b, int off, uint64_t mask)
+{
+    return off >= 64 ? b & mask : vm_sext(b, (unsigned)off) & mask;
+}
+
 /* The loop: run `code` of `image` from `pc` until an exit at frame depth
  * `stop`.  Returns 0 with r0 in regs[0], or -1 with an exception set and
- * err_pc/err_image recorded. */
+ * err_pc/err_image recorded.
+ *
+ * Direct-threaded dispatch (GCC/clang computed goto) on the opcode byte,
+ * one handler per opcode; every dispatch counts the instruction against the
+ * budget and checks the program counter.  Register numbers are masked to 4
+ * bits (regs has 16 slots; the loader refuses numbers above 10 anyway). */
+#if defined(__GNUC__) && !defined(__clang__)
+/* Keep GCC from merging the handlers' dispatches back into one. */
+__attribute__((optimize("no-crossjumping", "no-gcse")))
+#endif
 static int
 vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
 {
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Woverride-init"
+    static void *const labels[512] = {
+        [0 ... 511] = &&op_bad,
+        [VM_FILLER_CODE] = &&op_filler, [VM_END_CODE] = &&op_end,
+#define ALU_LABELS(base, name)                                                            \
+        [base | 0x00] = &&name##_add_k, [base | 0x08] = &&name##_add_x,                   \
+        [base | 0x10] = &&name##_sub_k, [base | 0x18] = &&name##_sub_x,                   \
+        [base | 0x20] = &&name##_mul_k, [base | 0x28] = &&name##_mul_x,                   \
+        [base | 0x30] = &&name##_div_k, [base | 0x38] = &&name##_div_x,                   \
+        [base | 0x40] = &&name##_or_k, [base | 0x48] = &&name##_or_x,                     \
+        [base | 0x50] = &&name##_and_k, [base | 0x58] = &&name##_and_x,                   \
+        [base | 0x60] = &&name##_lsh_k, [base | 0x68] = &&name##_lsh_x,                   \
+        [base | 0x70] = &&name##_rsh_k, [base | 0x78] = &&name##_rsh_x,                   \
+        [base | 0x80] = &&name##_neg,                                                     \
+        [base | 0x90] = &&name##_mod_k, [base | 0x98] = &&name##_mod_x,                   \
+        [base | 0xA0] = &&name##_xor_k, [base | 0xA8] = &&name##_xor_x,                   \
+        [base | 0xB0] = &&name##_mov_k, [base | 0xB8] = &&name##_mov_x,                   \
+        [base | 0xC0] = &&name##_arsh_k, [base | 0xC8] = &&name##_arsh_x
+        ALU_LABELS(0x07, a64),
+        ALU_LABELS(0x04, a32),
+        [0xD7] = &&op_bswap, [0xD4] = &&op_le, [0xDC] = &&op_be,
+#define JMP_LABELS(base, name)                                                            \
+        [base | 0x10] = &&name##_jeq_k, [base | 0x18] = &&name##_jeq_x,                   \
+        [base | 0x20] = &&name##_jgt_k, [base | 0x28] = &&name##_jgt_x,                   \
+        [base | 0x30] = &&name##_jge_k, [base | 0x38] = &&name##_jge_x,                   \
+        [base | 0x40] = &&name##_jset_k, [base | 0x48] = &&name##_jset_x,                 \
+        [base | 0x50] = &&name##_jne_k, [base | 0x58] = &&name##_jne_x,                   \
+        [base | 0x60] = &&name##_jsgt_k, [base | 0x68] = &&name##_jsgt_x,                 \
+        [base | 0x70] = &&name##_jsge_k, [base | 0x78] = &&name##_jsge_x,                 \
+        [base | 0xA0] = &&name##_jlt_k, [base | 0xA8] = &&name##_jlt_x,                   \
+        [base | 0xB0] = &&name##_jle_k, [base | 0xB8] = &&name##_jle_x,                   \
+        [base | 0xC0] = &&name##_jslt_k, [base | 0xC8] = &&name##_jslt_x,                 \
+        [base | 0xD0] = &&name##_jsle_k, [base | 0xD8] = &&name##_jsle_x
+        JMP_LABELS(0x05, j64),
+        JMP_LABELS(0x06, j32),
+        [0x05] = &&op_ja, [0x06] = &&op_gotol, [0x85] = &&op_call, [0x95] = &&op_exit,
+        [0x18] = &&op_lddw,
+        [0x61] = &&op_ldxw, [0x69] = &&op_ldxh, [0x71] = &&op_ldxb, [0x79] = &&op_ldxdw,
+        [0x81] = &&op_ldxsw, [0x89] = &&op_ldxsh, [0x91] = &&op_ldxsb,
+        [0x62] = &&op_stw, [0x6A] = &&op_sth, [0x72] = &&op_stb, [0x7A] = &&op_stdw,
+        [0x63] = &&op_stxw, [0x6B] = &&op_stxh, [0x73] = &&op_stxb, [0x7B] = &&op_stxdw,
+        [0xC3] = &&op_atomic, [0xCB] = &&op_atomic, [0xD3] = &&op_atomic,
+        [0xDB] = &&op_atomic,
+    };
+#pragma GCC diagnostic pop
     uint64_t *r = vm->regs;
-    const struct vm_insn *insns;
-    long n;
+    const struct vm_insn *insns, *end, *ins = NULL;
     uint64_t count = vm->count, limit = vm->limit;
     PyObject *cur_code = code;
+    uint8_t *p;
+    uint64_t a;
 
     vm_set_image(vm, image);
     Py_INCREF(cur_code);
     insns = (const struct vm_insn *)PyBytes_AS_STRING(cur_code);
-    n = (long)(PyBytes_GET_SIZE(cur_code) / (Py_ssize_t)sizeof(struct vm_insn));
+    end = insns + PyBytes_GET_SIZE(cur_code) / (Py_ssize_t)sizeof(struct vm_insn) - 1;
 
-    for (;;) {
-        const struct vm_insn *ins;
-        unsigned op, cls, d, s;
-        int ok = 1;
+#define D r[ins->dst]
+#define S r[ins->src]
+#define K ins->imm
+#define K32 (ins->imm & 0xFFFFFFFFULL)
+/* Each handler ends in its own copy of the dispatch (threaded code: one
+ * indirect branch per handler predicts far better than a shared one). */
+#define DISPATCH()                                                                        \
+    do {                                                                                  \
+        if (__builtin_expect((uintptr_t)ins - (uintptr_t)insns >=                         \
+                             (uintptr_t)end - (uintptr_t)insns, 0))                       \
+            goto pc_out;                                                                  \
+        NEXT_SEQ();                                                                       \
+    } while (0)
+/* Falling through needs no range check: the code ends in a sentinel slot
+ * (VM_END_CODE) whose handler is the "left the program" error. */
+#define NEXT_SEQ()                                                                        \
+    do {                                                                                  \
+        if (__builtin_expect(++count > limit, 0))                                         \
+            goto budget;                                                                  \
+        goto *labels[ins->code & 511];                                                    \
+    } while (0)
+#define NEXT do { ins++; NEXT_SEQ(); } while (0)
+#define JUMP(cond) do { ins += (cond) ? ins->off + 1 : 1; DISPATCH(); } while (0)
 
-        if (++count > limit) {
-            vm_raise(vm, "instruction budget of %llu exhausted (runaway loop?)",
-                     (unsigned long long)limit);
-            goto fail;
-        }
-        if (pc < 0 || pc >= n) {
-            PyErr_SetString(PyExc_IndexError, "list index out of range");
-            goto fail;
-        }
-        ins = &insns[pc];
-        d = ins->dst;
-        s = ins->src;
-        if (ins->code == VM_FILLER) {
-            vm_raise(vm, "jumped into the middle of an ld_imm64");
-            goto fail;
-        }
-        if (d > 10 || (s > 10 && (ins->code & 7) != 0 && (ins->code & 7) != 5)) {
-            vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
-            goto fail;
-        }
-        cls = ins->code & 7;
-        op = ins->code & 0xF0;
-        switch (cls) {
-        case 4:   /* ALU */
-        case 7: { /* ALU64 */
-            int is64 = cls == 7;
-            uint64_t mask = is64 ? ~0ULL : 0xFFFFFFFFULL;
-            if (op == 0xD0) { /* END */
-                unsigned width = (unsigned)ins->imm;
-                if (width != 16 && width != 32 && width != 64) {
-                    vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
-                    goto fail;
-                }
-                if (is64 || (ins->code & 8))
-                    r[d] = vm_bswap(r[d], width);
-                else if (width < 64)
-                    r[d] &= (1ULL << width) - 1;
-            } else if (op == 0x80) { /* NEG */
-                r[d] = (0 - r[d]) & mask;
-            } else {
-                uint64_t b = (ins->code & 8) ? r[s] & mask : ins->imm & mask;
-                if (op == 0xB0 && ins->off && !(ins->off == 8 || ins->off == 16 ||
-                                                ins->off == 32)) {
-                    vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
-                    goto fail;
-                }
-                r[d] = vm_alu(op, ins->off, r[d] & mask, b, is64 ? 64 : 32, &ok);
-                if (!ok) {
-                    vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
-                    goto fail;
-                }
-            }
-            pc++;
-            break;
-        }
-        case 5:   /* JMP */
-        case 6: { /* JMP32 */
-            int is64 = cls == 5;
-            uint64_t mask = is64 ? ~0ULL : 0xFFFFFFFFULL;
-            if (op == 0x00) { /* JA (gotol in JMP32) */
-                pc += (is64 ? ins->off : (int32_t)ins->imm) + 1;
-                break;
-            }
-            if (ins->code == 0x95) { /* EXIT (only this encoding, as the reference) */
-                vm_frame *f;
-                if (vm->depth == stop) {
-                    vm->count = count;
-                    Py_DECREF(cur_code);
-                    return 0;
-                }
-                f = &vm->frames[--vm->depth];
-                memcpy(&r[6], f->saved, sizeof f->saved);
-                vm_set_image(vm, f->image);
-                Py_SETREF(cur_code, f->code);
-                f->code = NULL;
-                Py_CLEAR(f->image);
-                insns = (const struct vm_insn *)PyBytes_AS_STRING(cur_code);
-                n = (long)(PyBytes_GET_SIZE(cur_code) / (Py_ssize_t)sizeof(struct vm_insn));
-                pc = f->ret;
-                break;
-            }
-            if (ins->code == 0x85) { /* CALL */
-                if (s == 1) { /* bpf-to-bpf */
-                    vm_frame *f;
-                    int depth = vm->depth + 1;
-                    if (depth >= VM_FRAMES) {
-                        vm_raise(vm, "call stack too deep (more than %d frames)", VM_FRAMES);
-                        goto fail;
-                    }
-                    f = &vm->frames[vm->depth];
-                    Py_INCREF(vm->image);
-                    f->image = vm->image;
-                    Py_INCREF(cur_code);
-                    f->code = cur_code;
-                    f->ret = pc + 1;
-                    memcpy(f->saved, &r[6], sizeof f->saved);
-                    vm->depth = depth;
-                    vm_zero_stack(vm, depth);
-                    pc = pc + (int32_t)ins->imm + 1;
-                    break;
-                }
-                if (s == 2) { /* kfunc */
-                    PyObject *kf = PyObject_GetAttr(vm->image, str_kfuncs), *fn;
-                    uint64_t v;
-                    int rc;
-                    if (kf == NULL)
-                        goto fail;
-                    fn = PySequence_GetItem(kf, (Py_ssize_t)(int32_t)ins->imm);
-                    Py_DECREF(kf);
-                    if (fn == NULL)
-                        goto fail;
-                    vm->count = count;
-                    rc = vm_call_py(vm, fn, &v);
-                    Py_DECREF(fn);
-                    if (rc < 0)
-                        goto fail;
-                    count = vm->count;
-                    r[0] = v;
-                    pc++;
-                    break;
-                }
-                if (s != 0) {
-                    vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
-                    goto fail;
-                }
-                if ((int32_t)ins->imm == 12) { /* bpf_tail_call */
-                    PyObject *t;
-                    vm_cache_clear(vm);
-                    t = PyObject_CallMethod(vm->owner, "_tail", "KK",
-                                            (unsigned long long)r[2],
-                                            (unsigned long long)(r[3] & 0xFFFFFFFFULL));
-                    if (t == NULL)
-                        goto fail;
-                    if (t != Py_None && vm->tail_calls < VM_TAIL_MAX) {
-                        PyObject *timg, *tcode;
-                        if (!PyTuple_Check(t) || PyTuple_GET_SIZE(t) != 2 ||
-                            !PyBytes_Check(PyTuple_GET_ITEM(t, 1))) {
-                            Py_DECREF(t);
-                            PyErr_SetString(PyExc_TypeError, "_tail must give (image, code)");
-                            goto fail;
-                        }
-                        timg = PyTuple_GET_ITEM(t, 0);
-                        tcode = PyTuple_GET_ITEM(t, 1);
-                        vm->tail_calls++;
-                        vm_set_image(vm, timg);
-                        Py_INCREF(tcode);
-                        Py_SETREF(cur_code, tcode);
-                        Py_DECREF(t);
-                        insns = (const struct vm_insn *)PyBytes_AS_STRING(cur_code);
-                        n = (long)(PyBytes_GET_SIZE(cur_code) /
-                                   (Py_ssize_t)sizeof(struct vm_insn));
-                        vm_zero_stack(vm, vm->depth);
-                        pc = 0;
-                        break;
-                    }
-                    Py_DECREF(t);
-                    pc++;
-                    break;
-                }
-                {
-                    PyObject *key, *entry, *fn;
-                    uint64_t v;
-                    int rc;
-                    key = PyLong_FromLong((long)(int32_t)ins->imm);
-                    if (key == NULL)
-                        goto fail;
-                    entry = PyDict_GetItemWithError(vm->helpers, key);
-                    if (entry == NULL) {
-                        if (!PyErr_Occurred())
-                            PyErr_SetObject(PyExc_KeyError, key);
-                        Py_DECREF(key);
-                        goto fail;
-                    }
-                    Py_DECREF(key);
-                    if (!PyTuple_Check(entry) || PyTuple_GET_SIZE(entry) != 2) {
-                        PyErr_SetString(PyExc_TypeError, "a helper entry is (name, fn)");
-                        goto fail;
-                    }
-                    fn = PyTuple_GET_ITEM(entry, 1);
-                    if (fn == vm->ktime) {
-                        /* The hottest helper without Python state: as
-                         * time.clock_gettime_ns(CLOCK_MONOTONIC). */
-                        struct timespec ts;
-                        clock_gettime(CLOCK_MONOTONIC, &ts);
-                        r[0] = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
-                        pc++;
-                        break;
-                    }
-                    Py_INCREF(fn);
-                    vm->count = count;
-                    rc = vm_call_py(vm, fn, &v);
-                    Py_DECREF(fn);
-                    if (rc < 0)
-                        goto fail;
-                    count = vm->count;
-                    r[0] = v;
-                    pc++;
-                    break;
-                }
-            }
-            {
-                uint64_t a = r[d] & mask;
-                uint64_t b = (ins->code & 8) ? r[s] & mask : ins->imm & mask;
-                uint64_t flip = is64 ? 0x8000000000000000ULL : 0x80000000ULL;
-                int taken = vm_cmp(op, a, b, flip, &ok);
-                if (!ok) {
-                    vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
-                    goto fail;
-                }
-                pc += taken ? ins->off + 1 : 1;
-            }
-            break;
-        }
-        case 0: /* LD: only ld_imm64 */
-            if (ins->code != 0x18) {
-                vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
-                goto fail;
-            }
-            r[d] = ins->imm;
-            pc += 2;
-            break;
-        case 1: { /* LDX */
-            unsigned mode = ins->code & 0xE0;
-            unsigned size = (unsigned[]){4, 2, 1, 8}[(ins->code >> 3) & 3];
-            uint64_t a = r[s] + (uint64_t)(int64_t)ins->off;
-            vm_region *c = NULL;
-            uint8_t *p;
-            if (mode != 0x60 && !(mode == 0x80 && size != 8)) {
-                vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
-                goto fail;
-            }
-            p = vm_addr(vm, a, size, 0, &c);
-            if (p == NULL)
-                goto fail;
-            if (c->load != NULL) {
-                PyObject *res;
-                res = PyObject_CallFunction(c->load, "Ii", (unsigned)(uint32_t)a, (int)size);
-                vm_cache_clear(vm);
-                if (res == NULL)
-                    goto fail;
-                if (res != Py_None) {
-                    uint64_t v;
-                    if (!PyLong_Check(res)) {
-                        Py_DECREF(res);
-                        PyErr_SetString(PyExc_TypeError, "a special load must give an int");
-                        goto fail;
-                    }
-                    v = PyLong_AsUnsignedLongLongMask(res);
-                    Py_DECREF(res);
-                    if (v == (uint64_t)-1 && PyErr_Occurred())
-                        goto fail;
-                    r[d] = v;
-                    pc++;
-                    break;
-                }
-                Py_DECREF(res);
-                p = vm_addr(vm, a, size, 0, NULL);
-                if (p == NULL)
-                    goto fail;
-            }
-            r[d] = mode == 0x80 ? vm_sext(vm_load(p, size), size * 8) : vm_load(p, size);
-            pc++;
-            break;
-        }
-        case 2:   /* ST */
-        case 3: { /* STX */
-            unsigned mode = ins->code & 0xE0;
-            unsigned size = (unsigned[]){4, 2, 1, 8}[(ins->code >> 3) & 3];
-            uint64_t a = r[d] + (uint64_t)(int64_t)ins->off;
-            uint8_t *p;
-            if (mode == 0x60) {
-                p = vm_addr(vm, a, size, 1, NULL);
-                if (p == NULL)
-                    goto fail;
-                vm_store(p, size, cls == 2 ? ins->imm : r[s]);
-                pc++;
-                break;
-            }
-            if (cls != 3 || mode != 0xC0) {
-                vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
-                goto fail;
-            }
-            {
-                uint32_t imm = (uint32_t)ins->imm;
-                uint64_t vmask = size == 8 ? ~0ULL : (1ULL << (8 * size)) - 1;
-                uint64_t base = imm == 0x100 ? r[s] : r[d];
-                uint64_t addr = base + (uint64_t)(int64_t)ins->off;
-                int write = imm != 0x100;
-                uint64_t old, v;
-                if ((size != 4 && size != 8) && imm != 0x100 && imm != 0x110) {
-                    vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
-                    goto fail;
-                }
-                p = vm_addr(vm, addr, size, write, NULL);
-                if (p == NULL)
-                    goto fail;
-                if ((uint32_t)addr % size) {
-                    vm_mem_fault(vm, addr, size, write, 1);
-                    goto fail;
-                }
-                /* Region memory may be shared with other processes and
-                 * threads (memfd maps): use the host's atomics. */
-                switch (imm) {
-                case 0x100: /* load-acquire */
-                    switch (size) {
-                    case 1: v = __atomic_load_n(p, __ATOMIC_ACQUIRE); break;
-                    case 2: v = __atomic_load_n((uint16_t *)p, __ATOMIC_ACQUIRE); break;
-                    case 4: v = __atomic_load_n((uint32_t *)p, __ATOMIC_ACQUIRE); break;
-                    default: v = __atomic_load_n((uint64_t *)p, __ATOMIC_ACQUIRE); break;
-                    }
-                    r[d] = v;
-                    break;
-                case 0x110: /* store-release */
-                    v = r[s];
-                    switch (size) {
-                    case 1: __atomic_store_n(p, (uint8_t)v, __ATOMIC_RELEASE); break;
-                    case 2: __atomic_store_n((uint16_t *)p, (uint16_t)v, __ATOMIC_RELEASE); break;
-                    case 4: __atomic_store_n((uint32_t *)p, (uint32_t)v, __ATOMIC_RELEASE); break;
-                    default: __atomic_store_n((uint64_t *)p, v, __ATOMIC_RELEASE); break;
-                    }
-                    break;
-                case 0xE1: /* xchg */
-                    if (size == 4)
-                        old = __atomic_exchange_n((uint32_t *)p, (uint32_t)r[s], __ATOMIC_SEQ_CST);
-                    else
-                        old = __atomic_exchange_n((uint64_t *)p, r[s], __ATOMIC_SEQ_CST);
-                    r[s] = old;
-                    break;
-                case 0xF1: { /* cmpxchg */
-                    if (size == 4) {
-                        uint32_t exp = (uint32_t)r[0];
-                        __atomic_compare_exchange_n((uint32_t *)p, &exp, (uint32_t)r[s], 0,
-                                                    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-                        old = exp;
-                    } else {
-                        uint64_t exp = r[0];
-                        __atomic_compare_exchange_n((uint64_t *)p, &exp, r[s], 0,
-                                                    __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
-                        old = exp;
-                    }
-                    r[0] = old;
-                    break;
-                }
-                default: {
-                    unsigned aop = imm & ~1u;
-                    int fetch = imm & 1;
-                    v = r[s] & vmask;
-                    if (size == 4) {
-                        uint32_t *q = (uint32_t *)p, x = (uint32_t)v;
-                        switch (aop) {
-                        case 0x00: old = __atomic_fetch_add(q, x, __ATOMIC_SEQ_CST); break;
-                        case 0x40: old = __atomic_fetch_or(q, x, __ATOMIC_SEQ_CST); break;
-                        case 0x50: old = __atomic_fetch_and(q, x, __ATOMIC_SEQ_CST); break;
-                        case 0xA0: old = __atomic_fetch_xor(q, x, __ATOMIC_SEQ_CST); break;
-                        default: ok = 0; old = 0;
-                        }
-                    } else {
-                        uint64_t *q = (uint64_t *)p;
-                        switch (aop) {
-                        case 0x00: old = __atomic_fetch_add(q, v, __ATOMIC_SEQ_CST); break;
-                        case 0x40: old = __atomic_fetch_or(q, v, __ATOMIC_SEQ_CST); break;
-                        case 0x50: old = __atomic_fetch_and(q, v, __ATOMIC_SEQ_CST); break;
-                        case 0xA0: old = __atomic_fetch_xor(q, v, __ATOMIC_SEQ_CST); break;
-                        default: ok = 0; old = 0;
-                        }
-                    }
-                    if (!ok) {
-                        vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
-                        goto fail;
-                    }
-                    if (fetch)
-                        r[s] = old;
-                }
-                }
-            }
-            pc++;
-            break;
-        }
-        default:
-            vm_raise(vm, "instruction 0x%02x cannot run", ins->code);
-            goto fail;
-        }
+    ins = insns + pc;
+    DISPATCH();
+
+#define ALU64_OP(name, expr_k, expr_x)                                                    \
+    a64_##name##_k: D = (expr_k); NEXT;                                                   \
+    a64_##name##_x: D = (expr_x); NEXT;
+#define ALU32_OP(name, expr_k, expr_x)                                                    \
+    a32_##name##_k: D = (uint32_t)(expr_k); NEXT;                                         \
+    a32_##name##_x: D = (uint32_t)(expr_x); NEXT;
+
+    ALU64_OP(add, D + K, D + S)
+    ALU64_OP(sub, D - K, D - S)
+    ALU64_OP(mul, D * K, D * S)
+    ALU64_OP(or, D | K, D | S)
+    ALU64_OP(and, D & K, D & S)
+    ALU64_OP(xor, D ^ K, D ^ S)
+    ALU64_OP(lsh, D << (K & 63), D << (S & 63))
+    ALU64_OP(rsh, D >> (K & 63), D >> (S & 63))
+    ALU64_OP(arsh, (uint64_t)((int64_t)D >> (K & 63)), (uint64_t)((int64_t)D >> (S & 63)))
+a64_div_k:
+    D = ins->off == 1 ? vm_sdiv(D, K, 64, 0) : (K ? D / K : 0);
+    NEXT;
+a64_div_x:
+    D = ins->off == 1 ? vm_sdiv(D, S, 64, 0) : (S ? D / S : 0);
+    NEXT;
+a64_mod_k:
+    D = ins->off == 1 ? vm_sdiv(D, K, 64, 1) : (K ? D % K : D);
+    NEXT;
+a64_mod_x:
+    D = ins->off == 1 ? vm_sdiv(D, S, 64, 1) : (S ? D % S : D);
+    NEXT;
+a64_neg:
+    D = 0 - D;
+    NEXT;
+a64_mov_k:
+    D = K;
+    NEXT;
+a64_mov_x:
+    if (ins->off == 0)
+        D = S;
+    else if (ins->off > 0)
+        D = vm_movsx(S, ins->off, ~0ULL);
+    else
+        goto bad;
+    NEXT;
+
+    ALU32_OP(add, D + K, D + S)
+    ALU32_OP(sub, D - K, D - S)
+    ALU32_OP(mul, (uint32_t)D * (uint32_t)K, (uint32_t)D * (uint32_t)S)
+    ALU32_OP(or, D | K, D | S)
+    ALU32_OP(and, D & K, D & S)
+    ALU32_OP(xor, D ^ K, D ^ S)
+    ALU32_OP(lsh, (uint32_t)D << (K & 31), (uint32_t)D << (S & 31))
+    ALU32_OP(rsh, (uint32_t)D >> (K & 31), (uint32_t)D >> (S & 31))
+    ALU32_OP(arsh, (int32_t)(uint32_t)D >> (K & 31), (int32_t)(uint32_t)D >> (S & 31))
+a32_div_k:
+    D = ins->off == 1 ? vm_sdiv((uint32_t)D, K32, 32, 0)
+                      : (K32 ? (uint32_t)D / (uint32_t)K32 : 0);
+    NEXT;
+a32_div_x:
+    D = ins->off == 1 ? vm_sdiv((uint32_t)D, (uint32_t)S, 32, 0)
+                      : ((uint32_t)S ? (uint32_t)D / (uint32_t)S : 0);
+    NEXT;
+a32_mod_k:
+    D = ins->off == 1 ? vm_sdiv((uint32_t)D, K32, 32, 1)
+                      : (K32 ? (uint32_t)D % (uint32_t)K32 : (uint32_t)D);
+    NEXT;
+a32_mod_x:
+    D = ins->off == 1 ? vm_sdiv((uint32_t)D, (uint32_t)S, 32, 1)
+                      : ((uint32_t)S ? (uint32_t)D % (uint32_t)S : (uint32_t)D);
+    NEXT;
+a32_neg:
+    D = (uint32_t)(0 - D);
+    NEXT;
+a32_mov_k:
+    D = K32;
+    NEXT;
+a32_mov_x:
+    if (ins->off == 0)
+        D = (uint32_t)S;
+    else if (ins->off > 0)
+        D = vm_movsx((uint32_t)S, ins->off, 0xFFFFFFFFULL);
+    else
+        goto bad;
+    NEXT;
+
+op_bswap:
+    switch (K) {
+    case 16: D = __builtin_bswap16((uint16_t)D); NEXT;
+    case 32: D = __builtin_bswap32((uint32_t)D); NEXT;
+    case 64: D = __builtin_bswap64(D); NEXT;
+    default: goto bad;
     }
+op_be:
+    goto op_bswap;
+op_le:
+    switch (K) {
+    case 16: D = (uint16_t)D; NEXT;
+    case 32: D = (uint32_t)D; NEXT;
+    case 64: NEXT;
+    default: goto bad;
+    }
+
+#define JMP_OPS(name, mask, flip)                                                         \
+    name##_jeq_k: JUMP((D & mask) == (K & mask));                                         \
+    name##_jeq_x: JUMP((D & mask) == (S & mask));                                         \
+    name##_jne_k: JUMP((D & mask) != (K & mask));                                         \
+    name##_jne_x: JUMP((D & mask) != (S & mask));                                         \
+    name##_jgt_k: JUMP((D & mask) > (K & mask));                                          \
+    name##_jgt_x: JUMP((D & mask) > (S & mask));                                          \
+    name##_jge_k: JUMP((D & mask) >= (K & mask));                                         \
+    name##_jge_x: JUMP((D & mask) >= (S & mask));                                         \
+    name##_jlt_k: JUMP((D & mask) < (K & mask));                                          \
+    name##_jlt_x: JUMP((D & mask) < (S & mask));                                          \
+    name##_jle_k: JUMP((D & mask) <= (K & mask));                                         \
+    name##_jle_x: JUMP((D & mask) <= (S & mask));                                         \
+    name##_jset_k: JUMP((D & K & mask) != 0);                                             \
+    name##_jset_x: JUMP((D & S & mask) != 0);                                             \
+    name##_jsgt_k: JUMP(((D & mask) ^ flip) > ((K & mask) ^ flip));                       \
+    name##_jsgt_x: JUMP(((D & mask) ^ flip) > ((S & mask) ^ flip));                       \
+    name##_jsge_k: JUMP(((D & mask) ^ flip) >= ((K & mask) ^ flip));                      \
+    name##_jsge_x: JUMP(((D & mask) ^ flip) >= ((S & mask) ^ flip));                      \
+    name##_jslt_k: JUMP(((D & mask) ^ flip) < ((K & mask) ^ flip));                       \
+    name##_jslt_x: JUMP(((D & mask) ^ flip) < ((S & mask) ^ flip));                       \
+    name##_jsle_k: JUMP(((D & mask) ^ flip) <= ((K & mask) ^ flip));                      \
+    name##_jsle_x: JUMP(((D & mask) ^ flip) <= ((S & mask) ^ flip));
+
+    JMP_OPS(j64, ~0ULL, 0x8000000000000000ULL)
+    JMP_OPS(j32, 0xFFFFFFFFULL, 0x80000000ULL)
+
+op_ja:
+    ins += ins->off + 1;
+    DISPATCH();
+op_gotol:
+    ins += (int32_t)K + 1;
+    DISPATCH();
+op_lddw:
+    D = K;
+    ins += 2;
+    DISPATCH();
+
+#define LDX(name, size, sx)                                                               \
+    op_##name: {                                                                          \
+        vm_region *c = NULL;                                                              \
+        a = S + (uint64_t)(int64_t)ins->off;                                              \
+        p = vm_addr(vm, a, size, 0, &c);                                                  \
+        if (p == NULL)                                                                    \
+            goto fail;                                                                    \
+        if (__builtin_expect(c->load != NULL, 0)) {                                       \
+            uint64_t v;                                                                   \
+            if (vm_special_load(vm, c, a, size, sx, &v) < 0)                              \
+                goto fail;                                                                \
+            D = v;                                                                        \
+            NEXT;                                                                         \
+        }                                                                                 \
+        D = sx ? vm_sext(vm_load(p, size), size * 8) : vm_load(p, size);                  \
+        NEXT;                                                                             \
+    }
+    LDX(ldxw, 4, 0)
+    LDX(ldxh, 2, 0)
+    LDX(ldxb, 1, 0)
+    LDX(ldxdw, 8, 0)
+    LDX(ldxsw, 4, 1)
+    LDX(ldxsh, 2, 1)
+    LDX(ldxsb, 1, 1)
+
+#define STORE(name, size, value)                                                          \
+    op_##name:                                                                            \
+        p = vm_addr(vm, D + (uint64_t)(int64_t)ins->off, size, 1, NULL);                  \
+        if (p == NULL)                                                                    \
+            goto fail;                                                                    \
+        vm_store(p, size, value);                                                         \
+        NEXT;
+    STORE(stw, 4, K)
+    STORE(sth, 2, K)
+    STORE(stb, 1, K)
+    STORE(stdw, 8, K)
+    STORE(stxw, 4, S)
+    STORE(stxh, 2, S)
+    STORE(stxb, 1, S)
+    STORE(stxdw, 8, S)
+
+op_atomic: {
+    static const unsigned sizes[4] = {4, 2, 1, 8};
+    unsigned size = sizes[(ins->code >> 3) & 3];
+    uint32_t imm = (uint32_t)K;
+    int write = imm != 0x100;
+    if (size != 4 && size != 8 && imm != 0x100 && imm != 0x110)
+        goto bad;
+    a = (imm == 0x100 ? S : D) + (uint64_t)(int64_t)ins->off;
+    p = vm_addr(vm, a, size, write, NULL);
+    if (p == NULL)
+        goto fail;
+    if ((uint32_t)a % size) {
+        vm_mem_fault(vm, a, size, write, 1);
+        goto fail;
+    }
+    if (vm_atomic(r, ins, p, size) < 0)
+        goto bad;
+    NEXT;
+}
+
+op_call:
+    if (ins->src == 1) { /* bpf-to-bpf: a new frame */
+        vm_frame *f;
+        int depth = vm->depth + 1;
+        if (depth >= VM_FRAMES) {
+            vm_raise(vm, "call stack too deep (more than %d frames)", VM_FRAMES);
+            goto fail;
+        }
+        f = &vm->frames[vm->depth];
+        Py_INCREF(vm->image);
+        f->image = vm->image;
+        Py_INCREF(cur_code);
+        f->code = cur_code;
+        f->ret = (long)(ins - insns) + 1;
+        memcpy(f->saved, &r[6], sizeof f->saved);
+        vm->depth = depth;
+        vm_zero_stack(vm, depth);
+        ins += (int32_t)K + 1;
+        DISPATCH();
+    }
+    {
+        int rc;
+        vm->count = count;
+        rc = vm_do_call(vm, ins, &cur_code);
+        if (rc < 0)
+            goto fail;
+        count = vm->count;
+        if (rc == 1) { /* tail call: the new image from its start */
+            insns = (const struct vm_insn *)PyBytes_AS_STRING(cur_code);
+            end = insns + PyBytes_GET_SIZE(cur_code) / (Py_ssize_t)sizeof(struct vm_insn) - 1;
+            ins = insns;
+            DISPATCH();
+        }
+        NEXT;
+    }
+
+op_exit: {
+    vm_frame *f;
+    if (vm->depth == stop) {
+        vm->count = count;
+        Py_DECREF(cur_code);
+        return 0;
+    }
+    f = &vm->frames[--vm->depth];
+    memcpy(&r[6], f->saved, sizeof f->saved);
+    vm_set_image(vm, f->image);
+    Py_SETREF(cur_code, f->code);
+    f->code = NULL;
+    Py_CLEAR(f->image);
+    insns = (const struct vm_insn *)PyBytes_AS_STRING(cur_code);
+    end = insns + PyBytes_GET_SIZE(cur_code) / (Py_ssize_t)sizeof(struct vm_insn) - 1;
+    ins = insns + f->ret;
+    DISPATCH();
+}
+
+op_filler:
+    vm_raise(vm, "jumped into the middle of an ld_imm64");
+    goto fail;
+op_end:
+    goto pc_out;
+budget:
+    vm_raise(vm, "instruction budget of %llu exhausted (runaway loop?)",
+             (unsigned long long)limit);
+    goto fail;
+pc_out:
+    PyErr_SetString(PyExc_IndexError, "list index out of range");
+    goto fail;
+op_bad:
+bad:
+    vm_raise(vm, "instruction 0x%02x cannot run", ins->code & 0xFF);
 fail:
     /* As the reference, count keeps its value of the last helper call. */
-    vm->err_pc = pc;
+    vm->err_pc = (long)(ins - insns);
     Py_INCREF(vm->image);
     Py_XSETREF(vm->err_image, vm->image);
     Py_DECREF(cur_code);
     return -1;
+#undef D
+#undef S
+#undef K
+#undef K32
+#undef NEXT
+#undef JUMP
+#undef DISPATCH
 }
 
 static void
@@ -824,16 +968,6 @@ PyDoc_STRVAR(vm_run_doc,
 "get it as their first argument, and its _fault(addr, size, write,\n"
 "misaligned) and _tail(r2, index) methods are called for faults and tail\n"
 "calls.  On an error err_pc and err_image say where.");
-
-static int
-vm_check_code(PyObject *code)
-{
-    if (!PyBytes_Check(code) || PyBytes_GET_SIZE(code) % (Py_ssize_t)sizeof(struct vm_insn)) {
-        PyErr_SetString(PyExc_TypeError, "code must be bytes of 16-byte instruction slots");
-        return -1;
-    }
-    return 0;
-}
 
 static PyObject *
 vm_finish(VMObject *vm, int rc, PyObject *prev_owner)
@@ -869,7 +1003,7 @@ vm_run(VMObject *vm, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     vm_clear_frames(vm);
-    memset(vm->regs, 0, sizeof vm->regs);
+    memset(vm->regs, 0, 11 * sizeof vm->regs[0]);
     vm->regs[1] = r1;
     vm_zero_stack(vm, 0);
     vm->count = 0;

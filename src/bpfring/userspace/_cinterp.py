@@ -40,7 +40,8 @@ __all__ = ["BACKENDS", "CInterpreter", "backend", "backend_status", "encode",
 VM_API = 1
 #: code, dst, src, off, (pad), imm as u64: struct vm_insn of _speedups_vm.c.
 _SLOT = struct.Struct("<HBBhxxQ")
-_FILLER = 0xFFFF
+_FILLER = 0x100
+_END = _SLOT.pack(0x101, 0, 0, 0, 0)  # the sentinel slot after the last one
 M32 = 0xFFFF_FFFF
 BACKENDS = ("c", "python")
 
@@ -48,10 +49,11 @@ Helper = Callable[..., int]
 
 
 def encode(image: Image) -> bytes:
-    """The 16-byte slots of ``image`` the C loop runs."""
+    """The 16-byte slots of ``image`` the C loop runs, and a sentinel slot
+    (running off the end lands on it)."""
     pack = _SLOT.pack
     return b"".join(pack(_FILLER if i.code < 0 else i.code & 0xFF, i.dst & 0xFF, i.src & 0xFF,
-                         i.off, i.imm & M64) for i in image.insns)
+                         i.off, i.imm & M64) for i in image.insns) + _END
 
 
 def _load_vm() -> ModuleType:
