@@ -56,6 +56,7 @@ typedef struct {
     int writable;
     uint8_t *ptr;
     PyObject *load; /* the region's special-load callable, or NULL */
+    int owned;      /* view is an export of ours to release (not a stack's) */
     Py_buffer view;
 } vm_region;
 
@@ -98,7 +99,9 @@ vm_cache_clear(VMObject *vm)
         if (c->key) {
             c->key = 0;
             Py_CLEAR(c->load);
-            PyBuffer_Release(&c->view);
+            if (c->owned)
+                PyBuffer_Release(&c->view);
+            c->owned = 0;
         }
     }
 }
@@ -115,7 +118,20 @@ vm_fill(VMObject *vm, uint32_t key, vm_region *c)
     if (c->key) {
         c->key = 0;
         Py_CLEAR(c->load);
-        PyBuffer_Release(&c->view);
+        if (c->owned)
+            PyBuffer_Release(&c->view);
+        c->owned = 0;
+    }
+    /* The frame stacks are the VM's own regions (their views are held for
+     * the VM's life): no Python lookup for the most used memory. */
+    for (int i = 0; i < vm->nstacks; i++) {
+        if ((uint32_t)(vm->stack_base[i] >> 32) == key) {
+            c->ptr = vm->stacks[i];
+            c->size = VM_STACK;
+            c->writable = 1;
+            c->key = key;
+            return 1;
+        }
     }
     k = PyLong_FromUnsignedLong(key);
     if (k == NULL)
@@ -168,6 +184,7 @@ vm_fill(VMObject *vm, uint32_t key, vm_region *c)
     c->writable = writable;
     c->ptr = (uint8_t *)c->view.buf;
     c->key = key;
+    c->owned = 1;
     Py_DECREF(reg);
     return 1;
 fail_load:

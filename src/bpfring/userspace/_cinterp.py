@@ -115,9 +115,16 @@ class CInterpreter:
 
     def run(self, image: Image, r1: int, budget: int | None = None) -> int:
         """Run ``image`` from its first instruction with ``r1``; return r0."""
-        limit = self.budget if budget is None else budget
-        return self._guard(image, lambda: int(self._vm.run(self, image, self._code(image),
-                                                           r1 & M64, max(limit, 0))))
+        hit = self._codes.get(id(image))
+        code = hit[1] if hit is not None and hit[0] is image else self._code(image)
+        limit = self.budget if budget is None else max(budget, 0)
+        try:
+            return int(self._vm.run(self, image, code, r1 & M64, limit))
+        except Exception as e:  # worded as the reference's loop
+            err = self._convert(e, image)
+            if err is e:
+                raise
+            raise err from (e if self._internal(e) else None)
 
     def call(self, func_addr: int, args: Sequence[int]) -> int:
         """Call the program's function at ``func_addr`` (a callback given to a
@@ -131,8 +138,13 @@ class CInterpreter:
         if self._vm.depth + 1 >= MAX_FRAMES:
             raise Fault(f"call stack too deep (more than {MAX_FRAMES} frames)")
         code = self._code(image)
-        return self._guard(image, lambda: int(self._vm.call(self, image, code, target,
-                                                            tuple(args[:5]))))
+        try:
+            return int(self._vm.call(self, image, code, target, tuple(args[:5])))
+        except Exception as e:  # worded as the reference's loop
+            err = self._convert(e, image)
+            if err is e:
+                raise
+            raise err from (e if self._internal(e) else None)
 
     def disasm(self, image: Image, pc: int) -> str:
         return _disasm_at(image, pc, self.helper_name)
@@ -168,24 +180,28 @@ class CInterpreter:
             self._codes[id(image)] = hit
         return hit[1]
 
-    def _guard(self, image: Image, fn: Callable[[], int]) -> int:
-        """Run ``fn`` (one C entry) and word its errors as the reference's loop."""
-        try:
-            return fn()
-        except UserRuntimeError:
-            raise
-        except Fault as e:
-            raise self._error(str(e), image) from None
-        except RecursionError:
-            raise self._error("Python recursion limit reached", image) from None
-        except (IndexError, KeyError) as e:
+    @staticmethod
+    def _internal(e: Exception) -> bool:
+        return not isinstance(e, UserRuntimeError | Fault | RecursionError)
+
+    def _convert(self, e: Exception, image: Image) -> Exception:
+        """The exception a C entry's error ``e`` becomes: the reference loop's
+        :class:`UserRuntimeError` wording (an error raised below, already
+        converted, passes through; anything else propagates unchanged)."""
+        if isinstance(e, UserRuntimeError):
+            return e
+        if isinstance(e, Fault):
+            return self._error(str(e), image)
+        if isinstance(e, RecursionError):
+            return self._error("Python recursion limit reached", image)
+        if isinstance(e, IndexError | KeyError):
             img, pc = self._where(image)
             if not 0 <= pc < len(img.insns):
-                raise self._error(f"the program counter left the program ({e})", image
-                                  ) from None
-            raise self._error(f"internal error: {type(e).__name__}: {e}", image) from e
-        except (TypeError, ValueError, OverflowError, struct.error, BufferError) as e:
-            raise self._error(f"internal error: {type(e).__name__}: {e}", image) from e
+                return self._error(f"the program counter left the program ({e})", image)
+            return self._error(f"internal error: {type(e).__name__}: {e}", image)
+        if isinstance(e, TypeError | ValueError | OverflowError | struct.error | BufferError):
+            return self._error(f"internal error: {type(e).__name__}: {e}", image)
+        return e
 
     def _where(self, image: Image) -> tuple[Image, int]:
         img = self._vm.err_image
