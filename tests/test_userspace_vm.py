@@ -237,8 +237,8 @@ def _program(init: list[int], body: list[Ins]) -> list[Ins]:
     return pro + fixed + epi
 
 
-def _user(raw: bytes, name: str):
-    with backend(name), load_insns(raw) as obj:
+def _user(raw: bytes, name: str, budget: int | None = None):
+    with backend(name), load_insns(raw, **({} if budget is None else {"budget": budget})) as obj:
         try:
             rc = obj.programs["prog"].run()
         except UserRuntimeError as e:
@@ -273,10 +273,13 @@ _kernel_seen = {"accepted": 0, "tried": 0}
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(init=st.lists(value, min_size=10, max_size=10),
-       body=st.lists(body_insn(kernel=False), min_size=1, max_size=30))
-def test_random_programs_c_equals_pure(init, body):
+       body=st.lists(body_insn(kernel=False), min_size=1, max_size=30),
+       budget=st.one_of(st.none(), st.integers(0, 80)))
+def test_random_programs_c_equals_pure(init, body, budget):
+    """Also with budgets that run out anywhere: the C loop charges whole
+    straight runs at once and must still stop at the reference's pc."""
     raw = _isa.encode(_program(init, body))
-    assert _user(raw, "c") == _user(raw, "python")
+    assert _user(raw, "c", budget) == _user(raw, "python", budget)
 
 
 @pytest.mark.usefixtures("kernel")

@@ -37,17 +37,21 @@
 #define VM_FRAMES 8
 #define VM_TAIL_MAX 33
 #define VM_CACHE 16
-#define VM_FILLER_CODE 0x100 /* code of an ld_imm64's second slot */
-#define VM_END_CODE 0x101    /* code of the sentinel slot after the last one */
+/* Two encodings no valid program has (the loader refuses them: ALU64 and
+ * JMP32 with operation 0xf0) mark the slots that are not instructions. */
+#define VM_FILLER_CODE 0xFF /* an ld_imm64's second slot */
+#define VM_END_CODE 0xFE    /* the sentinel slot after the last one */
 #define VM_FUNC_TAG 0x6000000000000000ULL
 
 struct vm_insn {
-    uint16_t code; /* the opcode, or VM_FILLER_CODE */
+    uint8_t code; /* the opcode, VM_FILLER_CODE or VM_END_CODE */
     uint8_t dst;
     uint8_t src;
+    uint8_t pad;
     int16_t off;
-    uint16_t pad;
-    uint64_t imm;
+    uint16_t pad2;
+    int32_t imm;   /* an ld_imm64's upper half is in its second slot's imm */
+    uint32_t run;  /* instructions from here to the end of the straight run */
 };
 
 typedef struct {
@@ -598,8 +602,8 @@ vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
 {
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Woverride-init"
-    static void *const labels[512] = {
-        [0 ... 511] = &&op_bad,
+    static void *const labels[256] = {
+        [0 ... 255] = &&op_bad,
         [VM_FILLER_CODE] = &&op_filler, [VM_END_CODE] = &&op_end,
 #define ALU_LABELS(base, name)                                                            \
         [base | 0x00] = &&name##_add_k, [base | 0x08] = &&name##_add_x,                   \
@@ -642,12 +646,18 @@ vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
         [0xDB] = &&op_atomic,
     };
 #pragma GCC diagnostic pop
+    static void *const step_labels[256] = {[0 ... 255] = &&op_step};
+    void *const *tbl = labels;
     uint64_t *r = vm->regs;
     const struct vm_insn *insns, *end, *ins = NULL;
     uint64_t count = vm->count, limit = vm->limit;
     PyObject *cur_code = code;
     uint8_t *p;
     uint64_t a;
+    /* The current frame's stack: its tagged base address and its memory. */
+    uint64_t sbase = vm->stack_base[vm->depth];
+    uint8_t *sstack = vm->stacks[vm->depth];
+#define STACK_SYNC() do { sbase = vm->stack_base[vm->depth]; sstack = vm->stacks[vm->depth]; } while (0)
 
     vm_set_image(vm, image);
     Py_INCREF(cur_code);
@@ -656,26 +666,34 @@ vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
 
 #define D r[ins->dst]
 #define S r[ins->src]
-#define K ins->imm
-#define K32 (ins->imm & 0xFFFFFFFFULL)
+#define K ((uint64_t)(int64_t)ins->imm)
+#define K32 ((uint64_t)(uint32_t)ins->imm)
 /* Each handler ends in its own copy of the dispatch (threaded code: one
- * indirect branch per handler predicts far better than a shared one). */
+ * indirect branch per handler predicts far better than a shared one).
+ *
+ * The budget is charged per straight run, not per instruction: entering a
+ * run (after a jump, a call, a return, at the start) adds its length
+ * (`run`: up to and including the jump, call, exit or ld_imm64 that ends
+ * it), so the count is exact wherever it can be observed (helper calls,
+ * exits).  A run that would cross the limit switches to stepping (`tbl` =
+ * step_labels: every instruction counted and checked), so the budget fault
+ * happens at the very instruction the reference stops at.  Falling through
+ * needs no range check: the code ends in a sentinel slot (VM_END_CODE)
+ * whose handler is the "left the program" error. */
 #define DISPATCH()                                                                        \
     do {                                                                                  \
         if (__builtin_expect((uintptr_t)ins - (uintptr_t)insns >=                         \
                              (uintptr_t)end - (uintptr_t)insns, 0))                       \
             goto pc_out;                                                                  \
-        NEXT_SEQ();                                                                       \
+        if (tbl == labels) {                                                              \
+            if (__builtin_expect(limit - count < ins->run || count > limit, 0))           \
+                tbl = step_labels;                                                        \
+            else                                                                          \
+                count += ins->run;                                                        \
+        }                                                                                 \
+        goto *tbl[ins->code];                                                       \
     } while (0)
-/* Falling through needs no range check: the code ends in a sentinel slot
- * (VM_END_CODE) whose handler is the "left the program" error. */
-#define NEXT_SEQ()                                                                        \
-    do {                                                                                  \
-        if (__builtin_expect(++count > limit, 0))                                         \
-            goto budget;                                                                  \
-        goto *labels[ins->code & 511];                                                    \
-    } while (0)
-#define NEXT do { ins++; NEXT_SEQ(); } while (0)
+#define NEXT do { ins++; goto *tbl[ins->code]; } while (0)
 #define JUMP(cond) do { ins += (cond) ? ins->off + 1 : 1; DISPATCH(); } while (0)
 
     ins = insns + pc;
@@ -815,23 +833,32 @@ op_gotol:
     ins += (int32_t)K + 1;
     DISPATCH();
 op_lddw:
-    D = K;
+    D = (uint64_t)(uint32_t)ins->imm | (uint64_t)(uint32_t)ins[1].imm << 32;
     ins += 2;
     DISPATCH();
 
+/* The current frame's stack first (one compare; the frame pointer is
+ * read-only, so nearly every stack access lands here), then the region
+ * cache. */
 #define LDX(name, size, sx)                                                               \
     op_##name: {                                                                          \
         vm_region *c = NULL;                                                              \
+        uint64_t so;                                                                      \
         a = S + (uint64_t)(int64_t)ins->off;                                              \
-        p = vm_addr(vm, a, size, 0, &c);                                                  \
-        if (p == NULL)                                                                    \
-            goto fail;                                                                    \
-        if (__builtin_expect(c->load != NULL, 0)) {                                       \
-            uint64_t v;                                                                   \
-            if (vm_special_load(vm, c, a, size, sx, &v) < 0)                              \
+        so = a - sbase;                                                                   \
+        if (__builtin_expect(so <= VM_STACK - size, 1)) {                                 \
+            p = sstack + so;                                                              \
+        } else {                                                                          \
+            p = vm_addr(vm, a, size, 0, &c);                                              \
+            if (p == NULL)                                                                \
                 goto fail;                                                                \
-            D = v;                                                                        \
-            NEXT;                                                                         \
+            if (__builtin_expect(c->load != NULL, 0)) {                                   \
+                uint64_t v;                                                               \
+                if (vm_special_load(vm, c, a, size, sx, &v) < 0)                          \
+                    goto fail;                                                            \
+                D = v;                                                                    \
+                NEXT;                                                                     \
+            }                                                                             \
         }                                                                                 \
         D = sx ? vm_sext(vm_load(p, size), size * 8) : vm_load(p, size);                  \
         NEXT;                                                                             \
@@ -845,12 +872,20 @@ op_lddw:
     LDX(ldxsb, 1, 1)
 
 #define STORE(name, size, value)                                                          \
-    op_##name:                                                                            \
-        p = vm_addr(vm, D + (uint64_t)(int64_t)ins->off, size, 1, NULL);                  \
-        if (p == NULL)                                                                    \
-            goto fail;                                                                    \
+    op_##name: {                                                                          \
+        uint64_t so;                                                                      \
+        a = D + (uint64_t)(int64_t)ins->off;                                              \
+        so = a - sbase;                                                                   \
+        if (__builtin_expect(so <= VM_STACK - size, 1)) {                                 \
+            p = sstack + so;                                                              \
+        } else {                                                                          \
+            p = vm_addr(vm, a, size, 1, NULL);                                            \
+            if (p == NULL)                                                                \
+                goto fail;                                                                \
+        }                                                                                 \
         vm_store(p, size, value);                                                         \
-        NEXT;
+        NEXT;                                                                             \
+    }
     STORE(stw, 4, K)
     STORE(sth, 2, K)
     STORE(stb, 1, K)
@@ -863,7 +898,7 @@ op_lddw:
 op_atomic: {
     static const unsigned sizes[4] = {4, 2, 1, 8};
     unsigned size = sizes[(ins->code >> 3) & 3];
-    uint32_t imm = (uint32_t)K;
+    uint32_t imm = (uint32_t)ins->imm;
     int write = imm != 0x100;
     if (size != 4 && size != 8 && imm != 0x100 && imm != 0x110)
         goto bad;
@@ -897,6 +932,7 @@ op_call:
         memcpy(f->saved, &r[6], sizeof f->saved);
         vm->depth = depth;
         vm_zero_stack(vm, depth);
+        STACK_SYNC();
         ins += (int32_t)K + 1;
         DISPATCH();
     }
@@ -913,7 +949,8 @@ op_call:
             ins = insns;
             DISPATCH();
         }
-        NEXT;
+        ins++; /* a new straight run starts after a call */
+        DISPATCH();
     }
 
 op_exit: {
@@ -924,6 +961,7 @@ op_exit: {
         return 0;
     }
     f = &vm->frames[--vm->depth];
+    STACK_SYNC();
     memcpy(&r[6], f->saved, sizeof f->saved);
     vm_set_image(vm, f->image);
     Py_SETREF(cur_code, f->code);
@@ -940,6 +978,10 @@ op_filler:
     goto fail;
 op_end:
     goto pc_out;
+op_step:
+    if (++count > limit)
+        goto budget;
+    goto *labels[ins->code];
 budget:
     vm_raise(vm, "instruction budget of %llu exhausted (runaway loop?)",
              (unsigned long long)limit);
@@ -964,6 +1006,7 @@ fail:
 #undef NEXT
 #undef JUMP
 #undef DISPATCH
+#undef STACK_SYNC
 }
 
 static void

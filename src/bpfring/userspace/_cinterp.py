@@ -38,22 +38,49 @@ __all__ = ["BACKENDS", "CInterpreter", "backend", "backend_status", "encode",
 
 #: The ``VM_API`` of the _speedups_vm.c this module was written against.
 VM_API = 1
-#: code, dst, src, off, (pad), imm as u64: struct vm_insn of _speedups_vm.c.
-_SLOT = struct.Struct("<HBBhxxQ")
-_FILLER = 0x100
-_END = _SLOT.pack(0x101, 0, 0, 0, 0)  # the sentinel slot after the last one
+#: code, dst, src, off, (pad), imm (s32), run: struct vm_insn of _speedups_vm.c.
+_SLOT = struct.Struct("<BBBxhxxiI")
+_FILLER = 0xFF  # encodings the loader refuses (ALU64/JMP32 operation 0xf0)
+_END_CODE = 0xFE
 M32 = 0xFFFF_FFFF
 BACKENDS = ("c", "python")
 
 Helper = Callable[..., int]
 
 
+def _s32(v: int) -> int:
+    return ((v & M32) ^ 0x8000_0000) - 0x8000_0000
+
+
 def encode(image: Image) -> bytes:
-    """The 16-byte slots of ``image`` the C loop runs, and a sentinel slot
-    (running off the end lands on it)."""
+    """The 16-byte slots of ``image`` the C loop runs, then a sentinel slot
+    (running off the end lands on it).
+
+    An ld_imm64 keeps the low half of its constant and its second slot the
+    high half, as in the kernel's encoding.  ``run`` is the number of
+    instructions from a slot to the end of its straight run (the next jump,
+    call, exit, ld_imm64 or the sentinel, included): the C loop charges the
+    budget once per run."""
+    insns = image.insns
+    codes = [_FILLER if i.code < 0 else i.code & 0xFF for i in insns] + [_END_CODE]
+    runs = [0] * len(codes)
+    nxt = 0
+    for k in range(len(codes) - 1, -1, -1):
+        c = codes[k]
+        if c in (_FILLER, _END_CODE, 0x18) or c & 7 in (5, 6):
+            nxt = 1
+        else:
+            nxt += 1
+        runs[k] = nxt
+    imms = [_s32(i.imm) for i in insns]
+    for k, i in enumerate(insns):
+        if codes[k] == 0x18 and codes[k + 1] == _FILLER:
+            imms[k + 1] = _s32((i.imm & M64) >> 32)
     pack = _SLOT.pack
-    return b"".join(pack(_FILLER if i.code < 0 else i.code & 0xFF, i.dst & 0xFF, i.src & 0xFF,
-                         i.off, i.imm & M64) for i in image.insns) + _END
+    out = [pack(codes[k], i.dst & 0xFF, i.src & 0xFF, i.off, imms[k], runs[k])
+           for k, i in enumerate(insns)]
+    out.append(pack(_END_CODE, 0, 0, 0, 0, 1))
+    return b"".join(out)
 
 
 def _load_vm() -> ModuleType:
