@@ -339,3 +339,23 @@ def test_runaway_and_deep_calls_fault_on_c():
         with load_insns(recurse) as obj, \
                 pytest.raises(UserRuntimeError, match="call stack too deep"):
             obj.programs["prog"].run()
+
+
+def test_bench_userspace_runs(kernel):
+    """``bpfring bench userspace`` (quick): every engine agrees (the suite
+    exits non-zero otherwise) and the report has the ratios."""
+    import json
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-m", "benchmarks", "userspace", "--rounds", "1",
+                          "--runs", "4", "--burst", "4", "--json"], cwd=root,
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert out.returncode == 0, out.stderr
+    rep = json.loads(out.stdout)
+    assert rep["suite"] == "userspace" and rep["insns_per_run"] == 4105
+    assert {"c", "c-empty", "c-loop", "pure", "kernel"} <= rep["ns_per_run"].keys()
+    assert rep["ratios"]["c_vs_pure"] > 1
+    if "dpdk" not in rep["ns_per_run"]:
+        assert any(n.startswith("dpdk: not run") for n in rep["notes"])
