@@ -1305,7 +1305,7 @@ static PyMethodDef vm_methods[] = {
 };
 
 PyDoc_STRVAR(vm_doc,
-"VM(stacks, bases, regions, helpers, fault, ktime)\n"
+"_VM(stacks, bases, regions, helpers, fault, ktime)\n"
 "\n"
 "The C eBPF interpreter of one user-space object: `stacks` are its 8 frame\n"
 "stacks (writable buffers of 512 bytes, registered as regions at `bases`),\n"
@@ -1316,7 +1316,7 @@ PyDoc_STRVAR(vm_doc,
 
 static PyTypeObject VM_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
-    .tp_name = "bpfring._speedups.VM",
+    .tp_name = "bpfring._speedups._VM",
     .tp_basicsize = sizeof(VMObject),
     .tp_dealloc = (destructor)vm_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
@@ -1327,7 +1327,9 @@ static PyTypeObject VM_Type = {
     .tp_new = PyType_GenericNew,
 };
 
-/* Called from PyInit__speedups: the type, its strings and VM_API. */
+/* Called from PyInit__speedups: the type, its strings and the API number,
+ * under private names (_VM, _VM_API): the module's public names are the ring
+ * backend's contract (tests/test_backend_contract.py). */
 static int
 vm_module_init(PyObject *m)
 {
@@ -1337,9 +1339,9 @@ vm_module_init(PyObject *m)
         (str_load = PyUnicode_InternFromString("load")) == NULL ||
         (str_kfuncs = PyUnicode_InternFromString("kfuncs")) == NULL)
         return -1;
-    if (PyType_Ready(&VM_Type) < 0 || PyModule_AddObjectRef(m, "VM", (PyObject *)&VM_Type) < 0)
+    if (PyType_Ready(&VM_Type) < 0 || PyModule_AddObjectRef(m, "_VM", (PyObject *)&VM_Type) < 0)
         return -1;
     /* Bumped whenever the VM's interface changes (bpfring.userspace._cinterp
      * ignores a build with another value). */
-    return PyModule_AddIntConstant(m, "VM_API", 1);
+    return PyModule_AddIntConstant(m, "_VM_API", 1);
 }

@@ -3,7 +3,7 @@
 :class:`CInterpreter` has the interface of the pure-Python reference
 :class:`~._interp.Interpreter` (``run``, ``call``, ``count``, ``image``,
 ``context``, ``mem``, ``disasm``; helpers get it as their first argument)
-and runs the instructions in ``bpfring._speedups.VM`` (``_speedups_vm.c``):
+and runs the instructions in ``bpfring._speedups._VM`` (``_speedups_vm.c``):
 the same semantics, region checks, budget, frames, tail calls and error
 texts, about a hundred times faster.  The C loop calls back here for what
 needs Python: helpers and kfuncs (the same table as the reference; only
@@ -12,7 +12,7 @@ special loads of ctx regions, and the text of a memory fault
 (:meth:`_fault`, so both backends word it alike).
 
 :func:`make_interpreter` picks the backend for new objects: the C one when
-the accelerator is built (with this VM's ``VM_API``) and
+the accelerator is built (with this VM's ``_VM_API``) and
 ``BPFRING_PURE_PYTHON=1`` is not set, as for the rings
 (:mod:`bpfring._ringbackend`); :func:`set_backend` switches it for tests
 and benchmarks.
@@ -85,7 +85,7 @@ def encode(image: Image) -> bytes:
 
 def _load_vm() -> ModuleType:
     sp = importlib.import_module("bpfring._speedups")
-    if getattr(sp, "VM_API", None) != VM_API:
+    if getattr(sp, "_VM_API", None) != VM_API:
         raise ImportError(f"{sp.__file__} has no VM of API {VM_API}; rebuild it "
                           "(pip install -e .)")
     return sp
@@ -108,7 +108,7 @@ class CInterpreter:
                             for i, b in enumerate(self._stacks)]
         self._codes: dict[int, tuple[Image, bytes]] = {}
         ktime = helpers.get(5)
-        self._vm: Any = sp.VM(self._stacks, self._stack_base, mem.regions, helpers, Fault,
+        self._vm: Any = sp._VM(self._stacks, self._stack_base, mem.regions, helpers, Fault,
                               ktime_get_ns if ktime is not None and ktime[1] is ktime_get_ns
                               else None)
 
