@@ -13,7 +13,8 @@ setup(
         Extension(
             "bpfring._speedups",
             ["src/bpfring/_speedups.c"],
-            depends=["src/bpfring/_speedups_perf.c", "src/bpfring/_speedups_vm.c"],
+            depends=["src/bpfring/_speedups_perf.c", "src/bpfring/_speedups_vm.c",
+                     "src/bpfring/_speedups_vm_loop.c"],
             optional=True,
             extra_compile_args=["-O2"],
         )
