@@ -26,6 +26,16 @@ a run around the interpreter loop (ctx setup, the call into C, the
 object's bookkeeping), and ``c-loop`` = ``c`` - ``c-empty`` is the loop alone,
 the figure to hold against DPDK's (whose burst call has no such cost).
 
+``maps``: kernel map updates from a user-space program
+(``benchmarks/userspace_maps.bpf.c``: one run writes 4,096 entries of a hash
+map through ``bpf_loop``).  ``user-maps`` runs it in the C interpreter with
+the map bound to the kernel's (``kernel_maps=``), so every update is queued
+in the map bridge's user ring, then ``obj.flush()`` has the kernel apply
+them; ``bpf-calls`` makes the same updates from Python, one
+``BPF_MAP_UPDATE_ELEM`` each (``kmap[key] = value``); ``kernel-maps`` is the
+program itself run in the kernel (one test run), the kernel's own cost.
+The kernel map's contents are checked after each.  ns per update.
+
 Every engine's return value is checked against the kernel's (or the C
 interpreter's) before timing.  Times are the thread's CPU time (user and
 system), not wall-clock time, so that preemption on a shared machine does
@@ -52,6 +62,8 @@ from typing import Any
 import bpfring
 
 SRC = Path(__file__).with_name("userspace.bpf.c")
+MAPS_SRC = Path(__file__).with_name("userspace_maps.bpf.c")
+MAP_UPDATES = 4096
 CTX = struct.pack("<QQ", 0x0123_4567_89AB_CDEF, 0xFEDC_BA98_7654_3210)
 
 
@@ -160,6 +172,44 @@ def _engine(name: str, path: Path, args: argparse.Namespace) -> dict[str, Any]:
             "insns": ninsn, "retval": rc, "notes": notes}
 
 
+def _map_updates(rounds: int) -> dict[str, float]:
+    """ns per kernel map update: through the user-space runtime's bridge
+    (queue + flush), as one bpf() call each from Python, and in the kernel."""
+    from bpfring import userspace
+
+    path = bpfring.build(MAPS_SRC)
+    ctx = struct.pack("<II", 0, MAP_UPDATES)
+    want = {i: i * 3 for i in range(MAP_UPDATES)}
+    with bpfring.load(path) as kobj:
+        kmap = kobj.maps["table"]
+        with userspace.load(path, kernel_maps={"table": kmap}) as uobj:
+            uprog = uobj.programs["fill"]
+
+            def user() -> None:
+                uprog.run(ctx=ctx)
+                uobj.flush()
+
+            def calls() -> None:
+                for k in range(MAP_UPDATES):
+                    kmap[k] = k * 3
+
+            kprog = kobj.programs["fill"]
+            cases: dict[str, Callable[[], Any]] = {
+                "user-maps": user, "bpf-calls": calls,
+                "kernel-maps": lambda: kprog.run(ctx=ctx)}
+            samples: dict[str, list[float]] = {k: [] for k in cases}
+            for _ in range(rounds):
+                for name, fn in cases.items():
+                    for k in list(kmap.keys()):  # every case inserts into an empty map
+                        del kmap[k]
+                    samples[name].append(_time(fn, 1) / MAP_UPDATES)
+                    got = dict(kmap.items())
+                    if got != want:
+                        raise SystemExit(f"{name}: the kernel map holds {len(got)} entries, "
+                                         f"not the {MAP_UPDATES} written")
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
 def _child(name: str, args: argparse.Namespace, pure: bool) -> dict[str, Any]:
     env = dict(os.environ)
     env.pop("BPFRING_PURE_PYTHON", None)
@@ -210,6 +260,10 @@ def main(argv: Sequence[str]) -> int:
             best["kernel"] = min(ks)
     except OSError as e:
         notes.append(f"kernel: not run ({e})")
+    try:
+        med.update(_map_updates(args.rounds))
+    except OSError as e:
+        notes.append(f"maps: not run ({e})")
     # The interpreter loops alone: a run of the program less a run of `empty`.
     for d in (med, best):
         d["c-loop"] = d["c"] - d["c-empty"]
@@ -222,6 +276,8 @@ def main(argv: Sequence[str]) -> int:
     if "kernel" in med:
         ratios["kernel_run_vs_c_run"] = med["kernel"] / med["c"]
     ratios["c_vs_pure"] = med["pure"] / med["c"]
+    if "user-maps" in med:
+        ratios["user_maps_vs_bpf_calls"] = med["bpf-calls"] / med["user-maps"]
     res: dict[str, Any] = {
         "suite": "userspace", "insns_per_run": ninsn, "ns_per_run": med,
         "best_ns_per_run": best,
@@ -246,6 +302,12 @@ def main(argv: Sequence[str]) -> int:
             mi = (f"{ninsn / med[k] * 1e3:9.1f}" if k in ("c", "c-loop", "dpdk", "pure")
                   else f"{'-':>9}")
             print(f"{k:<11} {med[k]:10.0f} {best[k]:10.0f} {mi}   {labels[k]}")
+    if "user-maps" in med:
+        print(f"kernel map updates ({MAP_UPDATES} per run, hash map), ns per update:")
+        for k, label in (("user-maps", "user-space program, bound map: bridge queue + flush"),
+                         ("bpf-calls", "Python, one BPF_MAP_UPDATE_ELEM per update"),
+                         ("kernel-maps", "the program in the kernel (one test run)")):
+            print(f"  {k:<11} {med[k]:10.0f}   {label}")
     for k, v in ratios.items():
         print(f"{k}: {v:.2f}x")
     for n in notes:
