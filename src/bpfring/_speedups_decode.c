@@ -189,23 +189,14 @@ rd_slot_offset(PyTypeObject *cls, PyObject *name)
     return m->offset;
 }
 
-/* Records that hold only atomic values (numbers, strings, bytes, enum members)
- * cannot be part of a reference cycle, so the decoder takes them out of the
- * cyclic GC: a list of 200k decoded records then costs the collector nothing.
- * A container stored into one later (rec.field = [rec]) could close a cycle:
- * rd_setattro, installed as the class's tp_setattro, puts the record back
- * under the GC first.  (object.__setattr__ and slot descriptors bypass it; a
- * cycle made that way is never collected, which is a leak, not a crash.) */
-static int
-rd_setattro(PyObject *obj, PyObject *name, PyObject *value)
-{
-    if (PyObject_GenericSetAttr(obj, name, value) < 0)
-        return -1;
-    if (value != NULL && PyObject_IS_GC(value) && !PyObject_GC_IsTracked(obj))
-        PyObject_GC_Track(obj);
-    return 0;
-}
-
+/* Records that hold only atomic values (numbers, strings, bytes, enum
+ * members) cannot be part of a reference cycle as decoded, so the decoder
+ * takes them out of the cyclic GC: a list of 200k decoded records then costs
+ * the collector nothing.  A container stored into one later that refers back
+ * to the record (rec.field = [rec]) makes a cycle the GC does not see: it is
+ * never freed (a leak, never a crash; documented on Record).  A setattr hook
+ * that tracks the record again was tried: a C-level tp_setattro makes
+ * object.__setattr__ refuse the class (CPython's hackcheck). */
 static int
 rd_op_has_py(const dec_op *op)
 {
@@ -230,11 +221,7 @@ rd_set_flags(dec_prog *p)
         if (code == OP_STRUCT || code == OP_ARRAY || code == OP_PY)
             atomic = 0;
     }
-    /* Only classes with the plain setattr get the hook (the records of
-     * structs with anonymous members have their own __setattr__: they stay tracked). */
-    if (atomic && p->cls->tp_setattro == PyObject_GenericSetAttr)
-        p->cls->tp_setattro = rd_setattro;
-    p->untrack = atomic && p->cls->tp_setattro == rd_setattro;
+    p->untrack = atomic;
 }
 
 static dec_prog *
@@ -494,7 +481,17 @@ rd_struct(dec_prog *p, const unsigned char *base, PyObject *buf, Py_ssize_t pos)
     if (rec == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < p->n; i++) {
-        PyObject *v = rd_value(&p->ops[i], base, buf, pos);
+        dec_op *op = &p->ops[i];
+        PyObject *v;
+        /* the value of the previous record again (see OP_INT): no call */
+        if (op->code == OP_INT && op->last != NULL &&
+            rd_load_le(base + op->off, op->a) == op->last_x) {
+            v = op->last;
+            Py_INCREF(v);
+        }
+        else {
+            v = rd_value(op, base, buf, pos);
+        }
         if (v == NULL) {
             Py_DECREF(rec);
             return NULL;
