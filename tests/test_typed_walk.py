@@ -236,3 +236,71 @@ def test_typed_iteration_read_and_consume_agree(echo, mode) -> None:
     rb._decode = real
     assert [r.seq for r in itertools.islice(rb, 3)] == [7, 8, 9]
     raw_rb.close()
+
+
+# ---------------------------------------------------------------------------------
+# perf_read: the perf ring walk collecting decoded records
+# ---------------------------------------------------------------------------------
+
+
+def _perf_ring(btf: BTF, rnd: random.Random, size: int = 2048) -> tuple[Any, bytearray]:
+    """A metadata page and a data area holding samples of mixed sizes (some too
+    short for struct ev), lost reports, wrapping around the end."""
+    from bpfring import _perfcore
+
+    codec = btf.record("ev")
+    meta = memoryview(bytearray(4096)).cast("Q")
+    data = bytearray(size)
+    head = tail = rnd.randrange(0, 10 * size, 8)
+    while True:
+        if rnd.random() < 0.1:
+            rec = _perfcore.lost_record(rnd.randrange(1, 9))
+        else:
+            n = rnd.choice([40, 40, 44, 100, 8, 0])
+            payload = (codec.encode(seq=rnd.randrange(1 << 64), pid=rnd.randrange(99),
+                                    comm=rnd.choice(["a", "bash", "caf\u00e9"]))
+                       + rnd.randbytes(max(0, n - 40)))[:n]
+            rec = _perfcore.sample_record(payload)
+        if head + len(rec) - tail > size:
+            break
+        for i, b in enumerate(rec):
+            data[(head + i) % size] = b
+        head += len(rec)
+    meta[_perfcore.DATA_HEAD // 8] = head
+    meta[_perfcore.DATA_TAIL // 8] = tail
+    return meta, data
+
+
+@pytest.mark.parametrize("be_name", ["c", "pure"])
+@pytest.mark.parametrize("seed", range(15))
+def test_perf_read_matches_perf_walk(btf: BTF, be_name: str, seed: int) -> None:
+    from bpfring import _perfcore
+
+    be = _backend(be_name)
+    rnd = random.Random(seed)
+    meta0, data = _perf_ring(btf, rnd)
+    limit = rnd.choice([None, 1, 5, 1000])
+    decs = {"bytes": bytes, **_decoders(btf, "ev", be_name)}
+    for label, dec in decs.items():
+        m1 = memoryview(bytearray(meta0.tobytes())).cast("Q")
+        m2 = memoryview(bytearray(meta0.tobytes())).cast("Q")
+        lost1: list[int] = []
+        lost2: list[int] = []
+        want: list[Any] = []
+        try:
+            _perfcore.perf_walk(m2, memoryview(data), lambda v: want.append(dec(bytes(v))),
+                                limit, lost2.append, None)
+            ref: Any = ("ok", [canon(x) for x in want])
+        except Exception as e:
+            ref = ("raised", type(e), str(e))
+        try:
+            recs, lost = be.perf_read(m1, memoryview(data), dec, limit, lost1.append, None)
+            got: Any = ("ok", [canon(x) for x in recs])
+            assert lost == sum(lost1)
+        except Exception as e:
+            got = ("raised", type(e), str(e))
+        assert got == ref, label
+        if label == "bytes" and limit != 1:
+            assert len(want) > 1
+        assert lost1 == lost2
+        assert m1[_perfcore.DATA_TAIL // 8] == m2[_perfcore.DATA_TAIL // 8]

@@ -146,6 +146,10 @@ class RingBackend(Protocol):
                   on_lost: Callable[[int], object] | None, halt: bytearray | None,
                   /) -> tuple[int, int]: ...
 
+    def perf_read(self, meta: memoryview, data: memoryview, decoder: Callable[[bytes], Any],
+                  limit: int | None, on_lost: Callable[[int], object] | None,
+                  halt: bytearray | None, /) -> tuple[list[Any], int]: ...
+
 
 #: The active backend: ``bpfring._speedups`` or :mod:`bpfring._ringpure`.
 #: Read it when a ring is opened, not at import: :func:`set_accelerated`

@@ -1448,6 +1448,7 @@ static PyTypeObject UserRing_Type = {
 
 static PyMethodDef methods[] = {
     {"perf_walk", (PyCFunction)(void (*)(void))sp_perf_walk, METH_FASTCALL, perf_walk_doc},
+    {"perf_read", (PyCFunction)(void (*)(void))sp_perf_read, METH_FASTCALL, perf_read_doc},
     {"load_acquire_u64", (PyCFunction)(void (*)(void))sp_load_acquire_u64, METH_FASTCALL,
      load_acquire_u64_doc},
     {"store_release_u64", (PyCFunction)(void (*)(void))sp_store_release_u64, METH_FASTCALL,
