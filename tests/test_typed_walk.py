@@ -288,7 +288,8 @@ def test_perf_read_matches_perf_walk(btf: BTF, be_name: str, seed: int) -> None:
         lost2: list[int] = []
         want: list[Any] = []
         try:
-            _perfcore.perf_walk(m2, memoryview(data), lambda v: want.append(dec(bytes(v))),
+            _perfcore.perf_walk(m2, memoryview(data),
+                                lambda v, w=want, d=dec: w.append(d(bytes(v))),
                                 limit, lost2.append, None)
             ref: Any = ("ok", [canon(x) for x in want])
         except Exception as e:
