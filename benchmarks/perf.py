@@ -20,8 +20,8 @@ puts its own perf event fds in it, so it reads the records of the same
 program), and bpfring's ``callback`` (``consume``), ``typed`` (iteration
 over records decoded from BTF, each dropped after use as BCC's ``event()``
 objects are), ``typed_read`` (``read()``: one list of all the decoded
-records; kept alive together, they cost the cyclic GC time) and
-``read_array``.
+records, kept alive together; records of plain members are untracked by the
+cyclic GC, so the collector does not walk them) and ``read_array``.
 """
 
 from __future__ import annotations

@@ -178,7 +178,7 @@ def _random_ring(rnd: random.Random, size: int = 4096, start: int | None = None
 # ---------------------------------------------------------------------------------
 
 EXPORTS = {"API", "HDR_SIZE", "DYNPTR_MAX", "KernelRing", "UserRing", "load_acquire_u64",
-           "store_release_u64", "acquire_fence", "perf_walk"}
+           "store_release_u64", "acquire_fence", "perf_walk", "perf_read", "backlog_iter"}
 POSITIONS = {"consumer_pos", "producer_pos", "publish", "size"}
 
 
@@ -193,7 +193,7 @@ def test_backends_export_the_same_names_and_constants():
     assert _public(c) == EXPORTS
     assert (c.API, c.HDR_SIZE, c.DYNPTR_MAX) == (_ringpure.API, 8, DYNPTR_MAX)
     assert _public(c.KernelRing) == _public(_ringpure.KernelRing) == \
-        {"consume", "read", "halt", "scan", "read_into"} | POSITIONS
+        {"consume", "read", "read_records", "halt", "scan", "read_into"} | POSITIONS
     assert _public(c.UserRing) == _public(_ringpure.UserRing) == \
         {"commit", "write", "write_many", "write_array"} | POSITIONS
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .errors import RingCorrupted
 
@@ -48,6 +48,7 @@ __all__ = [
     "RECORD_LOST",
     "RECORD_SAMPLE",
     "WalkResult",
+    "perf_read",
     "perf_walk",
     "walk",
 ]
@@ -198,6 +199,27 @@ def perf_walk(meta: memoryview, data: memoryview, on_sample: Callable[[memoryvie
         raise
     meta[DATA_TAIL // 8] = res.tail
     return res.delivered, res.lost
+
+
+def perf_read(meta: memoryview, data: memoryview, decoder: Callable[[bytes], Any],
+              limit: int | None, on_lost: Callable[[int], object] | None,
+              halt: bytearray | None) -> tuple[list[Any], int]:
+    """:func:`perf_walk` collecting ``decoder(payload)`` of each sample (a
+    bytes copy) into a list instead of calling back; returns ``(records,
+    lost)``.  If decoding raises, ``data_tail`` is stored before that sample
+    and the error propagates.  The twin of ``bpfring._speedups.perf_read``."""
+    if not callable(decoder):
+        raise TypeError("decoder must be callable")
+    out: list[Any] = []
+    append = out.append
+    if decoder is bytes:
+        def take(v: memoryview) -> None:
+            append(bytes(v))
+    else:
+        def take(v: memoryview) -> None:
+            append(decoder(bytes(v)))
+    _, lost = perf_walk(meta, data, take, limit, on_lost, halt)
+    return out, lost
 
 
 def sample_record(payload: bytes) -> bytes:

@@ -60,6 +60,8 @@ from . import _ringpure
 from .errors import BPFError
 
 if TYPE_CHECKING:
+    from collections import deque
+
     from _typeshed import ReadableBuffer, WriteableBuffer
 
 __all__ = ["ACCELERATED", "RingBackend", "accelerator_status", "check_arch", "impl",
@@ -92,6 +94,9 @@ class KernelRing(_BoundRing, Protocol):
                 ) -> tuple[int, int, bool, int]: ...
 
     def read(self, limit: int | None, /) -> tuple[list[bytes], bool]: ...
+
+    def read_records(self, limit: int | None, decoder: Callable[[bytes], Any], batch: object,
+                     /) -> tuple[list[Any], bool, bytes | None]: ...
 
     def halt(self) -> None: ...
 
@@ -133,10 +138,17 @@ class RingBackend(Protocol):
 
     def acquire_fence(self) -> None: ...
 
+    def backlog_iter(self, backlog: deque[Any], fill: Callable[[], object], /
+                     ) -> Iterator[Any]: ...
+
     def perf_walk(self, meta: memoryview, data: memoryview,
                   callback: Callable[[memoryview], object], limit: int | None,
                   on_lost: Callable[[int], object] | None, halt: bytearray | None,
                   /) -> tuple[int, int]: ...
+
+    def perf_read(self, meta: memoryview, data: memoryview, decoder: Callable[[bytes], Any],
+                  limit: int | None, on_lost: Callable[[int], object] | None,
+                  halt: bytearray | None, /) -> tuple[list[Any], int]: ...
 
 
 #: The active backend: ``bpfring._speedups`` or :mod:`bpfring._ringpure`.

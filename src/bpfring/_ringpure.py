@@ -28,10 +28,12 @@ from __future__ import annotations
 import ctypes
 import operator
 import sys
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._perfcore import perf_walk  # the perf ring walk: same API as _speedups.perf_walk
+# the perf ring walks: the same API as _speedups.perf_walk and perf_read
+from ._perfcore import perf_read, perf_walk
 from ._ringcore import (
     BUSY_BIT,
     DYNPTR_MAX,
@@ -56,12 +58,13 @@ if TYPE_CHECKING:
     from ._ringcore import U8Array
 
 __all__ = ["API", "DYNPTR_MAX", "HDR_SIZE", "KernelRing", "UserRing", "acquire_fence",
-           "load_acquire_u64", "perf_walk", "store_release_u64"]
+           "backlog_iter", "load_acquire_u64", "perf_read", "perf_walk", "store_release_u64"]
 
 #: The ``API`` number of the _speedups.c this module mirrors.
 # 3: KernelRing.halt(); 4: also perf_walk; 5: scan, read_into, write_array;
-# 6: the struct decoder _RecordDecoder.
-API = 6
+# 6: the struct decoder _RecordDecoder; 7: KernelRing.read_records, backlog_iter,
+# perf_read.
+API = 7
 
 _U64_MAX = 1 << 64
 _SIZE_MAX = sys.maxsize >> 2
@@ -300,6 +303,54 @@ class KernelRing(_Ring):
         return out, res.busy
 
 
+    def read_records(self, limit: int | None, decoder: Callable[[bytes], Any], batch: object,
+                     /) -> tuple[list[Any], bool, bytes | None]:
+        """:meth:`read`, each payload turned into ``decoder(payload)``; return
+        (records, busy, raw).  consumer_pos is stored once, after the
+        decoding.  If decoding raises, consumer_pos is stored at that record
+        and the error propagates, unless ``batch`` is true and records were
+        decoded before it: then they are returned (the next call raises).
+        With ``batch`` true, ``raw`` is the consumed area's bytes (headers
+        included).  See ``_speedups.KernelRing.read_records``."""
+        lim = _limit(limit)
+        if not callable(decoder):
+            raise TypeError("decoder must be callable")
+        keep = bool(batch)
+        cv = self._cons
+        out: list[Any] = []
+        start = cv[0]
+        res = ConsumeResult(cons=start)
+        if lim == 0 or self._halted:
+            return out, False, None
+        append = out.append
+
+        def take(v: memoryview) -> None:
+            append(decoder(bytes(v)))
+
+        self._current = res  # halt() from code the decoder runs stops the walk
+        try:
+            self._walk(res, take, lim, None, None, False)
+        except RingCorrupted:
+            if not out:
+                raise
+            res.busy = False  # hand out what we have; the next call raises
+        except BaseException as e:
+            # The walk stopped at the record that failed: it is not consumed,
+            # the ones before it are.
+            if not (keep and out and isinstance(e, Exception)):
+                if res.cons != start:
+                    cv[0] = res.cons
+                raise
+            res.busy = False
+        finally:
+            self._current = None
+        raw = None
+        if keep and res.cons != start:
+            raw = bytes(self._data[start & (self.size - 1):][:res.cons - start])
+        if res.cons != start:
+            cv[0] = res.cons  # after the decoding: the kernel may now reuse the space
+        return out, res.busy, raw
+
     # The fixed-size batch paths: the numpy runs of the sans-IO core --------------
 
     def scan(self, itemsize: int, limit: int | None, /) -> tuple[int, int, int]:
@@ -494,6 +545,25 @@ def store_release_u64(buf: WriteableBuffer, index: int, value: int, /) -> None:
         raise OverflowError(f"{value} does not fit an unsigned 64-bit integer")
     index = operator.index(index)
     _item_view(buf, index, True, "Q")[index] = value
+
+
+def backlog_iter(backlog: deque[Any], fill: Callable[[], object]) -> Iterator[Any]:
+    """Pop ``backlog`` from the left; call ``fill()`` (which must put records
+    into it, wait, or raise) whenever it is empty.  The C twin is a type."""
+    if not callable(fill):
+        raise TypeError("fill must be callable")
+    popleft = backlog.popleft
+
+    def gen() -> Iterator[Any]:
+        while True:
+            try:
+                rec = popleft()  # one atomic pop: another thread may take the last one
+            except IndexError:
+                fill()
+                continue
+            yield rec
+
+    return gen()
 
 
 def acquire_fence() -> None:

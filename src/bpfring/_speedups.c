@@ -737,6 +737,282 @@ fail:
 }
 
 /* -------------------------------------------------------------------------- */
+/* read_records: read() decoding each payload straight from the ring          */
+/* -------------------------------------------------------------------------- */
+
+#include "_speedups_decode.c"
+
+PyDoc_STRVAR(read_records_doc,
+"read_records(limit, decoder, batch) -> (records, busy, raw)\n"
+"\n"
+"read(), with each committed payload turned into decoder(payload) instead of\n"
+"bytes: a _RecordDecoder without Python ops decodes straight from the ring\n"
+"(no copy), any other callable gets a bytes copy.  consumer_pos is stored\n"
+"once, after the decoding.  If decoding raises, consumer_pos is stored at\n"
+"that record (the ones decoded before it are consumed) and, with batch\n"
+"false, the error propagates; with batch true, the records decoded before\n"
+"it are returned (the error comes again from the next call), and only a\n"
+"failure at the first record propagates.  raw is None, or with batch\n"
+"true the bytes of the consumed area (headers included) the records came\n"
+"from, so that an iterator's leftovers can still be handed out raw.");
+
+static PyObject *
+kr_read_records(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    ring_t r;
+    PyObject *out, *rec, *decoder, *raw = NULL;
+    Py_ssize_t limit, n = 0;
+    int busy = 0, batch;
+    const unsigned char *base;
+    uint64_t *consp, cons, start, prod, size, mask;
+    const uint64_t *prodp;
+    dec_prog *fast = NULL;
+
+    if (check_nargs("read_records", nargs, 3) < 0)
+        return NULL;
+    if (get_limit(args[0], &limit) < 0)
+        return NULL;
+    decoder = args[1];
+    if (!PyCallable_Check(decoder)) {
+        PyErr_SetString(PyExc_TypeError, "decoder must be callable");
+        return NULL;
+    }
+    if ((batch = PyObject_IsTrue(args[2])) < 0)
+        return NULL;
+    if (Py_IS_TYPE(decoder, &RecordDecoderType)) {
+        dec_prog *top = ((RecordDecoderObject *)decoder)->top;
+        if (top != NULL && !top->has_py)
+            fast = top;
+    }
+    if (ring_acquire(self, &r) < 0)
+        return NULL;
+    if ((out = PyList_New(0)) == NULL) {
+        ring_release(&r);
+        return NULL;
+    }
+    /* The decoder may run Python code (a generic one, or a finalizer run by
+     * the GC): keep it alive even if that code drops its last reference. */
+    Py_INCREF(decoder);
+    base = r.data.buf;
+    consp = r.cons.buf;
+    prodp = r.prod.buf;
+    size = r.size;
+    mask = r.mask;
+    cons = start = ld_acq64(consp);
+    if (limit == 0 || self->halted)
+        goto done;
+    if (cons & 7u) {
+        raise_misaligned(cons); /* as in consume() */
+        goto fail;
+    }
+    for (;;) {
+        prod = ld_acq64(prodp); /* pairs with the kernel's store-release */
+        if (prod == cons)
+            break;
+        if (prod - cons > size) {
+            if (n)
+                goto done;
+            raise_apart(cons, prod);
+            goto fail;
+        }
+        while (cons != prod) {
+            uint64_t off = cons & mask, span;
+            uint32_t word = ld_acq32(base + off); /* pairs with the commit xchg */
+            uint32_t len = word & LEN_MASK;
+
+            span = span_of(len);
+            if (word & BUSY_BIT) {
+                busy = 1;
+                goto done;
+            }
+            if (span > prod - cons) {
+                if (n)
+                    goto done; /* hand out what we have; the next call raises */
+                raise_claims(cons, word, prod - cons);
+                goto fail;
+            }
+            if (!(word & DISCARD_BIT)) {
+                const unsigned char *payload = base + off + HDR_SIZE;
+
+                if (fast != NULL && (Py_ssize_t)len >= fast->size) {
+                    rec = rd_struct(fast, payload, Py_None, 0);
+                }
+                else {
+                    PyObject *b = PyBytes_FromStringAndSize((const char *)payload,
+                                                            (Py_ssize_t)len);
+                    rec = b != NULL ? PyObject_CallOneArg(decoder, b) : NULL;
+                    Py_XDECREF(b);
+                }
+                if (rec == NULL || PyList_Append(out, rec) < 0) {
+                    Py_XDECREF(rec);
+                    /* The records before this one are consumed; it is not. */
+                    if (batch && n && PyErr_ExceptionMatches(PyExc_Exception)) {
+                        PyErr_Clear(); /* comes again from the next call */
+                        goto done;
+                    }
+                    if (cons != start)
+                        st_rel64(consp, cons);
+                    goto fail;
+                }
+                Py_DECREF(rec);
+                n++;
+            }
+            cons += span;
+            /* halt(): close() from code the decoder ran; stop after this record */
+            if (n == limit || self->halted)
+                goto done;
+        }
+    }
+done:
+    if (batch && cons != start) {
+        /* The double mapping makes the consumed area contiguous. */
+        raw = PyBytes_FromStringAndSize((const char *)base + (start & mask),
+                                        (Py_ssize_t)(cons - start));
+        if (raw == NULL)
+            goto fail; /* nothing consumed */
+    }
+    /* Release: the payload reads are done before the kernel may reuse the
+     * space (pairs with its smp_load_acquire of consumer_pos). */
+    if (cons != start)
+        st_rel64(consp, cons);
+    ring_release(&r);
+    Py_DECREF(decoder);
+    return Py_BuildValue("NON", out, busy ? Py_True : Py_False, raw ? raw : Py_NewRef(Py_None));
+fail:
+    ring_release(&r);
+    Py_DECREF(decoder);
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* -------------------------------------------------------------------------- */
+/* backlog_iter: the iterator of RingBuffer (and its records backlog)         */
+/* -------------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *backlog, *popleft, *fill;
+} BacklogIterObject;
+
+static PyTypeObject BacklogIter_Type;
+
+static PyObject *
+bi_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    PyObject *backlog, *fill, *popleft;
+    BacklogIterObject *self;
+
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "backlog_iter takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "OO:backlog_iter", &backlog, &fill))
+        return NULL;
+    if (!PyCallable_Check(fill)) {
+        PyErr_SetString(PyExc_TypeError, "fill must be callable");
+        return NULL;
+    }
+    if ((popleft = PyObject_GetAttrString(backlog, "popleft")) == NULL)
+        return NULL;
+    if ((self = (BacklogIterObject *)type->tp_alloc(type, 0)) == NULL) {
+        Py_DECREF(popleft);
+        return NULL;
+    }
+    self->backlog = Py_NewRef(backlog);
+    self->popleft = popleft;
+    self->fill = Py_NewRef(fill);
+    return (PyObject *)self;
+}
+
+static PyObject *
+bi_next(BacklogIterObject *self)
+{
+    for (;;) {
+        /* No other thread runs between the length check and the pop (both
+         * are C calls that cannot release the GIL): the pop cannot fail. */
+        Py_ssize_t k = PyObject_Size(self->backlog);
+        if (k < 0)
+            return NULL;
+        if (k > 0)
+            return PyObject_CallNoArgs(self->popleft);
+        PyObject *r = PyObject_CallNoArgs(self->fill); /* blocks for the next batch */
+        if (r == NULL)
+            return NULL;
+        Py_DECREF(r);
+    }
+}
+
+static int
+bi_traverse(BacklogIterObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->backlog);
+    Py_VISIT(self->popleft);
+    Py_VISIT(self->fill);
+    return 0;
+}
+
+static int
+bi_clear(BacklogIterObject *self)
+{
+    Py_CLEAR(self->backlog);
+    Py_CLEAR(self->popleft);
+    Py_CLEAR(self->fill);
+    return 0;
+}
+
+static void
+bi_dealloc(BacklogIterObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    bi_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+bi_iternext(BacklogIterObject *self)
+{
+    if (self->fill == NULL) { /* cleared by the GC */
+        PyErr_SetString(PyExc_ValueError, "this iterator was cleared");
+        return NULL;
+    }
+    return bi_next(self);
+}
+
+static PyObject *
+bi_close(BacklogIterObject *self, PyObject *unused)
+{
+    (void)self;
+    (void)unused;
+    Py_RETURN_NONE; /* as a generator's close(): nothing is lost, leftovers stay queued */
+}
+
+static PyMethodDef bi_methods[] = {
+    {"close", (PyCFunction)bi_close, METH_NOARGS, "Nothing to do (as for a generator)."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(backlog_iter_doc,
+"backlog_iter(backlog, fill)\n"
+"\n"
+"An iterator that pops the deque `backlog` from the left and calls fill()\n"
+"(which must put records into it, wait, or raise) whenever it is empty.");
+
+static PyTypeObject BacklogIter_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "bpfring._speedups.backlog_iter",
+    .tp_basicsize = sizeof(BacklogIterObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = backlog_iter_doc,
+    .tp_new = bi_new,
+    .tp_dealloc = (destructor)bi_dealloc,
+    .tp_traverse = (traverseproc)bi_traverse,
+    .tp_clear = (inquiry)bi_clear,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = (iternextfunc)bi_iternext,
+    .tp_methods = bi_methods,
+};
+
+/* -------------------------------------------------------------------------- */
 /* write / write_many (user ring: we produce, bpf_user_ringbuf_drain consumes) */
 /* -------------------------------------------------------------------------- */
 
@@ -1111,6 +1387,8 @@ ring_publish(RingObject *self, PyObject *arg)
 static PyMethodDef kernel_ring_methods[] = {
     {"consume", (PyCFunction)(void (*)(void))kr_consume, METH_FASTCALL, consume_doc},
     {"read", (PyCFunction)(void (*)(void))kr_read, METH_FASTCALL, read_doc},
+    {"read_records", (PyCFunction)(void (*)(void))kr_read_records, METH_FASTCALL,
+     read_records_doc},
     {"halt", (PyCFunction)kr_halt, METH_NOARGS, halt_doc},
     {"scan", (PyCFunction)(void (*)(void))kr_scan, METH_FASTCALL, scan_doc},
     {"read_into", (PyCFunction)(void (*)(void))kr_read_into, METH_FASTCALL, read_into_doc},
@@ -1167,11 +1445,11 @@ static PyTypeObject UserRing_Type = {
 };
 
 #include "_speedups_perf.c"
-#include "_speedups_decode.c"
 #include "_speedups_vm.c"
 
 static PyMethodDef methods[] = {
     {"perf_walk", (PyCFunction)(void (*)(void))sp_perf_walk, METH_FASTCALL, perf_walk_doc},
+    {"perf_read", (PyCFunction)(void (*)(void))sp_perf_read, METH_FASTCALL, perf_read_doc},
     {"load_acquire_u64", (PyCFunction)(void (*)(void))sp_load_acquire_u64, METH_FASTCALL,
      load_acquire_u64_doc},
     {"store_release_u64", (PyCFunction)(void (*)(void))sp_store_release_u64, METH_FASTCALL,
@@ -1199,6 +1477,8 @@ PyInit__speedups(void)
     if (m == NULL)
         return NULL;
     if (PyType_Ready(&KernelRing_Type) < 0 || PyType_Ready(&UserRing_Type) < 0 ||
+        PyType_Ready(&BacklogIter_Type) < 0 ||
+        PyModule_AddObjectRef(m, "backlog_iter", (PyObject *)&BacklogIter_Type) < 0 ||
         PyModule_AddObjectRef(m, "KernelRing", (PyObject *)&KernelRing_Type) < 0 ||
         PyModule_AddObjectRef(m, "UserRing", (PyObject *)&UserRing_Type) < 0) {
         Py_DECREF(m);
@@ -1206,7 +1486,7 @@ PyInit__speedups(void)
     }
     /* Bumped whenever a signature or a semantic changes: bpfring._ringbackend
      * ignores a build with another value (a stale editable-install .so). */
-    if (decode_add_types(m) < 0 || PyModule_AddIntConstant(m, "API", 6) < 0 ||
+    if (decode_add_types(m) < 0 || PyModule_AddIntConstant(m, "API", 7) < 0 ||
         PyModule_AddIntConstant(m, "HDR_SIZE", HDR_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "DYNPTR_MAX", DYNPTR_MAX) < 0 ||
         vm_module_init(m) < 0) {

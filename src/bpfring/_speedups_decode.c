@@ -41,6 +41,8 @@ typedef struct dec_op {
     PyObject *obj;           /* borrowed from the spec, which the decoder keeps */
     struct dec_op *elem;     /* OP_ARRAY */
     struct dec_prog *prog;   /* OP_STRUCT */
+    PyObject *last;          /* OP_CSTR, OP_INT: the last value made (owned), reused while equal */
+    uint64_t last_x;         /* OP_INT: the raw value `last` was made from */
 } dec_op;
 
 typedef struct dec_prog {
@@ -48,6 +50,8 @@ typedef struct dec_prog {
     Py_ssize_t size, n;
     Py_ssize_t *slot;        /* byte offset of each field's slot in an instance */
     dec_op *ops;
+    int has_py;              /* some op (here or nested) calls Python: needs a buffer object */
+    int untrack;             /* every value is atomic: the record leaves the cyclic GC */
 } dec_prog;
 
 typedef struct {
@@ -57,6 +61,8 @@ typedef struct {
     dec_prog *top;
     void **allocs;           /* every block allocated for the program */
     Py_ssize_t nallocs, cap;
+    dec_op **cached;         /* the OP_CSTR and OP_INT ops (their `last` values are ours) */
+    Py_ssize_t ncached, capcached;
 } RecordDecoderObject;
 
 static void *
@@ -84,6 +90,24 @@ rd_alloc(RecordDecoderObject *self, size_t size)
 static dec_prog *rd_compile_struct(RecordDecoderObject *self, PyObject *spec, PyObject *memo,
                                    int depth);
 
+/* Note an op that keeps its last value, so that rd_free_prog drops it. */
+static int
+rd_register(RecordDecoderObject *self, dec_op *op)
+{
+    if (self->ncached == self->capcached) {
+        Py_ssize_t cap = self->capcached ? self->capcached * 2 : 8;
+        dec_op **n = PyMem_Realloc(self->cached, (size_t)cap * sizeof(dec_op *));
+        if (n == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->cached = n;
+        self->capcached = cap;
+    }
+    self->cached[self->ncached++] = op;
+    return 0;
+}
+
 static int
 rd_compile_op(RecordDecoderObject *self, dec_op *op, PyObject *t, PyObject *memo, int depth)
 {
@@ -104,7 +128,7 @@ rd_compile_op(RecordDecoderObject *self, dec_op *op, PyObject *t, PyObject *memo
             goto bad;
         if (op->obj != Py_None && !PyDict_CheckExact(op->obj))
             goto bad;
-        return 0;
+        return rd_register(self, op);
     case OP_BOOL:
         return 0;
     case OP_FLOAT:
@@ -112,6 +136,7 @@ rd_compile_op(RecordDecoderObject *self, dec_op *op, PyObject *t, PyObject *memo
             goto bad;
         return 0;
     case OP_CSTR:
+        return rd_register(self, op);
     case OP_BYTES:
         return 0;
     case OP_BITS: {
@@ -164,6 +189,41 @@ rd_slot_offset(PyTypeObject *cls, PyObject *name)
     return m->offset;
 }
 
+/* Records that hold only atomic values (numbers, strings, bytes, enum
+ * members) cannot be part of a reference cycle as decoded, so the decoder
+ * takes them out of the cyclic GC: a list of 200k decoded records then costs
+ * the collector nothing.  A container stored into one later that refers back
+ * to the record (rec.field = [rec]) makes a cycle the GC does not see: it is
+ * never freed (a leak, never a crash; documented on Record).  A setattr hook
+ * that tracks the record again was tried: a C-level tp_setattro makes
+ * object.__setattr__ refuse the class (CPython's hackcheck). */
+static int
+rd_op_has_py(const dec_op *op)
+{
+    if (op->code == OP_PY)
+        return 1;
+    if (op->code == OP_STRUCT)
+        return op->prog->has_py;
+    if (op->code == OP_ARRAY)
+        return rd_op_has_py(op->elem);
+    return 0;
+}
+
+static void
+rd_set_flags(dec_prog *p)
+{
+    int atomic = 1;
+    p->has_py = 0;
+    for (Py_ssize_t i = 0; i < p->n; i++) {
+        int code = p->ops[i].code;
+        if (rd_op_has_py(&p->ops[i]))
+            p->has_py = 1;
+        if (code == OP_STRUCT || code == OP_ARRAY || code == OP_PY)
+            atomic = 0;
+    }
+    p->untrack = atomic;
+}
+
 static dec_prog *
 rd_compile_struct(RecordDecoderObject *self, PyObject *spec, PyObject *memo, int depth)
 {
@@ -214,6 +274,7 @@ rd_compile_struct(RecordDecoderObject *self, PyObject *spec, PyObject *memo, int
         if (rd_compile_op(self, &p->ops[i], PyTuple_GET_ITEM(ops, i), memo, depth) < 0)
             return NULL;
     }
+    rd_set_flags(p);
     return p;
 fail:
     Py_DECREF(key);
@@ -227,8 +288,28 @@ fail:
 static inline uint64_t
 rd_load_le(const unsigned char *p, Py_ssize_t n)
 {
+    /* little-endian host: the low bytes; fixed-size moves, no memcpy call */
+    switch (n) {
+    case 1:
+        return *p;
+    case 2: {
+        uint16_t v;
+        memcpy(&v, p, 2);
+        return v;
+    }
+    case 4: {
+        uint32_t v;
+        memcpy(&v, p, 4);
+        return v;
+    }
+    case 8: {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        return v;
+    }
+    }
     uint64_t x = 0;
-    memcpy(&x, p, (size_t)n); /* little-endian host: the low bytes */
+    memcpy(&x, p, (size_t)n);
     return x;
 }
 
@@ -261,6 +342,12 @@ rd_value(dec_op *op, const unsigned char *base, PyObject *buf, Py_ssize_t pos)
     case OP_INT: {
         uint64_t x = rd_load_le(p, op->a);
         PyObject *v;
+        /* Fields such as pid, uid or cpu repeat from record to record: the
+         * value made for the previous record is shared (ints are immutable). */
+        if (op->last != NULL && x == op->last_x) {
+            Py_INCREF(op->last);
+            return op->last;
+        }
         if (op->b && op->a < 8) {
             uint64_t sb = (uint64_t)1 << (8 * op->a - 1);
             v = PyLong_FromLongLong((long long)(x ^ sb) - (long long)sb);
@@ -269,7 +356,13 @@ rd_value(dec_op *op, const unsigned char *base, PyObject *buf, Py_ssize_t pos)
         } else {
             v = PyLong_FromUnsignedLongLong(x);
         }
-        return rd_mapped(v, op->obj);
+        v = rd_mapped(v, op->obj);
+        if (v != NULL) {
+            Py_INCREF(v);
+            Py_XSETREF(op->last, v);
+            op->last_x = x;
+        }
+        return v;
     }
     case OP_BOOL:
         return PyBool_FromLong(*p != 0);
@@ -283,20 +376,49 @@ rd_value(dec_op *op, const unsigned char *base, PyObject *buf, Py_ssize_t pos)
     }
     case OP_CSTR: {
         /* ASCII (the usual comm/filename) is copied as is; anything else goes
-         * through the UTF-8 decoder, as bytes.decode("utf-8", "replace") */
-        Py_ssize_t n = 0;
-        unsigned char high = 0;
-        while (n < op->a && p[n]) {
-            high |= p[n];
-            n++;
+         * through the UTF-8 decoder, as bytes.decode("utf-8", "replace").
+         * Eight bytes at a time: the first NUL and whether a byte before it
+         * has its high bit set. */
+        Py_ssize_t n = 0, cap = op->a;
+        uint64_t high = 0;
+        for (;;) {
+            if (n + 8 <= cap) {
+                uint64_t w, z;
+                memcpy(&w, p + n, 8);
+                z = (w - 0x0101010101010101ull) & ~w & 0x8080808080808080ull;
+                if (z) {
+                    unsigned k = (unsigned)__builtin_ctzll(z) >> 3; /* first NUL (exact) */
+                    if (k)
+                        high |= w & (0x8080808080808080ull >> (8 * (8 - k)));
+                    n += k;
+                    break;
+                }
+                high |= w & 0x8080808080808080ull;
+                n += 8;
+                continue;
+            }
+            while (n < cap && p[n]) {
+                high |= p[n] & 0x80;
+                n++;
+            }
+            break;
         }
-        if (high < 0x80) {
-            PyObject *s = PyUnicode_New(n, 127);
-            if (s != NULL && n)
-                memcpy(PyUnicode_1BYTE_DATA(s), p, (size_t)n);
-            return s;
+        if (high)
+            return PyUnicode_DecodeUTF8((const char *)p, n, "replace");
+        PyObject *last = op->last;
+        if (last != NULL && PyUnicode_GET_LENGTH(last) == n &&
+            memcmp(PyUnicode_1BYTE_DATA(last), p, (size_t)n) == 0) {
+            Py_INCREF(last); /* the same text as the previous record: share the str */
+            return last;
         }
-        return PyUnicode_DecodeUTF8((const char *)p, n, "replace");
+        PyObject *s = PyUnicode_New(n, 127);
+        if (s == NULL)
+            return NULL;
+        if (n)
+            memcpy(PyUnicode_1BYTE_DATA(s), p, (size_t)n);
+        Py_INCREF(s);
+        Py_XSETREF(op->last, s);
+        return s;
     }
     case OP_BYTES:
         return PyBytes_FromStringAndSize((const char *)p, op->a);
@@ -359,13 +481,25 @@ rd_struct(dec_prog *p, const unsigned char *base, PyObject *buf, Py_ssize_t pos)
     if (rec == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < p->n; i++) {
-        PyObject *v = rd_value(&p->ops[i], base, buf, pos);
+        dec_op *op = &p->ops[i];
+        PyObject *v;
+        /* the value of the previous record again (see OP_INT): no call */
+        if (op->code == OP_INT && op->last != NULL &&
+            rd_load_le(base + op->off, op->a) == op->last_x) {
+            v = op->last;
+            Py_INCREF(v);
+        }
+        else {
+            v = rd_value(op, base, buf, pos);
+        }
         if (v == NULL) {
             Py_DECREF(rec);
             return NULL;
         }
         *(PyObject **)((char *)rec + p->slot[i]) = v;
     }
+    if (p->untrack)
+        PyObject_GC_UnTrack(rec);
     return rec;
 }
 
@@ -429,6 +563,11 @@ pure:
 static void
 rd_free_prog(RecordDecoderObject *self)
 {
+    for (Py_ssize_t i = 0; i < self->ncached; i++)
+        Py_CLEAR(self->cached[i]->last);
+    PyMem_Free(self->cached);
+    self->cached = NULL;
+    self->ncached = self->capcached = 0;
     for (Py_ssize_t i = 0; i < self->nallocs; i++)
         PyMem_Free(self->allocs[i]);
     PyMem_Free(self->allocs);

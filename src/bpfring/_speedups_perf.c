@@ -34,8 +34,25 @@ PyDoc_STRVAR(perf_walk_doc,
 "before that record and the exception propagates.  Impossible positions or\n"
 "sizes raise RingCorrupted (after publishing the records before them).");
 
+/* One sample's payload as a record: the C decoder straight from memory
+ * (`fast`), a bytes copy (decoder is bytes) or decoder(bytes copy). */
 static PyObject *
-sp_perf_walk(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+perf_decode(PyObject *decoder, dec_prog *fast, const unsigned char *p, uint32_t len)
+{
+    if (fast != NULL && (Py_ssize_t)len >= fast->size)
+        return rd_struct(fast, p, Py_None, 0);
+    PyObject *b = PyBytes_FromStringAndSize((const char *)p, (Py_ssize_t)len);
+    if (b == NULL || decoder == (PyObject *)&PyBytes_Type)
+        return b;
+    PyObject *rec = PyObject_CallOneArg(decoder, b);
+    Py_DECREF(b);
+    return rec;
+}
+
+/* perf_walk (out == NULL: args[2] is the callback) and perf_read (out: the
+ * list the records decoded with args[2] go to). */
+static PyObject *
+perf_walk_core(const char *name, PyObject *const *args, Py_ssize_t nargs, PyObject *out)
 {
     Py_buffer meta = {0}, data = {0}, halt = {0};
     PyObject *cb, *on_lost, *view = NULL, *ret = NULL, *r;
@@ -44,10 +61,22 @@ sp_perf_walk(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     long long limit = -1, delivered = 0;
     int have_halt = 0, failed = 0;
 
-    (void)mod;
-    if (check_nargs("perf_walk", nargs, 6) < 0)
+    dec_prog *fast = NULL;
+
+    if (check_nargs(name, nargs, 6) < 0)
         return NULL;
     cb = args[2];
+    if (out != NULL) {
+        if (!PyCallable_Check(cb)) {
+            PyErr_SetString(PyExc_TypeError, "decoder must be callable");
+            return NULL;
+        }
+        if (Py_IS_TYPE(cb, &RecordDecoderType)) {
+            dec_prog *top = ((RecordDecoderObject *)cb)->top;
+            if (top != NULL && !top->has_py)
+                fast = top;
+        }
+    }
     on_lost = args[4] == Py_None ? NULL : args[4];
     if (args[3] != Py_None) {
         limit = PyLong_AsLongLong(args[3]);
@@ -137,6 +166,19 @@ sp_perf_walk(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
                     failed = 1;
                     break;
                 }
+                if (out != NULL) {
+                    r = perf_decode(cb, fast, rec + PERF_SAMPLE_HDR, raw);
+                    if (r == NULL || PyList_Append(out, r) < 0) {
+                        Py_XDECREF(r);
+                        failed = 1; /* not consumed: comes again */
+                        break;
+                    }
+                    Py_DECREF(r);
+                    delivered++;
+                    pos += rsize;
+                    left -= rsize;
+                    continue;
+                }
                 if (view == NULL || !view_reusable(view)) {
                     Py_XDECREF(view);
                     if ((view = view_new(args[1])) == NULL) {
@@ -183,8 +225,12 @@ sp_perf_walk(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
     /* Pairs with the kernel's read of data_tail: our payload reads are done
      * before it may reuse the space. */
     st_rel64((uint64_t *)((unsigned char *)meta.buf + PERF_DATA_TAIL), pos);
-    if (!failed)
-        ret = Py_BuildValue("(LK)", delivered, (unsigned long long)lost);
+    if (!failed) {
+        if (out != NULL)
+            ret = Py_BuildValue("(OK)", out, (unsigned long long)lost);
+        else
+            ret = Py_BuildValue("(LK)", delivered, (unsigned long long)lost);
+    }
 out:
     if (view != NULL)
         view_drop(&view, 0); /* a view the callback kept stays valid, as in pure Python */
@@ -194,5 +240,34 @@ out:
     if (data.obj != NULL)
         PyBuffer_Release(&data);
     PyBuffer_Release(&meta);
+    return ret;
+}
+
+static PyObject *
+sp_perf_walk(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)mod;
+    return perf_walk_core("perf_walk", args, nargs, NULL);
+}
+
+PyDoc_STRVAR(perf_read_doc,
+"perf_read(meta, data, decoder, limit, on_lost, halt) -> (records, lost)\n"
+"\n"
+"perf_walk() collecting decoder(payload) of each sample into a list instead of\n"
+"calling back: a _RecordDecoder without Python ops decodes straight from the\n"
+"ring, decoder bytes makes bytes copies, any other callable gets a bytes copy.\n"
+"If decoding raises, data_tail is stored before that sample and the error\n"
+"propagates (the records decoded before it are consumed), as a raising\n"
+"callback does in perf_walk().");
+
+static PyObject *
+sp_perf_read(PyObject *mod, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)mod;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    PyObject *ret = perf_walk_core("perf_read", args, nargs, out);
+    Py_DECREF(out);
     return ret;
 }

@@ -24,6 +24,7 @@ Differences from a BPF ring buffer that users see:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import mmap
 import select
 import struct
@@ -261,11 +262,7 @@ class PerfBuffer:
 
     # Consuming -----------------------------------------------------------------------
 
-    def _consume_ring(self, ring: _CpuRing, callback: Callable[[memoryview], Any],
-                      limit: int | None) -> int:
-        """Deliver one CPU's records; the walk loads data_head (acquire) and
-        stores data_tail (release) itself, also when a callback raises."""
-        self.cpu = ring.cpu
+    def _on_lost(self, ring: _CpuRing) -> Callable[[int], None]:
         user_cb = self._lost_cb
         cpu = ring.cpu
 
@@ -275,9 +272,27 @@ class PerfBuffer:
             if user_cb is not None:
                 user_cb(cpu, n)
 
-        delivered, _lost = self._walk(ring.meta, ring.data, callback, limit, on_lost,
-                                      self._halt)
+        return on_lost
+
+    def _consume_ring(self, ring: _CpuRing, callback: Callable[[memoryview], Any],
+                      limit: int | None) -> int:
+        """Deliver one CPU's records; the walk loads data_head (acquire) and
+        stores data_tail (release) itself, also when a callback raises."""
+        self.cpu = ring.cpu
+        delivered, _lost = self._walk(ring.meta, ring.data, callback, limit,
+                                      self._on_lost(ring), self._halt)
         return delivered
+
+    def _read_ring(self, ring: _CpuRing, decoder: Callable[[Any], Any],
+                   limit: int | None) -> list[Any]:
+        """One CPU's records as ``decoder(payload)`` (``bytes``: copies), in a
+        list made by the backend's walk (no Python call per record with the C
+        decoder); positions as in :meth:`_consume_ring`.  If decoding
+        raises, the record stays in the ring and the error propagates."""
+        self.cpu = ring.cpu
+        recs, _lost = self._backend.perf_read(ring.meta, ring.data, decoder, limit,
+                                              self._on_lost(ring), self._halt)
+        return recs
 
     def _consume(self, callback: Callable[[memoryview], Any], limit: int | None,
                  rings: list[_CpuRing] | None = None) -> int:
@@ -334,11 +349,38 @@ class PerfBuffer:
 
     def read(self, limit: int | None = None, timeout: float | None = 0) -> list[Any]:
         """Copies of waiting records (at most ``limit``), waiting up to
-        ``timeout`` seconds for the first; decoded when ``record`` is set."""
-        out: list[Any] = []
-        decode = self._decode
-        self.poll(lambda v: out.append(decode(v)), timeout, limit)
-        return out
+        ``timeout`` seconds for the first; decoded when ``record`` is set
+        (in the backend's walk, straight from the ring with the C decoder).
+        A record that fails to decode is not consumed; the error propagates."""
+        if limit is not None and limit <= 0:
+            self._check_open()
+            return []
+        waiter = Waiter(self._epoll, timeout, gate=self._gate, what="PerfBuffer")
+        while True:
+            out = self._take(limit)
+            if out:
+                return out
+            # As in poll(): the event fds report readable once per wakeup.
+            if waiter.wait() is None:
+                return out
+
+    def _take(self, limit: int | None) -> list[Any]:
+        """Up to ``limit`` records, decoded: the iterators' backlog first,
+        then every CPU's ring, as :meth:`consume` walks them."""
+        with self._serving():
+            out: list[Any] = []
+            backlog = self._backlog
+            decode = self._decode
+            while backlog and (limit is None or len(out) < limit) and not self._halt[0]:
+                self.cpu = backlog[0][0]
+                out.append(decode(memoryview(backlog[0][1])))  # raises: stays first
+                backlog.popleft()
+            for ring in self._rings:
+                if (limit is not None and len(out) >= limit) or self._halt[0]:
+                    break
+                out += self._read_ring(ring, decode,
+                                       None if limit is None else limit - len(out))
+            return out
 
     def read_with_cpu(self, limit: int | None = None,
                       timeout: float | None = 0) -> list[tuple[int, Any]]:
@@ -380,10 +422,13 @@ class PerfBuffer:
             backlog.append((self.cpu, bytes(v)))
 
         # Records move to the backlog under the lock (consumed from the ring)
-        # and are handed out one by one; a stopped iteration loses none.
+        # and are handed out one by one; a stopped iteration loses none.  The
+        # backend's walk makes the copies (no Python call per record).
         with self._serving():
             for ring in self._rings:
-                self._consume_ring(ring, take, self._ITER_BATCH)
+                recs = self._read_ring(ring, bytes, self._ITER_BATCH)
+                if recs:
+                    backlog.extend(zip(itertools.repeat(ring.cpu), recs))
         if not backlog and timeout != 0:
             self.poll(take, timeout, self._ITER_BATCH)
 
@@ -394,10 +439,13 @@ class PerfBuffer:
 
     def __iter__(self) -> Iterator[Any]:
         """Yield records (copies, decoded with ``record``), blocking."""
+        backlog = self._backlog
+        lock = self._lock
         while True:
-            if not self._backlog:
+            if not backlog:
                 self._fill(None)
-            got = self._pop()
+            with lock:  # as _pop(): a consume() delivering backlog[0] holds it
+                got = backlog.popleft() if backlog else None
             if got is not None:
                 self.cpu = got[0]
                 yield self._decode(got[1])

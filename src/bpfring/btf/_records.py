@@ -33,6 +33,15 @@ class Record:
     values.  Convert with :meth:`_asdict`; records are deliberately neither
     mappings nor iterable (so a C member called ``keys`` or ``items`` cannot
     shadow the API, and a record is never mistaken for a sequence).
+
+    Records the C decoder makes of a struct whose members are all numbers,
+    enums, bools or ``char[]`` are not tracked by the cyclic garbage
+    collector (as decoded they cannot be part of a reference cycle, and
+    hundreds of thousands of them kept in a list would otherwise make every
+    collection walk them).  Storing a container into such a record that
+    refers back to it (``rec.pid = [rec]``) makes a cycle the collector
+    does not see: it is never freed.  Store plain values, or copy the
+    fields out (:meth:`_asdict`) first.
     """
 
     __slots__ = ()

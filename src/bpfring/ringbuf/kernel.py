@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import select
+import struct
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -19,7 +20,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from .. import _sys, _wait
 from .._fd import OwnedFD
 from .._ringbackend import KernelRing
-from .._ringcore import RUN_BUSY, RUN_OTHER, Consumer, distance, record_span
+from .._ringcore import (
+    DISCARD_BIT,
+    HDR_SIZE,
+    LEN_MASK,
+    RUN_BUSY,
+    RUN_OTHER,
+    Consumer,
+    distance,
+    record_span,
+)
 from ..errors import BPFError
 from ._debug import debug_callback, debug_default
 from ._mapped import MappedRing, MapSource
@@ -31,6 +41,7 @@ if TYPE_CHECKING:
     import numpy.typing as npt
 
 _T = TypeVar("_T")
+_HDR_WORD = struct.Struct("=I")  # a record header's length word (native order)
 
 
 class RingBuffer(MappedRing):
@@ -99,7 +110,11 @@ class RingBuffer(MappedRing):
             raise
         # Records already consumed from the ring by an iterator but not yet
         # handed out: kept here so that stopping an iteration loses nothing.
-        self._backlog: deque[bytes] = deque()
+        # With a record type they are decoded records, and _backlog_raw holds
+        # the ring bytes of the batch they came from (headers included), of
+        # which the backlog is always the tail: consume() hands those out raw.
+        self._backlog: deque[Any] = deque()
+        self._backlog_raw: bytes | None = None
         self.record = record
         self._decode: Callable[[Any], Any] = record.decode if record is not None else bytes
 
@@ -199,8 +214,14 @@ class RingBuffer(MappedRing):
     def _consume_backlog(self, callback: Callable[[memoryview], Any], limit: int | None) -> int:
         n = 0
         backlog = self._backlog
+        raw = self._backlog_raw
+        views = None if raw is None else _payloads(raw)
         while backlog and (limit is None or n < limit) and not self._halted:
-            callback(memoryview(backlog[0]))  # raises: the record stays first in line
+            # raises: the record stays first in line
+            if views is None:
+                callback(memoryview(backlog[0]))
+            else:  # decoded records: their bytes, from the tail of the batch
+                callback(views[len(views) - len(backlog)])
             backlog.popleft()
             n += 1
         return n
@@ -241,35 +262,27 @@ class RingBuffer(MappedRing):
 
         Records are ``bytes``, or decoded records when the ring has a ``record`` type.
         """
-        recs = self._polled(lambda: self._take(limit), timeout, limit)
-        return recs if self._decode is bytes else self._decode_all(recs)
+        return self._polled(lambda: self._take(limit), timeout, limit)
 
-    def _take(self, limit: int | None) -> tuple[list[bytes], bool]:
-        """Copies of up to ``limit`` waiting records (the iterator's backlog
-        first, like :meth:`consume`) and whether a BUSY record stopped the
-        walk; does not wait.  consumer_pos is stored once, when the copies
-        are made."""
+    def _take(self, limit: int | None) -> tuple[list[Any], bool]:
+        """Up to ``limit`` waiting records (the iterator's backlog first, like
+        :meth:`consume`), copied or decoded, and whether a BUSY record stopped
+        the walk; does not wait.  consumer_pos is stored once, after the
+        copies (or decoding) are made.  A record that fails to decode stays
+        in the ring, first in line (the ones before it in this call are
+        consumed), and the error propagates."""
         with self._serving():
             backlog = self._backlog
             if backlog:
                 k = len(backlog) if limit is None else max(0, min(limit, len(backlog)))
                 return [backlog.popleft() for _ in range(k)], False
-            return self._impl.read(None if limit is None else max(limit, 0))
-
-    def _decode_all(self, recs: list[bytes]) -> list[Any]:
-        """Decode copies taken out of the ring; if decoding raises, the record
-        that failed and the ones after it go back in line (first to come out
-        of the next read, poll or iteration) and the error propagates."""
-        decode = self._decode
-        out: list[Any] = []
-        try:
-            for rec in recs:
-                out.append(decode(rec))
-        except BaseException:
-            with self._lock:
-                self._backlog.extendleft(reversed(recs[len(out):]))
-            raise
-        return out
+            lim = None if limit is None else max(limit, 0)
+            decode = self._decode
+            if decode is bytes:
+                return self._impl.read(lim)
+            # Decoded in the backend's walk, straight from the ring (C decoder).
+            recs, busy, _ = self._impl.read_records(lim, decode, False)
+            return recs, busy
 
     # Batch paths (numpy) -------------------------------------------------------------
 
@@ -391,23 +404,23 @@ class RingBuffer(MappedRing):
     # Iteration -----------------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Any]:
-        """Yield records (copies), blocking for the next one.
+        """Yield records (copies, or decoded records with ``record``), blocking
+        for the next one.
 
-        Records are taken from the ring in batches; those not yet yielded when
-        the loop stops stay with this object and come first from the next
-        read, poll or iteration.
+        Records are taken from the ring in batches (decoded in the backend's
+        walk); those not yet yielded when the loop stops stay with this
+        object and come first from the next read, poll or iteration.  A
+        record that fails to decode is not consumed: the error is raised
+        when it is next in line (and again on the next attempt), as for
+        :meth:`read`; ``consume()`` still delivers it raw.
         """
-        backlog = self._backlog
-        decode = self._decode
-        while True:
-            try:
-                # One atomic pop: another thread iterating the same ring may
-                # take the last record between a check and the pop.
-                rec = backlog.popleft()
-            except IndexError:
-                self._fill_backlog(None)
-                continue
-            yield rec if decode is bytes else decode(rec)
+        # The backend's iterator pops the backlog (in C: no generator frame
+        # per record) and calls _fill() whenever it is empty.
+        it: Iterator[Any] = self._be.backlog_iter(self._backlog, self._fill)
+        return it
+
+    def _fill(self) -> None:
+        self._fill_backlog(None)
 
     def _fill_backlog(self, timeout: float | None) -> None:
         self._check_open()
@@ -423,7 +436,13 @@ class RingBuffer(MappedRing):
             backlog = self._backlog
             if backlog:
                 return len(backlog), False
-            recs, busy = self._impl.read(self._ITER_BATCH)
+            decode = self._decode
+            if decode is bytes:
+                recs, busy = self._impl.read(self._ITER_BATCH)
+                self._backlog_raw = None
+            else:
+                recs, busy, self._backlog_raw = self._impl.read_records(
+                    self._ITER_BATCH, decode, True)
             backlog.extend(recs)
             return len(recs), busy
 
@@ -452,16 +471,15 @@ class RingBuffer(MappedRing):
     async def __aiter__(self) -> AsyncIterator[Any]:
         """``async for rec in rb``: like iteration, on the event loop."""
         backlog = self._backlog
-        decode = self._decode
         while True:
             try:
-                rec = backlog.popleft()  # atomic, as in __iter__
+                rec = backlog.popleft()  # one atomic pop, as in __iter__
             except IndexError:
                 self._take_to_backlog()
                 if not backlog:
                     await self._wait_readable()
                 continue
-            yield rec if decode is bytes else decode(rec)
+            yield rec
 
     # State -----------------------------------------------------------------------------
 
@@ -543,6 +561,21 @@ class RingBuffer(MappedRing):
                     timeout: float | None = 0) -> Any:
         """Like :meth:`read_frame`, as a ``polars.DataFrame``."""
         return self._frames().read(self, "polars", record, limit, timeout)
+
+
+def _payloads(raw: bytes) -> list[memoryview]:
+    """Read-only views of the committed payloads in ``raw``, a copy of a
+    consumed stretch of the ring (8-byte headers included, no BUSY record)."""
+    out: list[memoryview] = []
+    view = memoryview(raw)
+    pos, end = 0, len(raw)
+    while pos + HDR_SIZE <= end:
+        word = _HDR_WORD.unpack_from(raw, pos)[0]
+        length = word & LEN_MASK
+        if not word & DISCARD_BIT:
+            out.append(view[pos + HDR_SIZE:pos + HDR_SIZE + length])
+        pos += record_span(length)
+    return out
 
 
 class _ViewBlock:
