@@ -190,3 +190,21 @@ def test_bench_help_lists_every_suite(checkout):
     assert proc.stdout.startswith("usage: bpfring bench rings")  # the default suite first
     for suite in mod.SUITES:
         assert any(line.split()[:1] == [suite] for line in proc.stdout.splitlines()), suite
+
+
+def test_tail_by_a_name_two_rings_share_lists_their_ids(kernel):
+    """Two kernel rings of one name: tail says the name is ambiguous and
+    gives the ids (it used to report the last kind it tried: "no user_ringbuf
+    map named ..."), and a name nobody has is "no ... map named" once."""
+    name = f"amb{__import__('os').getpid() % 100000}"
+    a = bpfring.RingBuffer.create(4096, name=name)
+    b = bpfring.RingBuffer.create(4096, name=name)
+    try:
+        err = _one_line_error(cli("tail", "name", name, "--count", "1", "--timeout", "0"))
+        assert "matches several maps" in err and str(a.map_id) in err and str(b.map_id) in err
+        assert "user_ringbuf map named" not in err
+        err = _one_line_error(cli("tail", "name", name + "x", "--count", "1"))
+        assert "no ringbuf, perf_event_array or user_ringbuf map named" in err
+    finally:
+        a.close()
+        b.close()

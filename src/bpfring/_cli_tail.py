@@ -124,15 +124,23 @@ def open_consumer(args: argparse.Namespace) -> Any:
     if ref.kind == "name":
         # Names are shared across map types: prefer a kernel ring, then say
         # what the name is if it is none.
+        errors: list[BPFError] = []
         for mtype in (_sys.MAP_TYPE_RINGBUF, _sys.MAP_TYPE_PERF_EVENT_ARRAY,
                       _sys.MAP_TYPE_USER_RINGBUF):
             try:
                 fd = ref.open_owned(map_type=mtype)
                 break
             except BPFError as e:
-                first = e
+                errors.append(e)
         else:
-            raise first
+            # A name several rings share says so (with their ids); only when no
+            # kind has the name is it "no map named".
+            several = [e for e in errors if "matches several" in str(e)]
+            if several:
+                raise several[0]
+            raise BPFError(f"no ringbuf, perf_event_array or user_ringbuf map named "
+                           f"{ref.value!r} on this host",
+                           hint="list rings with 'bpfring list' or maps with 'bpftool map'")
     else:
         fd = ref.open_owned()
     with fd:
