@@ -91,6 +91,7 @@ typedef struct {
     PyObject *err_image;
     long err_pc;
     PyObject *owner;    /* borrowed, while running: the Python interpreter */
+    int py_called;      /* a helper or kfunc ran in Python in this run */
 } VMObject;
 
 static PyObject *str_buf, *str_size, *str_writable, *str_load, *str_kfuncs;
@@ -315,6 +316,7 @@ vm_call_py(VMObject *vm, PyObject *fn, uint64_t *out)
     int i, n = 1;
 
     vm_cache_clear(vm);
+    vm->py_called = 1;
     args[0] = vm->owner;
     for (i = 1; i <= 5; i++) {
         args[i] = PyLong_FromUnsignedLongLong(vm->regs[i]);
@@ -386,14 +388,19 @@ vm_clear_frames(VMObject *vm)
 }
 
 PyDoc_STRVAR(vm_run_doc,
-"run(owner, image, code, r1, limit) -> r0\n"
+"run(owner, image, code, r1, limit, repeat=1, after=None, always=False) -> r0\n"
 "\n"
 "Run `code` (the 16-byte slots of `image`) from its first instruction with\n"
 "r1, the other registers zero, stack frame 0 zeroed, the count reset and a\n"
 "budget of `limit` instructions.  `owner` is the Python interpreter: helpers\n"
 "get it as their first argument, and its _fault(addr, size, write,\n"
 "misaligned) and _tail(r2, index) methods are called for faults and tail\n"
-"calls.  On an error err_pc and err_image say where.");
+"calls.  On an error err_pc and err_image say where.\n"
+"\n"
+"`repeat` runs it that many times in a row, each run as above (its own\n"
+"budget, fresh registers and stack, the same r1: memory persists), and\n"
+"calls after() once a run ended when `always` is true or a Python helper\n"
+"ran in it.  The first error stops; r0 is the last run's.");
 
 static PyObject *
 vm_finish(VMObject *vm, int rc, PyObject *prev_owner)
@@ -408,12 +415,13 @@ vm_finish(VMObject *vm, int rc, PyObject *prev_owner)
 static PyObject *
 vm_run(VMObject *vm, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *prev = vm->owner;
-    unsigned long long r1, limit;
-    int rc;
+    PyObject *prev = vm->owner, *after = NULL;
+    unsigned long long r1, limit, repeat = 1, k;
+    int rc = 0, always = 0;
 
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "run(owner, image, code, r1, limit)");
+    if (nargs < 5 || nargs > 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "run(owner, image, code, r1, limit, repeat=1, after=None, always=False)");
         return NULL;
     }
     if (vm_check_code(args[2]) < 0)
@@ -424,19 +432,55 @@ vm_run(VMObject *vm, PyObject *const *args, Py_ssize_t nargs)
     limit = PyLong_AsUnsignedLongLong(args[4]);
     if (limit == (unsigned long long)-1 && PyErr_Occurred())
         return NULL;
+    if (nargs > 5) {
+        repeat = PyLong_AsUnsignedLongLong(args[5]);
+        if (repeat == (unsigned long long)-1 && PyErr_Occurred())
+            return NULL;
+        if (repeat < 1) {
+            PyErr_SetString(PyExc_ValueError, "repeat must be at least 1");
+            return NULL;
+        }
+    }
+    if (nargs > 6 && args[6] != Py_None) {
+        if (!PyCallable_Check(args[6])) {
+            PyErr_SetString(PyExc_TypeError, "after must be callable or None");
+            return NULL;
+        }
+        after = args[6];
+    }
+    if (nargs > 7 && (always = PyObject_IsTrue(args[7])) < 0)
+        return NULL;
     if (vm->nstacks < VM_FRAMES) {
         PyErr_SetString(PyExc_ValueError, "the VM has no stacks");
         return NULL;
     }
-    vm_clear_frames(vm);
-    memset(vm->regs, 0, 11 * sizeof vm->regs[0]);
-    vm->regs[1] = r1;
-    vm_zero_stack(vm, 0);
-    vm->count = 0;
-    vm->limit = limit;
-    vm->tail_calls = 0;
     vm->owner = args[0];
-    rc = vm_exec(vm, args[1], args[2], 0, 0);
+    /* Between runs no Python code runs unless after() is called, so the
+     * region cache (emptied before every call into Python) stays valid from
+     * one run to the next: a run does not look its ctx up again. */
+    for (k = 0; k < repeat; k++) {
+        vm_clear_frames(vm);
+        memset(vm->regs, 0, 11 * sizeof vm->regs[0]);
+        vm->regs[1] = r1;
+        vm_zero_stack(vm, 0);
+        vm->count = 0;
+        vm->limit = limit;
+        vm->tail_calls = 0;
+        vm->py_called = 0;
+        rc = vm_exec(vm, args[1], args[2], 0, 0);
+        if (rc < 0)
+            break;
+        if (after != NULL && (always || vm->py_called)) {
+            PyObject *res;
+            vm_cache_clear(vm);
+            res = PyObject_CallNoArgs(after);
+            if (res == NULL) {
+                rc = -1;
+                break;
+            }
+            Py_DECREF(res);
+        }
+    }
     return vm_finish(vm, rc, prev);
 }
 
@@ -709,5 +753,5 @@ vm_module_init(PyObject *m)
         return -1;
     /* Bumped whenever the VM's interface changes (bpfring.userspace._cinterp
      * ignores a build with another value). */
-    return PyModule_AddIntConstant(m, "_VM_API", 1);
+    return PyModule_AddIntConstant(m, "_VM_API", 2);
 }

@@ -37,7 +37,7 @@ __all__ = ["BACKENDS", "CInterpreter", "backend", "backend_status", "encode",
            "make_interpreter", "set_backend"]
 
 #: The ``VM_API`` of the _speedups_vm.c this module was written against.
-VM_API = 1
+VM_API = 2
 #: code, dst, src, off, (pad), imm (s32), run: struct vm_insn of _speedups_vm.c.
 _SLOT = struct.Struct("<BBBxhxxiI")
 _FILLER = 0xFF  # encodings the loader refuses (ALU64/JMP32 operation 0xf0)
@@ -148,14 +148,22 @@ class CInterpreter:
 
     # public ----------------------------------------------------------------------------
 
-    def run(self, image: Image, r1: int, budget: int | None = None) -> int:
-        """Run ``image`` from its first instruction with ``r1``; return r0."""
+    def run(self, image: Image, r1: int, budget: int | None = None, repeat: int = 1,
+            after: Callable[[], object] | None = None, always: bool = False) -> int:
+        """Run ``image`` from its first instruction with ``r1``; return r0.
+
+        ``repeat`` runs it that many times in the C loop (each with its own
+        budget, registers and stack; memory persists), calling ``after()``
+        once a run ended when ``always`` is true or a helper ran in Python in
+        it; the first error stops.  r0 is the last run's."""
+        if repeat < 1:
+            raise ValueError("repeat must be at least 1")
         self._given = None  # inside a run the VM knows its image
         hit = self._codes.get(id(image))
         code = hit[1] if hit is not None and hit[0] is image else self._code(image)
         limit = self.budget if budget is None else max(budget, 0)
         try:
-            return int(self._vm.run(self, image, code, r1 & M64, limit))
+            return int(self._vm.run(self, image, code, r1 & M64, limit, repeat, after, always))
         except Exception as e:  # worded as the reference's loop
             err = self._convert(e, image)
             if err is e:
