@@ -142,10 +142,10 @@ def test_c_vm_after_hook():
     with backend("c"):
         for raw, always, want in ((prog, False, 0), (prog, True, 5), (helper, False, 5)):
             with load_insns(raw) as obj:
-                calls = []
+                calls: list[int] = []
                 interp = obj._interp
                 img = obj.programs["prog"].image
-                assert interp.run(img, 0, None, 5, lambda: calls.append(1), always) == 7
+                assert interp.run(img, 0, None, 5, lambda c=calls: c.append(1), always) == 7
                 assert len(calls) == want
                 assert interp.count == 2 + (raw is helper)
         with load_insns(prog) as obj:
