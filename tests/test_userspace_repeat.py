@@ -160,3 +160,47 @@ def test_c_vm_after_hook():
                 raise UserRuntimeError("stop", program="prog")
             with pytest.raises(UserRuntimeError, match="stop"):
                 interp.run(img, 0, None, 3, boom, True)
+
+
+# bpf_loop: its loop runs in C when the arguments are the usual ones -------------------
+
+NEVER = (1 << 64) - 1
+
+
+def _loop_ctx(nr: int, flags: int = 0, bad_at: int = NEVER, stop_at: int = NEVER) -> bytes:
+    return struct.pack("<5Q", nr, flags, bad_at, stop_at, 0)
+
+
+LOOP_CASES = [
+    (_loop_ctx(0), None), (_loop_ctx(1), None), (_loop_ctx(100), None),
+    (_loop_ctx(100, stop_at=41), None),            # stops: 42 calls
+    (_loop_ctx(100, bad_at=17), None),             # a fault in the 18th callback
+    (_loop_ctx(100000), 20000),                    # the budget runs out in a callback
+    (_loop_ctx(5, flags=1), None),                 # -EINVAL (the Python helper)
+    (_loop_ctx((1 << 23) + 1), None),              # -E2BIG
+    (_loop_ctx(1 << 32), None),                    # all 64 bits of nr count
+]
+
+
+@pytest.mark.parametrize("ctx,budget", LOOP_CASES)
+def test_bpf_loop_same_on_both(path, ctx, budget):
+    c = _repeat(path, "c", "looped", 3, ctx=ctx, budget=budget)
+    p = _repeat(path, "python", "looped", 3, ctx=ctx, budget=budget)
+    assert c == p
+
+
+def test_bpf_loop_outcomes(path):
+    res, _ = _repeat(path, "c", "looped", 1, ctx=_loop_ctx(100, stop_at=41))
+    assert res[0] == 42 and struct.unpack_from("<5Q", res[2])[4] == sum(range(1, 43))
+    res, _ = _repeat(path, "c", "looped", 2, ctx=_loop_ctx(100, bad_at=17))
+    assert res[0] == "fault" and "invalid read of 1 bytes" in res[1]
+    assert res[3].startswith("r0 = *(u8 *)")  # the callback's load, not the call
+    res, _ = _repeat(path, "c", "looped", 1, ctx=_loop_ctx(100000), budget=20000)
+    assert res[0] == "fault" and "budget of 20000 exhausted" in res[1]
+    res, _ = _repeat(path, "c", "looped", 1, ctx=_loop_ctx(5, flags=1))
+    assert res[0] == -22
+    for name in ("c", "python"):
+        with backend(name), load(path) as obj:
+            with pytest.raises(UserRuntimeError, match="is not a function of") as ei:
+                obj.programs["looped_bad_cb"].run()
+            assert "call bpf_loop" in ei.value.insn or "call 181" in ei.value.insn

@@ -87,6 +87,7 @@ typedef struct {
     PyObject *helpers;  /* dict: helper id -> (name, fn) */
     PyObject *fault;    /* the Fault class */
     PyObject *ktime;    /* the ktime_get_ns helper (run in C) or None */
+    PyObject *loop;     /* the bpf_loop helper (run in C when it can) or None */
     PyObject *image;    /* the image running now */
     PyObject *err_image;
     long err_pc;
@@ -94,7 +95,7 @@ typedef struct {
     int py_called;      /* a helper or kfunc ran in Python in this run */
 } VMObject;
 
-static PyObject *str_buf, *str_size, *str_writable, *str_load, *str_kfuncs;
+static PyObject *str_buf, *str_size, *str_writable, *str_load, *str_kfuncs, *str_entries;
 
 static void
 vm_cache_clear(VMObject *vm)
@@ -375,6 +376,10 @@ vm_check_code(PyObject *code)
     return 0;
 }
 
+/* vm_callback, used by the loop's bpf_loop, is defined below it. */
+static int vm_callback(VMObject *vm, PyObject *image, PyObject *code, long pc,
+                       const uint64_t *argv, int na, uint64_t *out);
+
 #include "_speedups_vm_loop.c"
 
 static void
@@ -491,44 +496,22 @@ PyDoc_STRVAR(vm_call_doc,
 "frame with r1.. from `args` (at most 5); the registers and the current\n"
 "image are restored afterwards.  The caller checked `pc` and the depth.");
 
-static PyObject *
-vm_call(VMObject *vm, PyObject *const *args, Py_ssize_t nargs)
+/* Run the function at `pc` of `image` as a callback in a new frame with
+ * r1.. from `argv` (at most 5); the registers and the current image are
+ * restored afterwards.  The caller checked `pc` and the depth and set the
+ * owner.  Returns 0 with *out = its r0, -1 with an exception set. */
+static int
+vm_callback(VMObject *vm, PyObject *image, PyObject *code, long pc, const uint64_t *argv,
+            int na, uint64_t *out)
 {
-    PyObject *prev = vm->owner, *seq, *saved_image;
-    uint64_t saved[11], r0;
-    Py_ssize_t i, na;
-    long pc;
-    int rc, depth;
+    PyObject *saved_image;
+    uint64_t saved[11];
+    int rc, depth = vm->depth + 1, i;
     vm_frame *f;
 
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "call(owner, image, code, pc, args)");
-        return NULL;
-    }
-    if (vm_check_code(args[2]) < 0)
-        return NULL;
-    pc = PyLong_AsLong(args[3]);
-    if (pc == -1 && PyErr_Occurred())
-        return NULL;
-    depth = vm->depth + 1;
-    if (depth >= VM_FRAMES || vm->nstacks < VM_FRAMES) {
-        vm_raise(vm, "call stack too deep (more than %d frames)", VM_FRAMES);
-        return NULL;
-    }
-    seq = PySequence_Fast(args[4], "args must be a sequence");
-    if (seq == NULL)
-        return NULL;
     memcpy(saved, vm->regs, sizeof saved);
-    na = PySequence_Fast_GET_SIZE(seq);
-    for (i = 0; i < na && i < 5; i++) {
-        uint64_t v = PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(seq, i));
-        if (v == (uint64_t)-1 && PyErr_Occurred()) {
-            Py_DECREF(seq);
-            return NULL;
-        }
-        vm->regs[i + 1] = v;
-    }
-    Py_DECREF(seq);
+    for (i = 0; i < na && i < 5; i++)
+        vm->regs[i + 1] = argv[i];
     saved_image = vm->image;
     Py_XINCREF(saved_image);
     f = &vm->frames[vm->depth];
@@ -537,9 +520,8 @@ vm_call(VMObject *vm, PyObject *const *args, Py_ssize_t nargs)
     f->code = NULL;
     vm->depth = depth;
     vm_zero_stack(vm, depth);
-    vm->owner = args[0];
-    rc = vm_exec(vm, args[1], args[2], pc, depth);
-    r0 = vm->regs[0];
+    rc = vm_exec(vm, image, code, pc, depth);
+    *out = vm->regs[0];
     /* Back to the caller's frame whatever happened below it. */
     while (vm->depth > depth) {
         f = &vm->frames[--vm->depth];
@@ -551,6 +533,46 @@ vm_call(VMObject *vm, PyObject *const *args, Py_ssize_t nargs)
     if (saved_image != NULL)
         Py_SETREF(vm->image, saved_image);
     vm_cache_clear(vm);
+    return rc;
+}
+
+static PyObject *
+vm_call(VMObject *vm, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *prev = vm->owner, *seq;
+    uint64_t argv[5], r0;
+    Py_ssize_t i, na;
+    long pc;
+    int rc;
+
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "call(owner, image, code, pc, args)");
+        return NULL;
+    }
+    if (vm_check_code(args[2]) < 0)
+        return NULL;
+    pc = PyLong_AsLong(args[3]);
+    if (pc == -1 && PyErr_Occurred())
+        return NULL;
+    if (vm->depth + 1 >= VM_FRAMES || vm->nstacks < VM_FRAMES) {
+        vm_raise(vm, "call stack too deep (more than %d frames)", VM_FRAMES);
+        return NULL;
+    }
+    seq = PySequence_Fast(args[4], "args must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    na = PySequence_Fast_GET_SIZE(seq);
+    for (i = 0; i < na && i < 5; i++) {
+        uint64_t v = PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(seq, i));
+        if (v == (uint64_t)-1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        argv[i] = v;
+    }
+    Py_DECREF(seq);
+    vm->owner = args[0];
+    rc = vm_callback(vm, args[1], args[2], pc, argv, (int)(na < 5 ? na : 5), &r0);
     vm->owner = prev;
     if (rc < 0)
         return NULL;
@@ -560,13 +582,14 @@ vm_call(VMObject *vm, PyObject *const *args, Py_ssize_t nargs)
 static int
 vm_init(VMObject *vm, PyObject *args, PyObject *kwds)
 {
-    PyObject *stacks, *bases, *regions, *helpers, *fault, *ktime;
-    static char *kwlist[] = {"stacks", "bases", "regions", "helpers", "fault", "ktime", NULL};
+    PyObject *stacks, *bases, *regions, *helpers, *fault, *ktime, *loop = Py_None;
+    static char *kwlist[] = {"stacks", "bases", "regions", "helpers", "fault", "ktime", "loop",
+                             NULL};
     Py_ssize_t i;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!O!OO:VM", kwlist, &stacks, &bases,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!O!OO|O:VM", kwlist, &stacks, &bases,
                                      &PyDict_Type, &regions, &PyDict_Type, &helpers, &fault,
-                                     &ktime))
+                                     &ktime, &loop))
         return -1;
     if (vm->nstacks || vm->regions) {
         PyErr_SetString(PyExc_TypeError, "VM is initialised once");
@@ -609,6 +632,8 @@ vm_init(VMObject *vm, PyObject *args, PyObject *kwds)
     vm->fault = fault;
     Py_INCREF(ktime);
     vm->ktime = ktime;
+    Py_INCREF(loop);
+    vm->loop = loop;
     return 0;
 }
 
@@ -623,6 +648,7 @@ vm_dealloc(VMObject *vm)
     Py_CLEAR(vm->helpers);
     Py_CLEAR(vm->fault);
     Py_CLEAR(vm->ktime);
+    Py_CLEAR(vm->loop);
     Py_CLEAR(vm->image);
     Py_CLEAR(vm->err_image);
     Py_TYPE(vm)->tp_free((PyObject *)vm);
@@ -715,14 +741,15 @@ static PyMethodDef vm_methods[] = {
 };
 
 PyDoc_STRVAR(vm_doc,
-"_VM(stacks, bases, regions, helpers, fault, ktime)\n"
+"_VM(stacks, bases, regions, helpers, fault, ktime, loop=None)\n"
 "\n"
 "The C eBPF interpreter of one user-space object: `stacks` are its 8 frame\n"
 "stacks (writable buffers of 512 bytes, registered as regions at `bases`),\n"
 "`regions` the Memory.regions dict every access is checked against,\n"
 "`helpers` the helper table (id -> (name, fn)), `fault` the exception class\n"
 "of violations, `ktime` the ktime_get_ns helper object (run in C when a\n"
-"program calls it) or None.");
+"program calls it) or None, `loop` the bpf_loop helper object (its loop run\n"
+"in C, the callback's errors converted by owner._call_error(exc)) or None.");
 
 static PyTypeObject VM_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -747,7 +774,8 @@ vm_module_init(PyObject *m)
         (str_size = PyUnicode_InternFromString("size")) == NULL ||
         (str_writable = PyUnicode_InternFromString("writable")) == NULL ||
         (str_load = PyUnicode_InternFromString("load")) == NULL ||
-        (str_kfuncs = PyUnicode_InternFromString("kfuncs")) == NULL)
+        (str_kfuncs = PyUnicode_InternFromString("kfuncs")) == NULL ||
+        (str_entries = PyUnicode_InternFromString("entries")) == NULL)
         return -1;
     if (PyType_Ready(&VM_Type) < 0 || PyModule_AddObjectRef(m, "_VM", (PyObject *)&VM_Type) < 0)
         return -1;

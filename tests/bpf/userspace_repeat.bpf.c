@@ -89,3 +89,41 @@ int leak_second(void *ctx)
 		bpf_ringbuf_submit(e, 0);
 	return (int)n;
 }
+
+struct loop_args {
+	__u64 bad_at;  /* the iteration that reads out of bounds (or never) */
+	__u64 stop_at; /* the iteration that returns 1 */
+	__u64 seen;
+};
+
+static long step(__u32 i, void *c)
+{
+	struct loop_args *a = c;
+
+	a->seen += i + 1;
+	if (i == a->bad_at)
+		return *(volatile __u8 *)((__u8 *)c + 4096);
+	return i == a->stop_at;
+}
+
+/* bpf_loop with the ctx's count and flags: the callback stops, faults or
+ * runs the budget out at the iteration the ctx says. */
+SEC("syscall")
+int looped(__u64 *ctx)
+{
+	struct loop_args a = {ctx[2], ctx[3], 0};
+	long n = bpf_loop(ctx[0], step, &a, ctx[1]);
+
+	ctx[4] = a.seen;
+	return (int)n;
+}
+
+/* bpf_loop with a callback address that is not a function of the program. */
+SEC("syscall")
+int looped_bad_cb(__u64 *ctx)
+{
+	long (*cb)(__u32, void *) = step;
+
+	asm volatile("%0 += 8" : "+r"(cb));
+	return (int)bpf_loop(4, cb, 0, 0);
+}
