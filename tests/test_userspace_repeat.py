@@ -204,3 +204,37 @@ def test_bpf_loop_outcomes(path):
             with pytest.raises(UserRuntimeError, match="is not a function of") as ei:
                 obj.programs["looped_bad_cb"].run()
             assert "call bpf_loop" in ei.value.insn or "call 181" in ei.value.insn
+
+
+def test_long_repeat_lets_other_threads_run():
+    """A long repeat in the C loop (no Python between its runs: no helper, no
+    ring, no kernel map) hands the GIL over now and then, as the reference's
+    Python loop does between runs: a thread sees the run counter of the .bss
+    while the repeat is under way."""
+    import threading
+
+    import bpfring
+
+    with backend("c"), load(bpfring.build(BPF_DIR / "userspace_repeat_plain.bpf.c")) as obj:
+        assert not obj._after_needed()
+        bss = next(m for m in obj.maps.values() if m.section == ".bss")
+        view = bss._backing.view
+        seen: set[int] = set()
+        done = threading.Event()
+        started = threading.Event()
+
+        def watch() -> None:
+            started.set()
+            while not done.is_set():
+                seen.add(struct.unpack_from("<Q", view, 0)[0])
+
+        t = threading.Thread(target=watch)
+        t.start()
+        started.wait()
+        try:
+            assert obj.programs["spin"].run(repeat=3000) == 3000  # ~30M instructions
+        finally:
+            done.set()
+            t.join()
+        assert obj.globals.runs == 3000
+        assert any(0 < v < 3000 for v in seen), sorted(seen)[:10]

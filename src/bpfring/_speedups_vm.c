@@ -42,6 +42,7 @@
 #define VM_FILLER_CODE 0xFF /* an ld_imm64's second slot */
 #define VM_END_CODE 0xFE    /* the sentinel slot after the last one */
 #define VM_FUNC_TAG 0x6000000000000000ULL
+#define VM_YIELD_WORK (1ULL << 20) /* instructions between GIL hand-overs in a repeat */
 
 struct vm_insn {
     uint8_t code; /* the opcode, VM_FILLER_CODE or VM_END_CODE */
@@ -421,7 +422,7 @@ static PyObject *
 vm_run(VMObject *vm, PyObject *const *args, Py_ssize_t nargs)
 {
     PyObject *prev = vm->owner, *after = NULL;
-    unsigned long long r1, limit, repeat = 1, k;
+    unsigned long long r1, limit, repeat = 1, k, work = 0;
     int rc = 0, always = 0;
 
     if (nargs < 5 || nargs > 8) {
@@ -462,8 +463,21 @@ vm_run(VMObject *vm, PyObject *const *args, Py_ssize_t nargs)
     vm->owner = args[0];
     /* Between runs no Python code runs unless after() is called, so the
      * region cache (emptied before every call into Python) stays valid from
-     * one run to the next: a run does not look its ctx up again. */
+     * one run to the next: a run does not look its ctx up again.  About
+     * every million instructions the loop lets other threads have the GIL
+     * and takes signals (Ctrl-C), as the Python loop of the reference does
+     * between runs; the cache is emptied first, as for a call into Python. */
     for (k = 0; k < repeat; k++) {
+        if (work > VM_YIELD_WORK) {
+            work = 0;
+            vm_cache_clear(vm);
+            Py_BEGIN_ALLOW_THREADS
+            Py_END_ALLOW_THREADS
+            if (PyErr_CheckSignals() < 0) {
+                rc = -1;
+                break;
+            }
+        }
         vm_clear_frames(vm);
         memset(vm->regs, 0, 11 * sizeof vm->regs[0]);
         vm->regs[1] = r1;
@@ -475,6 +489,7 @@ vm_run(VMObject *vm, PyObject *const *args, Py_ssize_t nargs)
         rc = vm_exec(vm, args[1], args[2], 0, 0);
         if (rc < 0)
             break;
+        work += vm->count + 64; /* a run costs about 64 instructions around its loop */
         if (after != NULL && (always || vm->py_called)) {
             PyObject *res;
             vm_cache_clear(vm);
