@@ -42,6 +42,7 @@
 #define VM_FILLER_CODE 0xFF /* an ld_imm64's second slot */
 #define VM_END_CODE 0xFE    /* the sentinel slot after the last one */
 #define VM_FUNC_TAG 0x6000000000000000ULL
+#define VM_YIELD_WORK (1ULL << 20) /* instructions between GIL hand-overs in a repeat */
 
 struct vm_insn {
     uint8_t code; /* the opcode, VM_FILLER_CODE or VM_END_CODE */
@@ -87,13 +88,15 @@ typedef struct {
     PyObject *helpers;  /* dict: helper id -> (name, fn) */
     PyObject *fault;    /* the Fault class */
     PyObject *ktime;    /* the ktime_get_ns helper (run in C) or None */
+    PyObject *loop;     /* the bpf_loop helper (run in C when it can) or None */
     PyObject *image;    /* the image running now */
     PyObject *err_image;
     long err_pc;
     PyObject *owner;    /* borrowed, while running: the Python interpreter */
+    int py_called;      /* a helper or kfunc ran in Python in this run */
 } VMObject;
 
-static PyObject *str_buf, *str_size, *str_writable, *str_load, *str_kfuncs;
+static PyObject *str_buf, *str_size, *str_writable, *str_load, *str_kfuncs, *str_entries;
 
 static void
 vm_cache_clear(VMObject *vm)
@@ -315,6 +318,7 @@ vm_call_py(VMObject *vm, PyObject *fn, uint64_t *out)
     int i, n = 1;
 
     vm_cache_clear(vm);
+    vm->py_called = 1;
     args[0] = vm->owner;
     for (i = 1; i <= 5; i++) {
         args[i] = PyLong_FromUnsignedLongLong(vm->regs[i]);
@@ -373,6 +377,10 @@ vm_check_code(PyObject *code)
     return 0;
 }
 
+/* vm_callback, used by the loop's bpf_loop, is defined below it. */
+static int vm_callback(VMObject *vm, PyObject *image, PyObject *code, long pc,
+                       const uint64_t *argv, int na, uint64_t *out);
+
 #include "_speedups_vm_loop.c"
 
 static void
@@ -386,14 +394,19 @@ vm_clear_frames(VMObject *vm)
 }
 
 PyDoc_STRVAR(vm_run_doc,
-"run(owner, image, code, r1, limit) -> r0\n"
+"run(owner, image, code, r1, limit, repeat=1, after=None, always=False) -> r0\n"
 "\n"
 "Run `code` (the 16-byte slots of `image`) from its first instruction with\n"
 "r1, the other registers zero, stack frame 0 zeroed, the count reset and a\n"
 "budget of `limit` instructions.  `owner` is the Python interpreter: helpers\n"
 "get it as their first argument, and its _fault(addr, size, write,\n"
 "misaligned) and _tail(r2, index) methods are called for faults and tail\n"
-"calls.  On an error err_pc and err_image say where.");
+"calls.  On an error err_pc and err_image say where.\n"
+"\n"
+"`repeat` runs it that many times in a row, each run as above (its own\n"
+"budget, fresh registers and stack, the same r1: memory persists), and\n"
+"calls after() once a run ended when `always` is true or a Python helper\n"
+"ran in it.  The first error stops; r0 is the last run's.");
 
 static PyObject *
 vm_finish(VMObject *vm, int rc, PyObject *prev_owner)
@@ -408,12 +421,13 @@ vm_finish(VMObject *vm, int rc, PyObject *prev_owner)
 static PyObject *
 vm_run(VMObject *vm, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *prev = vm->owner;
-    unsigned long long r1, limit;
-    int rc;
+    PyObject *prev = vm->owner, *after = NULL;
+    unsigned long long r1, limit, repeat = 1, k, work = 0;
+    int rc = 0, always = 0;
 
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "run(owner, image, code, r1, limit)");
+    if (nargs < 5 || nargs > 8) {
+        PyErr_SetString(PyExc_TypeError,
+                        "run(owner, image, code, r1, limit, repeat=1, after=None, always=False)");
         return NULL;
     }
     if (vm_check_code(args[2]) < 0)
@@ -424,19 +438,69 @@ vm_run(VMObject *vm, PyObject *const *args, Py_ssize_t nargs)
     limit = PyLong_AsUnsignedLongLong(args[4]);
     if (limit == (unsigned long long)-1 && PyErr_Occurred())
         return NULL;
+    if (nargs > 5) {
+        repeat = PyLong_AsUnsignedLongLong(args[5]);
+        if (repeat == (unsigned long long)-1 && PyErr_Occurred())
+            return NULL;
+        if (repeat < 1) {
+            PyErr_SetString(PyExc_ValueError, "repeat must be at least 1");
+            return NULL;
+        }
+    }
+    if (nargs > 6 && args[6] != Py_None) {
+        if (!PyCallable_Check(args[6])) {
+            PyErr_SetString(PyExc_TypeError, "after must be callable or None");
+            return NULL;
+        }
+        after = args[6];
+    }
+    if (nargs > 7 && (always = PyObject_IsTrue(args[7])) < 0)
+        return NULL;
     if (vm->nstacks < VM_FRAMES) {
         PyErr_SetString(PyExc_ValueError, "the VM has no stacks");
         return NULL;
     }
-    vm_clear_frames(vm);
-    memset(vm->regs, 0, 11 * sizeof vm->regs[0]);
-    vm->regs[1] = r1;
-    vm_zero_stack(vm, 0);
-    vm->count = 0;
-    vm->limit = limit;
-    vm->tail_calls = 0;
     vm->owner = args[0];
-    rc = vm_exec(vm, args[1], args[2], 0, 0);
+    /* Between runs no Python code runs unless after() is called, so the
+     * region cache (emptied before every call into Python) stays valid from
+     * one run to the next: a run does not look its ctx up again.  About
+     * every million instructions the loop lets other threads have the GIL
+     * and takes signals (Ctrl-C), as the Python loop of the reference does
+     * between runs; the cache is emptied first, as for a call into Python. */
+    for (k = 0; k < repeat; k++) {
+        if (work > VM_YIELD_WORK) {
+            work = 0;
+            vm_cache_clear(vm);
+            Py_BEGIN_ALLOW_THREADS
+            Py_END_ALLOW_THREADS
+            if (PyErr_CheckSignals() < 0) {
+                rc = -1;
+                break;
+            }
+        }
+        vm_clear_frames(vm);
+        memset(vm->regs, 0, 11 * sizeof vm->regs[0]);
+        vm->regs[1] = r1;
+        vm_zero_stack(vm, 0);
+        vm->count = 0;
+        vm->limit = limit;
+        vm->tail_calls = 0;
+        vm->py_called = 0;
+        rc = vm_exec(vm, args[1], args[2], 0, 0);
+        if (rc < 0)
+            break;
+        work += vm->count + 64; /* a run costs about 64 instructions around its loop */
+        if (after != NULL && (always || vm->py_called)) {
+            PyObject *res;
+            vm_cache_clear(vm);
+            res = PyObject_CallNoArgs(after);
+            if (res == NULL) {
+                rc = -1;
+                break;
+            }
+            Py_DECREF(res);
+        }
+    }
     return vm_finish(vm, rc, prev);
 }
 
@@ -447,44 +511,22 @@ PyDoc_STRVAR(vm_call_doc,
 "frame with r1.. from `args` (at most 5); the registers and the current\n"
 "image are restored afterwards.  The caller checked `pc` and the depth.");
 
-static PyObject *
-vm_call(VMObject *vm, PyObject *const *args, Py_ssize_t nargs)
+/* Run the function at `pc` of `image` as a callback in a new frame with
+ * r1.. from `argv` (at most 5); the registers and the current image are
+ * restored afterwards.  The caller checked `pc` and the depth and set the
+ * owner.  Returns 0 with *out = its r0, -1 with an exception set. */
+static int
+vm_callback(VMObject *vm, PyObject *image, PyObject *code, long pc, const uint64_t *argv,
+            int na, uint64_t *out)
 {
-    PyObject *prev = vm->owner, *seq, *saved_image;
-    uint64_t saved[11], r0;
-    Py_ssize_t i, na;
-    long pc;
-    int rc, depth;
+    PyObject *saved_image;
+    uint64_t saved[11];
+    int rc, depth = vm->depth + 1, i;
     vm_frame *f;
 
-    if (nargs != 5) {
-        PyErr_SetString(PyExc_TypeError, "call(owner, image, code, pc, args)");
-        return NULL;
-    }
-    if (vm_check_code(args[2]) < 0)
-        return NULL;
-    pc = PyLong_AsLong(args[3]);
-    if (pc == -1 && PyErr_Occurred())
-        return NULL;
-    depth = vm->depth + 1;
-    if (depth >= VM_FRAMES || vm->nstacks < VM_FRAMES) {
-        vm_raise(vm, "call stack too deep (more than %d frames)", VM_FRAMES);
-        return NULL;
-    }
-    seq = PySequence_Fast(args[4], "args must be a sequence");
-    if (seq == NULL)
-        return NULL;
     memcpy(saved, vm->regs, sizeof saved);
-    na = PySequence_Fast_GET_SIZE(seq);
-    for (i = 0; i < na && i < 5; i++) {
-        uint64_t v = PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(seq, i));
-        if (v == (uint64_t)-1 && PyErr_Occurred()) {
-            Py_DECREF(seq);
-            return NULL;
-        }
-        vm->regs[i + 1] = v;
-    }
-    Py_DECREF(seq);
+    for (i = 0; i < na && i < 5; i++)
+        vm->regs[i + 1] = argv[i];
     saved_image = vm->image;
     Py_XINCREF(saved_image);
     f = &vm->frames[vm->depth];
@@ -493,9 +535,8 @@ vm_call(VMObject *vm, PyObject *const *args, Py_ssize_t nargs)
     f->code = NULL;
     vm->depth = depth;
     vm_zero_stack(vm, depth);
-    vm->owner = args[0];
-    rc = vm_exec(vm, args[1], args[2], pc, depth);
-    r0 = vm->regs[0];
+    rc = vm_exec(vm, image, code, pc, depth);
+    *out = vm->regs[0];
     /* Back to the caller's frame whatever happened below it. */
     while (vm->depth > depth) {
         f = &vm->frames[--vm->depth];
@@ -507,6 +548,46 @@ vm_call(VMObject *vm, PyObject *const *args, Py_ssize_t nargs)
     if (saved_image != NULL)
         Py_SETREF(vm->image, saved_image);
     vm_cache_clear(vm);
+    return rc;
+}
+
+static PyObject *
+vm_call(VMObject *vm, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *prev = vm->owner, *seq;
+    uint64_t argv[5], r0;
+    Py_ssize_t i, na;
+    long pc;
+    int rc;
+
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "call(owner, image, code, pc, args)");
+        return NULL;
+    }
+    if (vm_check_code(args[2]) < 0)
+        return NULL;
+    pc = PyLong_AsLong(args[3]);
+    if (pc == -1 && PyErr_Occurred())
+        return NULL;
+    if (vm->depth + 1 >= VM_FRAMES || vm->nstacks < VM_FRAMES) {
+        vm_raise(vm, "call stack too deep (more than %d frames)", VM_FRAMES);
+        return NULL;
+    }
+    seq = PySequence_Fast(args[4], "args must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    na = PySequence_Fast_GET_SIZE(seq);
+    for (i = 0; i < na && i < 5; i++) {
+        uint64_t v = PyLong_AsUnsignedLongLongMask(PySequence_Fast_GET_ITEM(seq, i));
+        if (v == (uint64_t)-1 && PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return NULL;
+        }
+        argv[i] = v;
+    }
+    Py_DECREF(seq);
+    vm->owner = args[0];
+    rc = vm_callback(vm, args[1], args[2], pc, argv, (int)(na < 5 ? na : 5), &r0);
     vm->owner = prev;
     if (rc < 0)
         return NULL;
@@ -516,13 +597,14 @@ vm_call(VMObject *vm, PyObject *const *args, Py_ssize_t nargs)
 static int
 vm_init(VMObject *vm, PyObject *args, PyObject *kwds)
 {
-    PyObject *stacks, *bases, *regions, *helpers, *fault, *ktime;
-    static char *kwlist[] = {"stacks", "bases", "regions", "helpers", "fault", "ktime", NULL};
+    PyObject *stacks, *bases, *regions, *helpers, *fault, *ktime, *loop = Py_None;
+    static char *kwlist[] = {"stacks", "bases", "regions", "helpers", "fault", "ktime", "loop",
+                             NULL};
     Py_ssize_t i;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!O!OO:VM", kwlist, &stacks, &bases,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!O!OO|O:VM", kwlist, &stacks, &bases,
                                      &PyDict_Type, &regions, &PyDict_Type, &helpers, &fault,
-                                     &ktime))
+                                     &ktime, &loop))
         return -1;
     if (vm->nstacks || vm->regions) {
         PyErr_SetString(PyExc_TypeError, "VM is initialised once");
@@ -565,6 +647,8 @@ vm_init(VMObject *vm, PyObject *args, PyObject *kwds)
     vm->fault = fault;
     Py_INCREF(ktime);
     vm->ktime = ktime;
+    Py_INCREF(loop);
+    vm->loop = loop;
     return 0;
 }
 
@@ -579,6 +663,7 @@ vm_dealloc(VMObject *vm)
     Py_CLEAR(vm->helpers);
     Py_CLEAR(vm->fault);
     Py_CLEAR(vm->ktime);
+    Py_CLEAR(vm->loop);
     Py_CLEAR(vm->image);
     Py_CLEAR(vm->err_image);
     Py_TYPE(vm)->tp_free((PyObject *)vm);
@@ -671,14 +756,15 @@ static PyMethodDef vm_methods[] = {
 };
 
 PyDoc_STRVAR(vm_doc,
-"_VM(stacks, bases, regions, helpers, fault, ktime)\n"
+"_VM(stacks, bases, regions, helpers, fault, ktime, loop=None)\n"
 "\n"
 "The C eBPF interpreter of one user-space object: `stacks` are its 8 frame\n"
 "stacks (writable buffers of 512 bytes, registered as regions at `bases`),\n"
 "`regions` the Memory.regions dict every access is checked against,\n"
 "`helpers` the helper table (id -> (name, fn)), `fault` the exception class\n"
 "of violations, `ktime` the ktime_get_ns helper object (run in C when a\n"
-"program calls it) or None.");
+"program calls it) or None, `loop` the bpf_loop helper object (its loop run\n"
+"in C, the callback's errors converted by owner._call_error(exc)) or None.");
 
 static PyTypeObject VM_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -703,11 +789,12 @@ vm_module_init(PyObject *m)
         (str_size = PyUnicode_InternFromString("size")) == NULL ||
         (str_writable = PyUnicode_InternFromString("writable")) == NULL ||
         (str_load = PyUnicode_InternFromString("load")) == NULL ||
-        (str_kfuncs = PyUnicode_InternFromString("kfuncs")) == NULL)
+        (str_kfuncs = PyUnicode_InternFromString("kfuncs")) == NULL ||
+        (str_entries = PyUnicode_InternFromString("entries")) == NULL)
         return -1;
     if (PyType_Ready(&VM_Type) < 0 || PyModule_AddObjectRef(m, "_VM", (PyObject *)&VM_Type) < 0)
         return -1;
     /* Bumped whenever the VM's interface changes (bpfring.userspace._cinterp
      * ignores a build with another value). */
-    return PyModule_AddIntConstant(m, "_VM_API", 1);
+    return PyModule_AddIntConstant(m, "_VM_API", 2);
 }

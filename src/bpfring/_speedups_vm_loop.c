@@ -8,6 +8,83 @@
 
 /* The slow paths of the loop, out of line so the handlers stay small. */
 
+#define VM_MAX_LOOPS (1ULL << 23) /* BPF_MAX_LOOPS */
+
+/* bpf_loop(nr, cb, ctx, flags) run here, as the reference's helper runs it
+ * (cb(i, ctx) for i < nr until one returns nonzero; the number of calls),
+ * when the arguments are the usual ones: flags 0, nr within BPF_MAX_LOOPS,
+ * cb a function of the running image and a frame free for it.  Anything else
+ * is left to the Python helper (*done stays 0), which raises or returns what
+ * the reference does.  A callback's error is converted at once by
+ * owner._call_error, as CInterpreter.call does on the Python path, so that
+ * it names the callback's pc.  Returns 0 or -1 with an exception set. */
+static int
+vm_loop_c(VMObject *vm, PyObject *code, int *done)
+{
+    uint64_t *r = vm->regs;
+    uint64_t nr = r[1], cb = r[2], argv[2], i, res;
+    Py_ssize_t ninsn = PyBytes_GET_SIZE(code) / (Py_ssize_t)sizeof(struct vm_insn) - 1;
+    PyObject *entries, *key, *image;
+    int in;
+
+    *done = 0;
+    if (r[4] != 0 || nr > VM_MAX_LOOPS || vm->depth + 1 >= VM_FRAMES || vm->image == NULL)
+        return 0;
+    if (nr == 0) {
+        r[0] = 0;
+        *done = 1;
+        return 0;
+    }
+    if (cb < VM_FUNC_TAG || cb - VM_FUNC_TAG >= (uint64_t)ninsn)
+        return 0;
+    entries = PyObject_GetAttr(vm->image, str_entries);
+    if (entries == NULL)
+        return -1;
+    key = PyLong_FromUnsignedLongLong(cb - VM_FUNC_TAG);
+    if (key == NULL) {
+        Py_DECREF(entries);
+        return -1;
+    }
+    in = PySequence_Contains(entries, key);
+    Py_DECREF(key);
+    Py_DECREF(entries);
+    if (in <= 0)
+        return in;
+    image = Py_NewRef(vm->image);
+    Py_INCREF(code);
+    argv[1] = r[3];
+    for (i = 0; i < nr; i++) {
+        argv[0] = i;
+        if (vm_callback(vm, image, code, (long)(cb - VM_FUNC_TAG), argv, 2, &res) < 0) {
+            PyObject *t, *v, *tb, *err;
+            PyErr_Fetch(&t, &v, &tb);
+            PyErr_NormalizeException(&t, &v, &tb);
+            if (tb != NULL && v != NULL)
+                PyException_SetTraceback(v, tb);
+            err = PyObject_CallMethod(vm->owner, "_call_error", "O", v ? v : Py_None);
+            Py_XDECREF(t);
+            Py_XDECREF(tb);
+            Py_XDECREF(v);
+            if (err != NULL) {
+                PyErr_SetObject((PyObject *)Py_TYPE(err), err);
+                Py_DECREF(err);
+            }
+            Py_DECREF(image);
+            Py_DECREF(code);
+            return -1;
+        }
+        if (res) {
+            i++;
+            break;
+        }
+    }
+    Py_DECREF(image);
+    Py_DECREF(code);
+    r[0] = i;
+    *done = 1;
+    return 0;
+}
+
 /* Call a helper (or a kfunc, `kf`), or run bpf_tail_call.  Returns 0, 1 when
  * a tail call switched the image (the caller reloads insns), -1 on error. */
 static int
@@ -88,6 +165,13 @@ vm_do_call(VMObject *vm, const struct vm_insn *ins, PyObject **cur_code)
             clock_gettime(CLOCK_MONOTONIC, &ts);
             r[0] = (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
             return 0;
+        }
+        if (fn == vm->loop) {
+            int done;
+            if (vm_loop_c(vm, *cur_code, &done) < 0)
+                return -1;
+            if (done)
+                return 0;
         }
         Py_INCREF(fn);
         rc = vm_call_py(vm, fn, &v);

@@ -7,9 +7,9 @@ and runs the instructions in ``bpfring._speedups._VM`` (``_speedups_vm.c``):
 the same semantics, region checks, budget, frames, tail calls and error
 texts, about a hundred times faster.  The C loop calls back here for what
 needs Python: helpers and kfuncs (the same table as the reference; only
-``bpf_ktime_get_ns`` runs in C), tail-call targets (:meth:`_tail`), the
-special loads of ctx regions, and the text of a memory fault
-(:meth:`_fault`, so both backends word it alike).
+``bpf_ktime_get_ns`` and the loop of ``bpf_loop`` run in C), tail-call
+targets (:meth:`_tail`), the special loads of ctx regions, and the text of
+a memory fault (:meth:`_fault`, so both backends word it alike).
 
 :func:`make_interpreter` picks the backend for new objects: the C one when
 the accelerator is built (with this VM's ``_VM_API``) and
@@ -29,6 +29,7 @@ from typing import Any
 
 from ._errors import UserRuntimeError
 from ._helpers import ktime_get_ns
+from ._helpers import loop as bpf_loop
 from ._interp import DEFAULT_BUDGET, MAX_FRAMES, STACK_SIZE, Image, Interpreter, error_at
 from ._interp import disasm_at as _disasm_at
 from ._memory import FUNC_TAG, M64, Fault, Memory
@@ -37,7 +38,7 @@ __all__ = ["BACKENDS", "CInterpreter", "backend", "backend_status", "encode",
            "make_interpreter", "set_backend"]
 
 #: The ``VM_API`` of the _speedups_vm.c this module was written against.
-VM_API = 1
+VM_API = 2
 #: code, dst, src, off, (pad), imm (s32), run: struct vm_insn of _speedups_vm.c.
 _SLOT = struct.Struct("<BBBxhxxiI")
 _FILLER = 0xFF  # encodings the loader refuses (ALU64/JMP32 operation 0xf0)
@@ -108,10 +109,11 @@ class CInterpreter:
                             for i, b in enumerate(self._stacks)]
         self._codes: dict[int, tuple[Image, bytes]] = {}
         self._given: Image | None = None  # set by the object for a call() outside a run
-        ktime = helpers.get(5)
+        ktime, loop = helpers.get(5), helpers.get(181)
         self._vm: Any = sp._VM(self._stacks, self._stack_base, mem.regions, helpers, Fault,
                               ktime_get_ns if ktime is not None and ktime[1] is ktime_get_ns
-                              else None)
+                              else None,
+                              bpf_loop if loop is not None and loop[1] is bpf_loop else None)
 
     # what helpers and the object read -------------------------------------------------
 
@@ -148,14 +150,22 @@ class CInterpreter:
 
     # public ----------------------------------------------------------------------------
 
-    def run(self, image: Image, r1: int, budget: int | None = None) -> int:
-        """Run ``image`` from its first instruction with ``r1``; return r0."""
+    def run(self, image: Image, r1: int, budget: int | None = None, repeat: int = 1,
+            after: Callable[[], object] | None = None, always: bool = False) -> int:
+        """Run ``image`` from its first instruction with ``r1``; return r0.
+
+        ``repeat`` runs it that many times in the C loop (each with its own
+        budget, registers and stack; memory persists), calling ``after()``
+        once a run ended when ``always`` is true or a helper ran in Python in
+        it; the first error stops.  r0 is the last run's."""
+        if repeat < 1:
+            raise ValueError("repeat must be at least 1")
         self._given = None  # inside a run the VM knows its image
         hit = self._codes.get(id(image))
         code = hit[1] if hit is not None and hit[0] is image else self._code(image)
         limit = self.budget if budget is None else max(budget, 0)
         try:
-            return int(self._vm.run(self, image, code, r1 & M64, limit))
+            return int(self._vm.run(self, image, code, r1 & M64, limit, repeat, after, always))
         except Exception as e:  # worded as the reference's loop
             err = self._convert(e, image)
             if err is e:
@@ -194,6 +204,17 @@ class CInterpreter:
     def _tail(self, table: int, index: int) -> tuple[Image, bytes] | None:
         target = self.tail_target(table, index)
         return None if target is None else (target, self._code(target))
+
+    def _call_error(self, e: BaseException) -> BaseException:
+        """The error a callback run by the C loop's bpf_loop raises, converted
+        where it happened, as :meth:`call` converts it on the Python path."""
+        image = self.image
+        if not isinstance(e, Exception) or image is None:
+            return e
+        err = self._convert(e, image)
+        if err is not e:
+            err.__cause__ = e if self._internal(e) else None
+        return err
 
     def _fault(self, addr: int, size: int, write: bool, misaligned: bool) -> Fault:
         """The reference's fault for an access the C loop refused."""

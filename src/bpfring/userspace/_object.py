@@ -20,7 +20,7 @@ from .._globals import GlobalsView
 from ..btf import BTF
 from ..errors import BPFError, MapTypeError
 from . import _elf, _isa
-from ._cinterp import make_interpreter
+from ._cinterp import CInterpreter, make_interpreter
 from ._ctx import make_ctx
 from ._elf import LinkedProgram, ObjectImage
 from ._errors import UserLoadError, UserRuntimeError
@@ -201,6 +201,7 @@ class UserObject:
         else:
             raise ValueError(f"cpu must be 'current' or 0..{ncpu - 1}, not {cpu!r}")
         self._map_list: list[UserMap] = []
+        self._after_always: bool | None = None
         self.maps: dict[str, UserMap] = {}
         self.programs: dict[str, UserProgram] = {}
         self.globals = _Globals(self)
@@ -339,9 +340,17 @@ class UserObject:
             fr = make_ctx(prog.type, self.memory, data, ctx)
             t0 = time.perf_counter_ns()
             try:
-                for _ in range(repeat):
-                    r0 = self._interp.run(prog.image, fr.r1, budget)
-                    self._after_run(prog, None)
+                interp = self._interp
+                if isinstance(interp, CInterpreter):
+                    # The repetitions run in C; _after_run between them only
+                    # when it has work (rings, kernel maps, or a helper ran).
+                    r0 = interp.run(prog.image, fr.r1, budget, repeat,
+                                    lambda: self._after_run(prog, None),
+                                    self._after_needed())
+                else:
+                    for _ in range(repeat):
+                        r0 = interp.run(prog.image, fr.r1, budget)
+                        self._after_run(prog, None)
             except UserRuntimeError as e:
                 self._after_run(prog, e)
                 raise
@@ -354,6 +363,17 @@ class UserObject:
             prog.last_run = RunResult(retval, r0, bytes(fr.data or b""), bytes(fr.ctx or b""),
                                       self._interp.count, dt)
             return retval
+
+    def _after_needed(self) -> bool:
+        """Whether :meth:`_after_run` has work after a run in which no helper
+        ran in Python (only then can a spin lock be held): the object has ring
+        buffers or kernel-bound maps (its maps are fixed once loaded)."""
+        if self._after_always is None:
+            from ._kernel import KernelMap
+
+            self._after_always = any(isinstance(m, KernelMap | RingBufMap)
+                                     for m in self._map_list)
+        return self._after_always
 
     def _end_run(self) -> None:
         """Write back what the run changed in copies of kernel map values."""
