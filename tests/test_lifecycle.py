@@ -284,7 +284,7 @@ def test_writer_notices_a_no_wakeup_drain(echo, mode):
     for wait in (lambda: urb.write(b"z" * 100, timeout=None),
                  lambda: urb.wait_drained(timeout=None)):
         out: list[Any] = []
-        t = threading.Thread(target=lambda w=wait: out.append(w()), daemon=True)
+        t = threading.Thread(target=lambda w=wait, o=out: o.append(w()), daemon=True)
         t.start()
         _until_blocked(t)  # really waiting when the silent drain runs
         assert echo.programs["echo_nowakeup"].run() > 0
