@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from blocking import until_blocked
 from conftest import BPF_DIR, produce_ctx
 
 import bpfring
@@ -49,28 +50,6 @@ def _bounded(fn: Callable[[], Any], limit: float = 10.0) -> Any:
     if "error" in out:
         raise out["error"]
     return out.get("value")
-
-
-# epoll_wait, epoll_pwait, epoll_pwait2 on x86-64 (every bpfring wait is one)
-_EPOLL_WAITS = {"232", "281", "441"}
-
-
-def _until_blocked(t: threading.Thread, limit: float = 30.0) -> None:
-    """Return once thread ``t`` sits in an epoll wait (its
-    /proc/self/task/TID/syscall names one), so a test acts on a waiter that
-    really waits, however slowly the machine runs; fail after ``limit``."""
-    end = time.monotonic() + limit
-    path = f"/proc/self/task/{t.native_id}/syscall"
-    while time.monotonic() < end:
-        assert t.is_alive(), "the wait returned before the test acted"
-        try:
-            with open(path) as f:
-                if f.read().split(" ", 1)[0] in _EPOLL_WAITS:
-                    return
-        except FileNotFoundError:
-            pass
-        time.sleep(0.002)
-    raise AssertionError(f"thread {t.name} never blocked in epoll_wait")
 
 
 def _fds() -> int:
@@ -226,7 +205,7 @@ def _closed_while_waiting(ring: Any, wait: Callable[[Any], Any]) -> BaseExceptio
 
     t = threading.Thread(target=waiter, daemon=True)
     t.start()
-    _until_blocked(t)
+    until_blocked(t)
     ring.close()
     # Every wait here has no timeout: only the close can end it.
     t.join(30)
@@ -263,7 +242,7 @@ def test_close_wakes_several_waiters_at_once(echo, mode):
     for t in threads:
         t.start()
     for t in threads:
-        _until_blocked(t)
+        until_blocked(t)
     rb.close()
     for t in threads:
         t.join(30)
@@ -286,7 +265,7 @@ def test_writer_notices_a_no_wakeup_drain(echo, mode):
         out: list[Any] = []
         t = threading.Thread(target=lambda w=wait, o=out: o.append(w()), daemon=True)
         t.start()
-        _until_blocked(t)  # really waiting when the silent drain runs
+        until_blocked(t)  # really waiting when the silent drain runs
         assert echo.programs["echo_nowakeup"].run() > 0
         t.join(30)
         assert not t.is_alive(), "the waiter missed a BPF_RB_NO_WAKEUP drain"

@@ -845,7 +845,7 @@ def test_blocking_reserve_does_not_spin(stress):
     finally:
         stop.set()
         t.join(5)
-    assert 0.95 <= wall < 3
+    assert 0.95 <= wall < 30  # its timeout (the upper bound is a hang guard)
     assert cpu < 0.1 * wall, f"waiting used {cpu:.3f} s CPU in {wall:.3f} s"
     assert len(drained) >= 5 and all(n == 1 for n in drained)
     assert 64 < urb.free < 4008
@@ -855,10 +855,10 @@ def test_blocking_reserve_does_not_spin(stress):
     timer = threading.Timer(0.3, lambda: drain.run(ctx=drain_ctx()))
     timer.start()
     wall0, cpu0 = time.monotonic(), time.thread_time()
-    s = urb.reserve(4000, timeout=10)
+    s = urb.reserve(4000, timeout=60)
     wall, cpu = time.monotonic() - wall0, time.thread_time() - cpu0
     timer.join()
     s.discard()
     print(f"reserve succeeded after {wall:.3f} s using {cpu * 1e3:.1f} ms CPU")
-    assert 0.25 <= wall < 3
+    assert 0.25 <= wall < 30  # woken by the drain, long before its 60 s timeout
     assert cpu < 0.1 * wall, f"waiting used {cpu:.3f} s CPU in {wall:.3f} s"
