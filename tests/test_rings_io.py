@@ -153,7 +153,7 @@ def test_async_read_and_iteration(echo):
         loop = asyncio.get_running_loop()
         loop.call_later(0.1, lambda: threading.Thread(
             target=prog.run, kwargs={"ctx": produce_ctx(5)}).start())
-        first = await asyncio.wait_for(rb.read_async(1), 5)
+        first = await asyncio.wait_for(rb.read_async(1), 60)  # a hang guard
         out = [_seq(r) for r in first]
         async for rec in rb:
             out.append(_seq(rec))
@@ -196,8 +196,8 @@ def test_async_cancellation_loses_nothing(echo):
         # A waiting write completes once the kernel drains.
         loop.call_later(0.1, lambda: threading.Thread(
             target=echo.programs["echo"].run).start())
-        await asyncio.wait_for(urb.write_async(b"late"), 5)
-        sample = await asyncio.wait_for(urb.reserve_async(4), 5)
+        await asyncio.wait_for(urb.write_async(b"late"), 60)  # hang guards
+        sample = await asyncio.wait_for(urb.reserve_async(4), 60)
         sample[:] = b"resv"
         sample.submit()
 
