@@ -32,6 +32,7 @@ from .mapref import MapRef
 if TYPE_CHECKING:
     from .btf import BTF, Codec
     from .object import BPFObject
+    from .ringbuf import RingBuffer, UserRingBuffer
 
 __all__ = ["Map"]
 
@@ -111,7 +112,7 @@ class Map:
         # The inner-map prototype user space gave (what the getter returns),
         # our duplicate of its fd (libbpf keeps the number, not a reference),
         # and the read-only view of a prototype the object itself declares.
-        self._inner: Any = None
+        self._inner: Map | RingBuffer | UserRingBuffer | None = None
         self._inner_fd: OwnedFD | None = None
         self._declared_inner: Map | None = None
         #: set on the view of a declared prototype: the outer map's name
@@ -198,7 +199,7 @@ class Map:
                   None if value is None else os.fsencode(value))
 
     @property
-    def inner_map(self) -> Any:
+    def inner_map(self) -> Map | RingBuffer | UserRingBuffer | None:
         """For a map-in-map (array/hash of maps): the prototype of its inner
         maps.  Set it before load to a :class:`Map`, a
         :class:`~bpfring.RingBuffer` or a :class:`~bpfring.UserRingBuffer`
@@ -228,7 +229,7 @@ class Map:
         return self._declared_inner
 
     @inner_map.setter
-    def inner_map(self, value: Any) -> None:
+    def inner_map(self, value: Map | RingBuffer | UserRingBuffer) -> None:
         from .ringbuf import RingBuffer, UserRingBuffer  # ring I/O, a lower layer
 
         if isinstance(value, Map):
