@@ -6,7 +6,8 @@ programs, and use bpfring's public API only.
 ``bench_*.py`` scripts here): SUITE is ``rings`` (default; kernel -> user and
 user -> kernel throughput against libbpf C, libbpf through ctypes and BCC)
 or ``bridge`` (map updates through a user ring against bpf() syscalls)
-or ``perf`` (perf event arrays: PerfBuffer against libbpf's perf buffer).
+or ``perf`` (perf event arrays: PerfBuffer against libbpf's perf buffer)
+or ``userspace`` (the user-space eBPF interpreters against DPDK and the kernel).
 Each suite module provides ``main(argv) -> int``.
 """
 
@@ -16,7 +17,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-SUITES = {"rings": "benchmarks.rings", "bridge": "benchmarks.bridge", "perf": "benchmarks.perf"}
+SUITES = {"rings": "benchmarks.rings", "bridge": "benchmarks.bridge", "perf": "benchmarks.perf",
+          "userspace": "benchmarks.userspace"}
 
 
 def main(argv: Sequence[str]) -> int:

@@ -1168,6 +1168,7 @@ static PyTypeObject UserRing_Type = {
 
 #include "_speedups_perf.c"
 #include "_speedups_decode.c"
+#include "_speedups_vm.c"
 
 static PyMethodDef methods[] = {
     {"perf_walk", (PyCFunction)(void (*)(void))sp_perf_walk, METH_FASTCALL, perf_walk_doc},
@@ -1207,7 +1208,8 @@ PyInit__speedups(void)
      * ignores a build with another value (a stale editable-install .so). */
     if (decode_add_types(m) < 0 || PyModule_AddIntConstant(m, "API", 6) < 0 ||
         PyModule_AddIntConstant(m, "HDR_SIZE", HDR_SIZE) < 0 ||
-        PyModule_AddIntConstant(m, "DYNPTR_MAX", DYNPTR_MAX) < 0) {
+        PyModule_AddIntConstant(m, "DYNPTR_MAX", DYNPTR_MAX) < 0 ||
+        vm_module_init(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

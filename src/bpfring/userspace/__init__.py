@@ -12,8 +12,9 @@ without privileges or kernel BPF support.
 The object's ELF file is read here (:mod:`._elf`), its maps live in memfd
 memory with the kernel's element semantics and, for ring buffers, the
 kernel's memory layout (:mod:`._maps`, :mod:`._ringbuf`), and its programs
-run in a pure-Python interpreter of the full eBPF instruction set
-(:mod:`._interp`) that checks every memory access against the regions the
+run in an interpreter of the full eBPF instruction set -- the C one of the
+accelerator, or the pure-Python reference (:mod:`._interp`); :mod:`._cinterp`
+chooses -- that checks every memory access against the regions the
 program was given and stops runaway loops with an instruction budget.  A
 misbehaving program raises :class:`UserRuntimeError` naming the instruction;
 an object using something not implemented raises :class:`UserLoadError`

@@ -42,7 +42,8 @@ from ._errors import UserRuntimeError
 from ._isa import Insn
 from ._memory import FUNC_TAG, M64, Fault, Memory
 
-__all__ = ["DEFAULT_BUDGET", "MAX_FRAMES", "STACK_SIZE", "Image", "Interpreter"]
+__all__ = ["DEFAULT_BUDGET", "MAX_FRAMES", "STACK_SIZE", "Image", "Interpreter", "disasm_at",
+           "error_at"]
 
 M32 = 0xFFFF_FFFF
 S64 = 1 << 63
@@ -162,6 +163,28 @@ _STRUCTS = {1: struct.Struct("<B"), 2: struct.Struct("<H"), 4: struct.Struct("<I
             8: struct.Struct("<Q")}
 
 
+def disasm_at(image: Image, pc: int, helper_name: Callable[[int], str]) -> str:
+    """The disassembly of ``image``'s instruction ``pc`` (for errors)."""
+    if not 0 <= pc < len(image.insns):
+        return "(no instruction)"
+    return _isa.disasm(image.insns[pc], helper_name, image.notes.get(pc, ""))
+
+
+def error_at(image: Image, pc: int, message: str, helper_name: Callable[[int], str]
+             ) -> UserRuntimeError:
+    """The :class:`UserRuntimeError` of a violation at ``pc`` of ``image``: the
+    program, function, instruction and source line (both backends use it)."""
+    fn = ""
+    for f in reversed(image.functions):
+        if f.start <= pc < f.start + f.size:
+            fn = f.name
+            break
+    source = image.prog.source_at(pc) if image.prog is not None else ""
+    return UserRuntimeError(message, program=image.name, pc=pc,
+                            insn=disasm_at(image, pc, helper_name), function=fn,
+                            source=source)
+
+
 class Interpreter:
     """Runs images of one object: its registers, frames and stacks."""
 
@@ -228,9 +251,7 @@ class Interpreter:
         return r0
 
     def disasm(self, image: Image, pc: int) -> str:
-        if not 0 <= pc < len(image.insns):
-            return "(no instruction)"
-        return _isa.disasm(image.insns[pc], self.helper_name, image.notes.get(pc, ""))
+        return disasm_at(image, pc, self.helper_name)
 
     def helper_name(self, hid: int) -> str:
         h = self.helpers.get(hid)
@@ -331,15 +352,7 @@ class Interpreter:
             raise self._error(image, pc, f"internal error: {type(e).__name__}: {e}") from e
 
     def _error(self, image: Image, pc: int, message: str) -> UserRuntimeError:
-        fn = ""
-        for f in reversed(image.functions):
-            if f.start <= pc < f.start + f.size:
-                fn = f.name
-                break
-        prog = image.name
-        source = image.prog.source_at(pc) if image.prog is not None else ""
-        return UserRuntimeError(message, program=prog, pc=pc, insn=self.disasm(image, pc),
-                                function=fn, source=source)
+        return error_at(image, pc, message, self.helper_name)
 
     # compile ---------------------------------------------------------------------------
 

@@ -20,11 +20,12 @@ from .._globals import GlobalsView
 from ..btf import BTF
 from ..errors import BPFError, MapTypeError
 from . import _elf, _isa
+from ._cinterp import make_interpreter
 from ._ctx import make_ctx
 from ._elf import LinkedProgram, ObjectImage
 from ._errors import UserLoadError, UserRuntimeError
 from ._helpers import HELPERS, KFUNCS, helper_name
-from ._interp import DEFAULT_BUDGET, Image, Interpreter
+from ._interp import DEFAULT_BUDGET, Image
 from ._maps import ArrayMap, UserMap, make_map, possible_cpus
 from ._memory import FUNC_TAG, M64, MAP_TAG, Fault, Memory
 from ._perf import PerfEventArrayMap, UserPerfBuffer
@@ -216,7 +217,7 @@ class UserObject:
         try:
             self._make_maps(image, ncpu, cpu_fn)
             self._ctx = _Context(self._map_list, cpu_fn, seed)
-            self._interp = Interpreter(self.memory, HELPERS, self._tail_target, budget)
+            self._interp = make_interpreter(self.memory, HELPERS, self._tail_target, budget)
             self._interp.context = self._ctx
             self._ctx.timers = Timers(self._fire_timer)
             for k, v in (globals or {}).items():
