@@ -46,7 +46,7 @@ def progs(obj) -> dict[str, AttachMethods]:
     return {n: A(p) for n, p in obj.programs.items()}
 
 
-def wait_for(pred: Callable[[], bool], timeout: float = 3.0) -> bool:
+def wait_for(pred: Callable[[], bool], timeout: float = 30.0) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if pred():

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -104,11 +105,31 @@ def _ip_in(ns: str, *args: str) -> None:
                    capture_output=True, text=True)
 
 
+def _until_carrier(devs: tuple[tuple[str, str], ...], limit: float = 60.0) -> None:
+    """Wait until each (namespace, device) is operationally up with its real
+    qdisc.  The kernel's link watcher (one work item for the whole host,
+    shared with every other test run) switches a veth from the ``noop``
+    qdisc, which silently drops every packet sent, only some time after
+    ``ip link set up``; a packet sent before that never arrives."""
+    end = time.monotonic() + limit
+    pending = list(devs)
+    while pending:
+        ns, dev = pending[0]
+        out = subprocess.run(["nsenter", f"--net=/run/netns/{ns}", "ip", "-o", "link", "show",
+                              "dev", dev], capture_output=True, text=True, check=True).stdout
+        if "state UP" in out and "qdisc noop" not in out:
+            pending.pop(0)
+            continue
+        assert time.monotonic() < end, f"{dev} in {ns} never came up: {out}"
+        time.sleep(0.01)
+
+
 @pytest.fixture
 def netpair(kernel) -> Iterator[NetPair]:
     need_tool("ip")
     need_tool("tc")
-    tag = f"{os.getpid()}-{time.monotonic_ns() % 10**6}"
+    # Namespace names are host-wide: unique per test and per run.
+    tag = f"{os.getpid()}-{uuid.uuid4().hex[:10]}"
     a, b = f"bpfring-a{tag}", f"bpfring-b{tag}"
     made: list[str] = []
     try:
@@ -125,6 +146,7 @@ def netpair(kernel) -> Iterator[NetPair]:
             # static neighbours: no ARP traffic, every test packet goes out at once
             _ip_in(ns, "neigh", "add", peer, "lladdr", f"02:00:00:00:00:{peer_mac}", "dev",
                 dev, "nud", "permanent")
+        _until_carrier(((a, "va"), (b, "vb")))
         pair = NetPair(a, b, f"/run/netns/{a}", f"/run/netns/{b}")
         with in_netns(pair.ns_b):
             yield pair

@@ -13,7 +13,6 @@ import os
 import shutil
 import stat
 import struct
-import time
 from pathlib import Path
 
 import pytest
@@ -144,12 +143,16 @@ def test_dependencies_come_from_clang(cache: Path, project: Path) -> None:
 @needs_btf
 def test_second_build_is_a_fast_cache_hit(cache: Path, project: Path) -> None:
     cold = _build(project)
+    made = cold.path.stat()
     warm = _build(project)
     assert warm.cached and not cold.cached
     assert warm.path == cold.path
     assert warm.key == cold.key
-    assert warm.elapsed < 0.5
-    assert warm.elapsed < cold.elapsed
+    # A hit runs no compiler: the object is the same file, untouched (no
+    # timing: the machine running the suite may be arbitrarily loaded).
+    again = warm.path.stat()
+    assert (again.st_ino, again.st_mtime_ns) == (made.st_ino, made.st_mtime_ns)
+    assert warm.elapsed >= 0 and cold.elapsed > 0
 
 
 @needs_btf
@@ -380,16 +383,14 @@ def test_bpftool_missing(cache: Path, tmp_path: Path, monkeypatch: pytest.Monkey
 
 @needs_btf
 def test_vmlinux_header_is_generated_and_cached(cache: Path) -> None:
-    t0 = time.perf_counter()
     header = b.vmlinux_header()
-    cold = time.perf_counter() - t0
     assert header.is_relative_to(cache)
     text = header.read_text()
     assert "struct task_struct {" in text
-    t0 = time.perf_counter()
+    made = header.stat()
     assert b.vmlinux_header() == header
-    warm = time.perf_counter() - t0
-    assert warm < cold
+    again = header.stat()  # the second call reused the file (no timing: see above)
+    assert (again.st_ino, again.st_mtime_ns) == (made.st_ino, made.st_mtime_ns)
     mtime = header.stat().st_mtime_ns
     assert b.vmlinux_header().stat().st_mtime_ns == mtime  # not regenerated
 

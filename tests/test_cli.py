@@ -126,6 +126,40 @@ def test_write_hex_json_stdin(echo, echo_path):
     assert got[4:] == [b"\xaa\xbb", b"\xcc\xdd"]
 
 
+def test_write_types_from_a_header(echo, tmp_path):
+    """``write --type T --header FILE``, the counterpart of ``tail --header``:
+    the echo object has no ``struct cmd``; the header (which includes another
+    from an -I directory) gives it."""
+    urb = echo.user_ring_buffer("in_ring")
+    rb = echo.ring_buffer("out_ring")
+    ref = ["id", str(urb.map_id)]
+    (tmp_path / "inc").mkdir()
+    (tmp_path / "inc" / "ops.h").write_text(
+        "#pragma once\nenum bpfring_op { BPFRING_OP_NONE, BPFRING_OP_SET = 3 };\n")
+    header = tmp_path / "cmd.h"
+    header.write_text('#pragma once\n#include "ops.h"\n'
+                      "struct cmd { enum bpfring_op op; __u64 arg; char tag[8]; };\n")
+    typed = ["--type", "cmd", "--json", '{"op": "BPFRING_OP_SET", "arg": 7, "tag": "hi"}']
+    err = _one_line_error(cli("write", *ref, *typed))
+    assert "cmd" in err  # not in the object's BTF
+    proc = cli("write", *ref, *typed, "--header", str(header), "-I", str(tmp_path / "inc"))
+    assert proc.returncode == 0, proc.stderr
+    proc = cli("write", *ref, "-", "--type", "cmd", "--header", str(header), "-I",
+               str(tmp_path / "inc"), stdin='{"arg": 9}\n')
+    assert proc.returncode == 0, proc.stderr
+    assert echo.programs["echo"].run() == 2
+    assert rb.read() == [struct.pack("<I4xQ8s", 3, 7, b"hi"), struct.pack("<I4xQ8s", 0, 9, b"")]
+    err = _one_line_error(cli("write", *ref, *typed, "--header", str(tmp_path / "none.h")),
+                          code=2)
+    assert "no such header" in err
+    err = _one_line_error(cli("write", *ref, *typed, "--header", str(header), "--btf",
+                              str(header)), code=2)
+    assert "not both" in err
+    err = _one_line_error(cli("write", *ref, *typed, "--header", str(header)))
+    assert "ops.h" in err  # the include directory was needed
+    assert echo.programs["echo"].run() == 0  # none of the failures wrote anything
+
+
 def test_cli_errors_are_one_line(echo):
     urb = echo.user_ring_buffer("in_ring")
     err = _one_line_error(cli("tail", "id", "999999999", "--count", "1"))

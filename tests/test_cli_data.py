@@ -39,7 +39,8 @@ def test_tail_header_types_for_a_prebuilt_object(kernel, tmp_path):
         assert "event" not in obj.types
         p = subprocess.Popen(["sh", "-c", "exit 5"])
         p.wait()
-        base = ["tail", "name", "exitsnoop_rb", "--type", "event", "--count", "1",
+        # By map id: another process may have a map of the same name.
+        base = ["tail", "id", str(obj.maps["exitsnoop_rb"].id), "--type", "event", "--count", "1",
                 "--timeout", "20", "--json", "--no-stats"]
         proc = _bpfring(*base)
         assert proc.returncode == 1 and "event" in proc.stderr, proc.stderr

@@ -206,7 +206,9 @@ def test_cli_tail_decodes_real_exits(kernel, kept: b.BuildResult) -> None:
         # The records wait in the ring; the CLI finds the type in the BTF the
         # kernel holds for the program using the map.
         proc = subprocess.run(
-            [sys.executable, "-m", "bpfring", "tail", "name", "exitsnoop_rb", "--type",
+            # By map id: another process may have a map of the same name.
+            [sys.executable, "-m", "bpfring", "tail", "id", str(obj.maps["exitsnoop_rb"].id),
+             "--type",
              "event", "--count", "3", "--json", "--timeout", "30"],
             capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr

@@ -1,6 +1,6 @@
 """The lazy public surface: ``import bpfring``, ``bpfring --help``,
 ``bpfring --version`` and ``import bpfring.btf`` work on a machine without
-libbpf and load nothing heavy; ``import bpfring`` stays well under 0.1 s.
+libbpf and load nothing heavy; ``import bpfring`` loads no other bpfring module.
 
 libbpf is hidden from a subprocess in two ways: in Python (``ctypes`` cannot
 open it, everywhere), and for real, in a private mount namespace where the
@@ -169,16 +169,22 @@ def test_public_names_resolve_lazily():
         bpfring.no_such_name  # noqa: B018
 
 
-def test_import_time_is_under_a_tenth_of_a_second():
-    """``python -X importtime -c 'import bpfring'``: the cumulative time of
-    the bpfring import, best of three (about 10 ms; the budget is 100 ms)."""
-    best = None
-    for _ in range(3):
-        proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import bpfring"],
-                              capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        line = [ln for ln in proc.stderr.splitlines() if ln.rstrip().endswith("| bpfring")]
-        assert line, proc.stderr
-        us = int(line[-1].split("|")[1])
-        best = us if best is None else min(best, us)
-    assert best < 100_000, f"import bpfring took {best / 1000:.1f} ms"
+def test_import_bpfring_loads_only_itself_and_a_little_stdlib():
+    """``import bpfring`` costs about 10 ms because it loads no other module
+    of the package and nothing outside the standard library (checked by
+    what it loads, not by a clock: the machine may be loaded).  The time
+    ``python -X importtime`` reports is printed for information."""
+    code = ("import sys; before = set(sys.modules); import bpfring; "
+            "print(' '.join(sorted(set(sys.modules) - before)))")
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    new = set(proc.stdout.split())
+    assert "bpfring" in new
+    assert {m for m in new if m.startswith("bpfring.")} == set()
+    foreign = {m for m in new if m != "bpfring" and m.split(".")[0] not in sys.stdlib_module_names}
+    assert not foreign, foreign
+    line = [ln for ln in proc.stderr.splitlines() if ln.rstrip().endswith("| bpfring")]
+    assert line, proc.stderr
+    print(f"\nimport bpfring: {int(line[-1].split('|')[1]) / 1000:.1f} ms, {len(new)} modules")
+

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from blocking import until_blocked
 from conftest import BPF_DIR, produce_ctx
 
 import bpfring
@@ -130,11 +131,22 @@ def test_user_ring_from_a_poller_callback_does_not_hang(echo, mode):
         assert ring.write_many([b"a", b"b"], timeout=1) == 2
         assert not ring.wait_drained(timeout=0.05)  # nobody drains: a bounded False
 
+    # The drain runs only once the first callback is done (so its "nobody
+    # drains" holds, however late threads run), and wakes the poller.
+    first_done = threading.Event()
+    drainer = threading.Thread(target=lambda: (first_done.wait(30),
+                                               echo.programs["echo"].run()), daemon=True)
+    drainer.start()
+
+    def on_room_then_drain(ring: UserRingBuffer) -> None:
+        on_room(ring)
+        first_done.set()
+
     with Poller() as p:
-        p.add(urb, on_room)
+        p.add(urb, on_room_then_drain)
         p.add(rb, lambda v: None)
-        threading.Timer(0.1, echo.programs["echo"].run).start()
-        _bounded(lambda: p.poll(timeout=1))
+        assert _bounded(lambda: p.poll(timeout=None), limit=30) >= 1  # the echoes
+    drainer.join(30)
     assert calls
 
 
@@ -193,13 +205,11 @@ def _closed_while_waiting(ring: Any, wait: Callable[[Any], Any]) -> BaseExceptio
 
     t = threading.Thread(target=waiter, daemon=True)
     t.start()
-    time.sleep(0.2)
-    assert t.is_alive(), "the wait returned before the close"
-    t0 = time.monotonic()
+    until_blocked(t)
     ring.close()
-    t.join(5)
+    # Every wait here has no timeout: only the close can end it.
+    t.join(30)
     assert not t.is_alive(), "close() did not wake the waiter"
-    assert time.monotonic() - t0 < 2
     return got[0] if got else None
 
 
@@ -231,10 +241,11 @@ def test_close_wakes_several_waiters_at_once(echo, mode):
     threads = [threading.Thread(target=waiter, daemon=True) for _ in range(3)]
     for t in threads:
         t.start()
-    time.sleep(0.2)
+    for t in threads:
+        until_blocked(t)
     rb.close()
     for t in threads:
-        t.join(5)
+        t.join(30)
     assert not any(t.is_alive() for t in threads)
     assert len(errors) == 3 and all(isinstance(e, ValueError) for e in errors)
 
@@ -244,17 +255,21 @@ def test_close_wakes_several_waiters_at_once(echo, mode):
 # ---------------------------------------------------------------------------------
 
 def test_writer_notices_a_no_wakeup_drain(echo, mode):
+    """A writer (and a wait_drained) blocked without a timeout on a full ring
+    returns after a BPF_RB_NO_WAKEUP drain, which sends no notification: only
+    its bounded re-checks of the consumer position can see the room."""
     urb = echo.user_ring_buffer("in_ring")
     _full(urb)
-    threading.Timer(0.1, echo.programs["echo_nowakeup"].run).start()
-    t0 = time.monotonic()
-    _bounded(lambda: urb.write(b"z" * 100, timeout=5))
-    # Room appears at 0.1 s; re-checks are at most RECHECK_MAX apart.
-    assert time.monotonic() - t0 < 1.0
-    t0 = time.monotonic()
-    threading.Timer(0.1, echo.programs["echo_nowakeup"].run).start()
-    assert _bounded(lambda: urb.wait_drained(timeout=5))
-    assert time.monotonic() - t0 < 1.0
+    for wait in (lambda: urb.write(b"z" * 100, timeout=None),
+                 lambda: urb.wait_drained(timeout=None)):
+        out: list[Any] = []
+        t = threading.Thread(target=lambda w=wait, o=out: o.append(w()), daemon=True)
+        t.start()
+        until_blocked(t)  # really waiting when the silent drain runs
+        assert echo.programs["echo_nowakeup"].run() > 0
+        t.join(30)
+        assert not t.is_alive(), "the waiter missed a BPF_RB_NO_WAKEUP drain"
+        assert out in ([None], [True])
 
 
 # ---------------------------------------------------------------------------------

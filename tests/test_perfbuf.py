@@ -299,13 +299,13 @@ def test_poll_waits_and_wakes(perf):
     with PerfBuffer(perf.maps["events"].fd) as pb:
         t0 = time.monotonic()
         assert pb.poll(lambda v: None, timeout=0.2) == 0
-        assert 0.15 < time.monotonic() - t0 < 5
+        assert 0.15 < time.monotonic() - t0 < 30  # its timeout (upper: a hang guard)
         timer = threading.Timer(0.2, emit, (perf, 1, 32, 0, 0))
         timer.start()
         got: list[bytes] = []
         t0 = time.monotonic()
-        assert pb.poll(lambda v: got.append(bytes(v)), timeout=10) == 1
-        assert time.monotonic() - t0 < 5
+        assert pb.poll(lambda v: got.append(bytes(v)), timeout=60) == 1
+        assert time.monotonic() - t0 < 30  # woken, long before the timeout
         timer.join()
         assert pb.poll(lambda v: None, timeout=0) == 0
 

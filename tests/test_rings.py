@@ -105,7 +105,7 @@ def test_poll_timeout_and_iteration(echo):
     rb = echo.ring_buffer("out_ring")
     t0 = time.monotonic()
     assert rb.poll(lambda v: None, timeout=0.2) == 0
-    assert 0.15 < time.monotonic() - t0 < 2.0
+    assert 0.15 < time.monotonic() - t0 < 30  # waited its timeout (upper: a hang guard)
     # A producer in another thread wakes a blocked poll (adaptive wakeup:
     # the consumer is caught up, so the kernel notifies).
     prog = echo.programs["produce"]
@@ -113,8 +113,8 @@ def test_poll_timeout_and_iteration(echo):
     out: list[int] = []
     t0 = time.monotonic()
     while len(out) < 3:
-        rb.poll(lambda v: out.append(struct.unpack_from("<I", v)[0]), timeout=5)
-    assert time.monotonic() - t0 < 5
+        rb.poll(lambda v: out.append(struct.unpack_from("<I", v)[0]), timeout=60)
+    assert time.monotonic() - t0 < 30  # woken: not at the end of a 60 s timeout
     assert out == [7, 8, 9]
     prog.run(ctx=produce_ctx(4, seq_base=20))
     it = iter(rb)
@@ -213,8 +213,8 @@ def test_ring_full_and_timeouts(echo):
     # Drain the 64 samples into the kernel ring from another thread while we wait.
     threading.Timer(0.1, echo.programs["echo"].run).start()
     t0 = time.monotonic()
-    urb.write(b"z" * 100, timeout=5)
-    assert time.monotonic() - t0 < 5
+    urb.write(b"z" * 100, timeout=60)
+    assert time.monotonic() - t0 < 30  # woken by the drain, long before the timeout
     # The 64 KiB kernel ring can never be 100% full: 63 fit, 1 is counted lost.
     assert len(rb.read()) == 63
     assert rb.lost == 1

@@ -8,8 +8,10 @@ import os
 import struct
 import threading
 import time
+from typing import Any
 
 import pytest
+from blocking import until_blocked
 from conftest import produce_ctx
 
 from bpfring import BPFError, MapRef, Poller, RingBuffer, RingFull, UserRingBuffer, _sys
@@ -22,26 +24,45 @@ def _seq(v) -> int:
 
 
 def _blocked_poll(rb: RingBuffer, timeout: float, start_producer) -> tuple[float, int]:
-    """Block in rb.poll, start the producer once we are waiting; return
-    (seconds until poll returned, records delivered)."""
+    """Block in rb.poll in another thread, start the producer once that thread
+    really waits; return (seconds until poll returned, records delivered)."""
     got: list[int] = []
-    threading.Timer(0.15, start_producer).start()
-    t0 = time.monotonic()
-    n = rb.poll(lambda v: got.append(_seq(v)), timeout=timeout)
-    return time.monotonic() - t0, n
+    out: list[Any] = []
+
+    def run() -> None:
+        t0 = time.monotonic()
+        try:
+            n = rb.poll(lambda v: got.append(_seq(v)), timeout=timeout)
+        except BaseException as e:  # handed to the test thread
+            out.append(e)
+            return
+        out.append((time.monotonic() - t0, n))
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    until_blocked(t)
+    start_producer()
+    t.join(timeout + 30)
+    assert not t.is_alive(), "poll outlived its timeout"
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    return out[0]
 
 
 @pytest.mark.parametrize(("flags", "woken"), [(0, True), (FORCE_WAKEUP, True),
                                                (NO_WAKEUP, False)])
 def test_wakeup_flags_of_the_kernel_producer(echo, flags, woken):
     """Adaptive (consumer caught up) and FORCE_WAKEUP wake a blocked poll;
-    NO_WAKEUP does not: the records are picked up when the timeout ends."""
+    NO_WAKEUP does not: the records are picked up when the timeout ends.
+    The poll is blocked before the producer runs; a woken poll returns long
+    before its (long) timeout, whatever the machine's load."""
     rb = echo.ring_buffer("out_ring")
     prog = echo.programs["produce"]
-    elapsed, n = _blocked_poll(rb, 1.5, lambda: prog.run(ctx=produce_ctx(3, flags=flags)))
+    timeout = 60 if woken else 1.5
+    elapsed, n = _blocked_poll(rb, timeout, lambda: prog.run(ctx=produce_ctx(3, flags=flags)))
     assert n == 3
     if woken:
-        assert elapsed < 1.0
+        assert elapsed < timeout / 2
     else:
         assert elapsed >= 1.4
 
@@ -111,7 +132,7 @@ def test_poller_serves_many_rings_fairly(echo):
         # A drain of the user ring wakes the poller for the producer callback.
         urb.write(struct.pack("<I", 4242))
         threading.Timer(0.1, echo.programs["echo"].run).start()
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60  # a hang guard: the drain's wakeup ends it
         while not writable and time.monotonic() < deadline:
             p.poll(timeout=1)
         assert writable == [urb]
@@ -132,7 +153,7 @@ def test_async_read_and_iteration(echo):
         loop = asyncio.get_running_loop()
         loop.call_later(0.1, lambda: threading.Thread(
             target=prog.run, kwargs={"ctx": produce_ctx(5)}).start())
-        first = await asyncio.wait_for(rb.read_async(1), 5)
+        first = await asyncio.wait_for(rb.read_async(1), 60)  # a hang guard
         out = [_seq(r) for r in first]
         async for rec in rb:
             out.append(_seq(rec))
@@ -175,8 +196,8 @@ def test_async_cancellation_loses_nothing(echo):
         # A waiting write completes once the kernel drains.
         loop.call_later(0.1, lambda: threading.Thread(
             target=echo.programs["echo"].run).start())
-        await asyncio.wait_for(urb.write_async(b"late"), 5)
-        sample = await asyncio.wait_for(urb.reserve_async(4), 5)
+        await asyncio.wait_for(urb.write_async(b"late"), 60)  # hang guards
+        sample = await asyncio.wait_for(urb.reserve_async(4), 60)
         sample[:] = b"resv"
         sample.submit()
 

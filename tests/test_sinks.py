@@ -45,8 +45,10 @@ def _until(cond, timeout: float = 20) -> None:
         time.sleep(0.02)
 
 
-def _tail(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "bpfring", "tail", "name", "exitsnoop_rb",
+def _tail(obj, *args: str) -> subprocess.Popen[str]:
+    # By map id: another process may have a map of the same name right now.
+    ring = str(obj.maps["exitsnoop_rb"].id)
+    return subprocess.Popen([sys.executable, "-m", "bpfring", "tail", "id", ring,
                              "--type", "event", "--no-stats", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -70,7 +72,7 @@ def test_every_record_once_across_size_rotations(exitsnoop, tmp_path, fmt):
     with bpfring.load(exitsnoop, globals={"target_ppid": me}) as obj:
         obj.attach()
         pids = _children(60)
-        proc = _tail("--output", str(tmp_path / f"ev-{{index}}.{fmt}"), "--rotate-size", "1",
+        proc = _tail(obj, "--output", str(tmp_path / f"ev-{{index}}.{fmt}"), "--rotate-size", "1",
                      "--count", "60", "--timeout", "30")
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
@@ -99,7 +101,7 @@ def test_signals_leave_whole_files_and_lose_nothing(exitsnoop, tmp_path, sig):
     me = os.getpid()
     with bpfring.load(exitsnoop, globals={"target_ppid": me}) as obj:
         obj.attach()
-        proc = _tail("--output", str(tmp_path / "ev.parquet"), "--rotate-time", "0.3")
+        proc = _tail(obj, "--output", str(tmp_path / "ev.parquet"), "--rotate-time", "0.3")
         assert proc.stderr is not None
         first = proc.stderr.readline()  # tail is consuming from here on
         assert "tail consumes the records" in first, first
@@ -138,11 +140,11 @@ def test_sink_options_are_checked_before_consuming(exitsnoop, tmp_path):
                            "not a size"),
                           (["--output", str(tmp_path / "x-{nope}.csv"), "--rotate-time", "1h"],
                            "bad file name pattern")):
-            proc = _tail(*args, "--count", "1", "--timeout", "5")
+            proc = _tail(obj, *args, "--count", "1", "--timeout", "5")
             _, err = proc.communicate(timeout=60)
             assert proc.returncode == 2 and msg in err, (args, err)
         # Nothing was consumed: the three records are still there.
-        proc = _tail("--format", "jsonl", "--count", "3", "--timeout", "20")
+        proc = _tail(obj, "--format", "jsonl", "--count", "3", "--timeout", "20")
         out, err = proc.communicate(timeout=60)
         assert proc.returncode == 0, err
         assert [json.loads(line)["pid"] for line in out.splitlines()] == pids

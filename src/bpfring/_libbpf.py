@@ -97,6 +97,7 @@ _PROTOTYPES: dict[str, tuple[Any, tuple[Any, ...]]] = {
     "bpf_map__set_autocreate": (c_int, (c_void_p, c_bool)),
     "bpf_map__pin_path": (c_char_p, (c_void_p,)),
     "bpf_map__set_inner_map_fd": (c_int, (c_void_p, c_int)),
+    "bpf_map__inner_map": (c_void_p, (c_void_p,)),
     "bpf_object__next_program": (c_void_p, (obj_p, c_void_p)),
     "bpf_program__name": (c_char_p, (c_void_p,)),
     "bpf_program__section_name": (c_char_p, (c_void_p,)),

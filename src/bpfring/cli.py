@@ -351,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("stdin", nargs="?", choices=["-"], help="read samples from stdin")
     w.add_argument("--type", metavar="NAME", help="encode samples as this BTF type")
     w.add_argument("--btf", metavar="FILE", help="take types from this object file")
+    w.add_argument("--header", metavar="FILE", help="take types from this C header "
+                   "(compiled with clang: for prebuilt objects whose BTF lacks them)")
+    w.add_argument("-I", dest="include", action="append", metavar="DIR",
+                   help="include directory for --header (repeatable)")
     w.add_argument("--json", metavar="LINE", help="one sample as a JSON object (with --type)")
     w.add_argument("--hex", metavar="HEX", help="one sample as hex bytes")
     w.add_argument("--timeout", type=float, default=0, metavar="SEC",

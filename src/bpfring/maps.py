@@ -26,16 +26,18 @@ from ._elements import ElementCodec, percpu_stride
 from ._fd import OwnedFD
 from ._fs import ensure_bpffs
 from ._libbpf import cstr, lib
-from .errors import BPFError
+from .errors import BPFError, MapTypeError
 from .mapref import MapRef
 
 if TYPE_CHECKING:
     from .btf import BTF, Codec
     from .object import BPFObject
+    from .ringbuf import RingBuffer, UserRingBuffer
 
 __all__ = ["Map"]
 
 _MISSING = object()
+_MAP_OF_MAPS = (12, 13)  # BPF_MAP_TYPE_ARRAY_OF_MAPS, BPF_MAP_TYPE_HASH_OF_MAPS
 # bpf() errnos meaning "this map type has no batch lookup" (524: ENOTSUPP).
 _NO_BATCH = (_errno.EINVAL, _errno.ENOTSUP, 524)
 
@@ -107,7 +109,14 @@ class Map:
         self.internal = shape.internal
         self._shape = shape
         self._codecs: tuple[ElementCodec, ElementCodec] | None = None
-        self._inner: Map | None = None
+        # The inner-map prototype user space gave (what the getter returns),
+        # our duplicate of its fd (libbpf keeps the number, not a reference),
+        # and the read-only view of a prototype the object itself declares.
+        self._inner: Map | RingBuffer | UserRingBuffer | None = None
+        self._inner_fd: OwnedFD | None = None
+        self._declared_inner: Map | None = None
+        #: set on the view of a declared prototype: the outer map's name
+        self._prototype_of: str | None = None
 
     # The map's definition.  For a map of an opened object that is not loaded
     # yet every one of these can be set (libbpf's bpf_map__set_*): that is how
@@ -190,20 +199,91 @@ class Map:
                   None if value is None else os.fsencode(value))
 
     @property
-    def inner_map(self) -> Map | None:
+    def inner_map(self) -> Map | RingBuffer | UserRingBuffer | None:
         """For a map-in-map (array/hash of maps): the prototype of its inner
-        maps, given as a :class:`Map` (set before load)."""
-        return self._inner
+        maps.  Set it before load to a :class:`Map`, a
+        :class:`~bpfring.RingBuffer` or a :class:`~bpfring.UserRingBuffer`
+        (for example ``RingBuffer.create(4096)`` for an array of ring
+        buffers): only its kind and sizes matter, and the ring may be closed
+        afterwards (bpfring keeps its own duplicate until the load).  Unset,
+        it is None, or, when the BPF C declares the inner maps itself
+        (``__array(values, struct ...)``), a read-only :class:`Map`
+        describing that declaration: libbpf 1.1 crashes when its own
+        prototype is changed, so changing it raises :class:`BPFError`
+        instead; replace it with a prototype made here."""
+        if self._inner is not None:
+            return self._inner
+        where = self._in_object
+        if self._declared_inner is None and where is not None and not where.obj.closed \
+                and not where.obj.loaded:
+            ptr = lib.bpf_map__inner_map(where.ptr)
+            if ptr:
+                # A snapshot: libbpf frees its prototype at load, so the view
+                # never touches the pointer again.
+                view = Map.__new__(Map)
+                view._init(_libbpf_shape(ptr))
+                view._owned = None
+                view._in_object = None
+                view._prototype_of = self.name
+                self._declared_inner = view
+        return self._declared_inner
 
     @inner_map.setter
-    def inner_map(self, value: Map) -> None:
-        self._set("inner_map", lib.bpf_map__set_inner_map_fd, value.fd)
+    def inner_map(self, value: Map | RingBuffer | UserRingBuffer) -> None:
+        from .ringbuf import RingBuffer, UserRingBuffer  # ring I/O, a lower layer
+
+        if isinstance(value, Map):
+            fd = value.fd
+        elif isinstance(value, RingBuffer | UserRingBuffer):
+            fd = value.fileno()
+        else:
+            raise TypeError(f"map {self.name!r}: inner_map takes a Map, RingBuffer or "
+                            f"UserRingBuffer, not {type(value).__name__}")
+        self._settable("inner_map")
+        if self.type not in _MAP_OF_MAPS:
+            raise MapTypeError(f"map {self.name!r} is a {self.type_name} map, not a map of "
+                               "maps: it has no inner map",
+                               hint="inner_map applies to array_of_maps and hash_of_maps")
+        if self._inner_fd is not None:
+            # libbpf 1.1 refuses a second inner_map_fd (EINVAL): say why.
+            raise BPFError(f"map {self.name!r}: inner_map is already set",
+                           errno=_errno.EEXIST,
+                           hint="set the inner map prototype once, before obj.load()")
+        own = OwnedFD.dup(fd, f"inner map prototype of map {self.name!r}")
+        try:
+            self._set("inner_map", lib.bpf_map__set_inner_map_fd, own.fileno())
+        except BaseException:
+            own.close()
+            raise
+        where = self._in_object
+        assert where is not None  # _set checked it
+        where.obj.adopt(own)  # closed with the object if it is never loaded
+        self._inner_fd = own
         self._inner = value
+        self._declared_inner = None  # libbpf dropped its own prototype
 
     def _set(self, what: str, setter: Any, value: object) -> None:
         """Apply a libbpf ``bpf_map__set_*`` to a map of an opened, not yet
         loaded object, then re-read the definition."""
+        where = self._settable(what)
+        ret = int(setter(where.ptr, value))
+        if ret < 0:
+            raise _sys.error_from_errno(-ret, f"setting {what} of map {self.name!r} to "
+                                              f"{value!r}")
+        self._shape = _libbpf_shape(where.ptr, self.name)
+        self._codecs = None
+
+    def _settable(self, what: str) -> _InObject:
+        """The object of a map whose ``what`` may be set now, or the error
+        that says why not."""
         where = self._in_object
+        if self._prototype_of is not None:
+            outer = self._prototype_of
+            raise BPFError(f"map {outer!r}: the inner map prototype its BPF C declares cannot "
+                           f"be changed ({what}); libbpf 1.1 would crash",
+                           hint=f"give a prototype of the size you want instead: "
+                                f"obj.maps[{outer!r}].inner_map = "
+                                "bpfring.RingBuffer.create(size) (or a Map)")
         if where is None:
             raise BPFError(f"map {self.name!r}: {what} of an existing kernel map cannot change",
                            hint=f"set {what} on obj.maps[...] between bpfring.open() and "
@@ -213,12 +293,7 @@ class Map:
         if where.obj.loaded:
             raise BPFError(f"map {self.name!r}: cannot set {what} after load",
                            hint=f"open with bpfring.open(), set {what}, then call obj.load()")
-        ret = int(setter(where.ptr, value))
-        if ret < 0:
-            raise _sys.error_from_errno(-ret, f"setting {what} of map {self.name!r} to "
-                                              f"{value!r}")
-        self._shape = _libbpf_shape(where.ptr, self.name)
-        self._codecs = None
+        return where
 
     @classmethod
     def _from_libbpf(cls, obj: BPFObject, ptr: int) -> Map:
@@ -231,9 +306,12 @@ class Map:
 
     def _object_loaded(self) -> None:
         """Called by the object after load: libbpf may have changed sizes (it
-        rounds ring sizes up to a valid size)."""
+        rounds ring sizes up to a valid size).  An inner-map prototype has
+        served its purpose: our duplicate of its fd is closed."""
         if self._in_object is not None:
             self._shape = _libbpf_shape(self._in_object.ptr, self.name)
+        if self._inner_fd is not None:
+            self._inner_fd.close()
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> Map:
@@ -270,6 +348,10 @@ class Map:
         owned = self._owned
         if owned is not None:
             return owned.fileno()
+        if self._prototype_of is not None:
+            raise BPFError(f"the inner map prototype of map {self._prototype_of!r} is a "
+                           "definition only: it has no fd",
+                           hint="the inner maps are the values of the outer map after load")
         where = self._in_object
         assert where is not None
         if where.obj.closed:
@@ -288,7 +370,8 @@ class Map:
         once the object is closed)."""
         if self._owned is not None:
             return self._owned.closed
-        assert self._in_object is not None
+        if self._in_object is None:  # the view of a declared inner prototype
+            return False
         return self._in_object.obj.closed
 
     @property
@@ -405,8 +488,11 @@ class Map:
         return percpu_stride(self.value_size)
 
     def _value(self, value: Any) -> bytes:
-        """Encode a value; for per-CPU maps, one value for all CPUs or a list per CPU."""
+        """Encode a value; for per-CPU maps, one value for all CPUs or a list per
+        CPU; for maps of maps, a Map or ring (its fd) or an fd number."""
         vc = self.value_codec
+        if self.type in _MAP_OF_MAPS:
+            value = _inner_fd_of(value)
         if not self.percpu:
             return vc.encode(value)
         ncpu = _sys.possible_cpus()
@@ -423,6 +509,9 @@ class Map:
 
     def _decode_value(self, raw: bytes | bytearray | memoryview) -> Any:
         vc = self.value_codec
+        if self.type in _MAP_OF_MAPS and vc.btf_type is None and len(raw) == 4:
+            # A lookup from user space gives the inner map's id, not an fd.
+            return int.from_bytes(raw, "little")
         if self.percpu:
             stride = self._stride()
             return [vc.decode(raw[i * stride:i * stride + self.value_size])
@@ -572,3 +661,15 @@ class Map:
     def __repr__(self) -> str:
         return f"<Map {self.name} {self.type_name} key={self.key_size} " \
                f"value={self.value_size} max_entries={self.max_entries}>"
+
+
+def _inner_fd_of(value: Any) -> Any:
+    """The fd a map-of-maps update stores for ``value``: a :class:`Map`'s or a
+    ring's map fd; anything else (an fd number, bytes) as given."""
+    from .ringbuf import RingBuffer, UserRingBuffer  # ring I/O, a lower layer
+
+    if isinstance(value, Map):
+        return value.fd
+    if isinstance(value, RingBuffer | UserRingBuffer):
+        return value.fileno()
+    return value
