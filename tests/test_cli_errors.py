@@ -71,9 +71,16 @@ def _wait_blocked(proc: subprocess.Popen, what: str, timeout: float = 60) -> Non
     pytest.fail(f"{what} never blocked")
 
 
+def _default_sigint() -> None:
+    # Under nohup or a background job of a non-interactive shell SIGINT is
+    # ignored, an ignored SIGINT is inherited through exec, and Python then
+    # installs no KeyboardInterrupt handler: give the child the default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _popen(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "bpfring", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
 
 
 def test_ctrl_c_during_write_timeout_does_not_exit_zero(echo):

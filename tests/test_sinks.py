@@ -50,7 +50,9 @@ def _tail(obj, *args: str) -> subprocess.Popen[str]:
     ring = str(obj.maps["exitsnoop_rb"].id)
     return subprocess.Popen([sys.executable, "-m", "bpfring", "tail", "id", ring,
                              "--type", "event", "--no-stats", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # SIGINT as a terminal gives it, whatever ours is (nohup).
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _read(path: Path, fmt: str) -> list[dict]:
