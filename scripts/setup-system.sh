@@ -8,12 +8,13 @@
 #   libbpf-dev                      libbpf.so.1 and the bpf_helpers.h headers
 #   bpftool                         generates vmlinux.h from the kernel's BTF
 #   iproute2                        ip/tc: the attach tests' network namespaces and veths
+#   strace                          the test that counts the user-space runtime's system calls
 #
 # Package lists are refreshed first when they are missing (a fresh system has
 # none) or older than a day, and once more if an install fails on stale lists.
 set -euo pipefail
 pkgs=("$@")
-((${#pkgs[@]})) || pkgs=(python3-venv python3-dev gcc make clang libbpf-dev bpftool iproute2)
+((${#pkgs[@]})) || pkgs=(python3-venv python3-dev gcc make clang libbpf-dev bpftool iproute2 strace)
 
 missing=()
 for pkg in "${pkgs[@]}"; do

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -228,13 +229,20 @@ def test_long_repeat_lets_other_threads_run():
             while not done.is_set():
                 seen.add(struct.unpack_from("<Q", view, 0)[0])
 
+        # A short switch interval: the watcher asks for the GIL within 0.5 ms,
+        # so each hand-over of the C loop (about every 1M instructions, well
+        # under a millisecond) lets it in whatever the machine's speed; the
+        # repeat runs for many switch intervals.
+        old_interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.0005)
         t = threading.Thread(target=watch)
         t.start()
         started.wait()
         try:
-            assert obj.programs["spin"].run(repeat=3000) == 3000  # ~30M instructions
+            assert obj.programs["spin"].run(repeat=20000) == 20000  # ~200M instructions
         finally:
             done.set()
             t.join()
-        assert obj.globals.runs == 3000
-        assert any(0 < v < 3000 for v in seen), sorted(seen)[:10]
+            sys.setswitchinterval(old_interval)
+        assert obj.globals.runs == 20000
+        assert any(0 < v < 20000 for v in seen), sorted(seen)[:10]
