@@ -225,3 +225,20 @@ def test_clang14_enum_signedness_is_read_from_the_values(tmp_path: Path) -> None
     rec = both.decode(both.encode(n="N_BAD", f=flags.F_HI))
     assert rec.n is neg.N_BAD and rec.f is flags.F_HI
     assert both.encode(n=-1)[:4] == b"\xff\xff\xff\xff"
+
+
+def test_btf_from_header_is_the_same_function() -> None:
+    """``bpfring.btf.from_header`` (where the issue's users look) gives the
+    same types as ``bpfring.from_header``, and ``import bpfring.btf`` alone
+    loads nothing of the toolchain (it forwards only when called)."""
+    import subprocess
+    import sys
+
+    import bpfring.btf
+
+    got = bpfring.btf.from_header(REALSTYLE_H).record("rs_event")
+    want = bpfring.from_header(REALSTYLE_H).record("rs_event")
+    assert got.size == want.size and got.encode(pid=7, comm="a") == want.encode(pid=7, comm="a")
+    check = ("import sys, bpfring.btf; "
+             "assert 'bpfring.build' not in sys.modules, 'btf imported build'")
+    subprocess.run([sys.executable, "-c", check], check=True)

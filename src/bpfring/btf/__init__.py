@@ -121,6 +121,9 @@ for the types of a C header needs a compiler: that is
 
 from __future__ import annotations
 
+import os
+from typing import Any
+
 from ..errors import BTFError as BTFError
 from ..errors import TypeNotFound as TypeNotFound
 from ._builder import TypeChain, TypeMap, layout_conflicts
@@ -160,7 +163,24 @@ __all__ = [
     "VarSecInfo",
     "Variable",
     "elf_section",
+    "from_header",
     "layout_conflicts",
     "load",
 ]
 
+
+def from_header(header: str | os.PathLike[str], **options: Any) -> BTF:
+    """BTF for the types a C header declares (``struct event`` of a tool's
+    ``tool.h``), for objects built elsewhere: the same function as
+    :func:`bpfring.from_header` (options ``include_dirs``, ``defines``,
+    ``cflags``, ``vmlinux``, ``cache_dir``).
+
+    Making it compiles the header with clang, which is the toolchain layer's
+    work; this forwarder, the one place the ground-layer ``btf`` package
+    reaches up, imports :mod:`bpfring.build` by name only when called, so
+    that ``import bpfring.btf`` stays free of it (docs/design.md)."""
+    import importlib
+
+    build = importlib.import_module("bpfring.build")
+    btf: BTF = build.header_btf(header, **options)
+    return btf
