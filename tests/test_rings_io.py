@@ -60,10 +60,15 @@ def test_wakeup_flags_of_the_kernel_producer(echo, flags, woken):
     prog = echo.programs["produce"]
     timeout = 60 if woken else 1.5
     elapsed, n = _blocked_poll(rb, timeout, lambda: prog.run(ctx=produce_ctx(3, flags=flags)))
-    assert n == 3
     if woken:
+        # The wakeup can come after the first submit, before the program has
+        # committed the other two: the woken poll returns what it found (as
+        # libbpf's ring_buffer__poll does) and the rest is waiting in the ring.
+        assert 1 <= n <= 3
+        assert n + rb.consume(lambda v: None) == 3
         assert elapsed < timeout / 2
     else:
+        assert n == 3
         assert elapsed >= 1.4
 
 
