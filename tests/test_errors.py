@@ -115,17 +115,23 @@ def test_attach_without_tracefs_access_says_so(kernel):
 
     if os.stat(ensure_tracefs()).st_mode & stat.S_IROTH:
         pytest.skip("tracefs is world-readable here")
-    if not os.stat("/").st_mode & stat.S_IXOTH:
-        # A chroot unpacked into a mktemp directory has a 0700 root: a process
-        # as nobody can reach no file at all there (real systems have 0755).
-        pytest.skip("/ is not searchable by other users here, so nothing can run as nobody")
+    root_mode = stat.S_IMODE(os.stat("/").st_mode)
     with tempfile.TemporaryDirectory(dir="/tmp") as where:  # nobody must reach the object
         obj = Path(where) / "demo.bpf.o"
         shutil.copy(bpfring.build(Path(bpfring.__file__).parent / "bpf" / "demo.bpf.c"), obj)
         Path(where).chmod(0o755)
         obj.chmod(0o644)
-        proc = subprocess.run([sys.executable, "-c", _AS_NOBODY, str(obj)],
-                              capture_output=True, text=True, timeout=120)
+        try:
+            if not root_mode & stat.S_IXOTH:
+                # A chroot unpacked into a mktemp directory (the fresh-Debian
+                # check) has a 0700 root, where nobody reaches no file at all;
+                # a real system's / is 0755. Give it that for the child's run.
+                os.chmod("/", root_mode | 0o055)
+            proc = subprocess.run([sys.executable, "-c", _AS_NOBODY, str(obj)],
+                                  capture_output=True, text=True, timeout=120)
+        finally:
+            if not root_mode & stat.S_IXOTH:
+                os.chmod("/", root_mode)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert len(lines) == 2, proc.stdout
