@@ -3,6 +3,7 @@ signals end the commands cleanly; run in subprocesses against real maps."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -107,3 +108,19 @@ def test_signals_end_tail_cleanly(echo, sig):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "Traceback" not in err and out == ""
+
+
+@pytest.mark.parametrize("args", [["bench", "--help"], ["--help"], ["tail", "--help"]])
+def test_output_into_a_closed_pipe_ends_quietly(args):
+    """``bpfring ... | head`` where the reader is gone before the command
+    writes: exit 0 and nothing on stderr (no traceback, no "Exception
+    ignored" from the interpreter's last flush)."""
+    r, w = os.pipe()
+    os.close(r)  # the reader has gone: every write is EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "bpfring", *args], stdout=w,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(w)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -443,6 +444,27 @@ def _stop_on_signals() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``bpfring`` command. Output piped into a reader that stops early
+    (``| head``) ends the command quietly, as for other Unix tools."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_OK
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null: the interpreter flushes it again at exit,
+    which would otherwise report the closed pipe a second time."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout replaced by something without a file
+        pass
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
         # Everything after "bench" belongs to the suite's own parser
@@ -477,7 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bpfring: error: {e} (hint: bpfring {args.command} --help)", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:
-        return EXIT_OK
+        raise  # main() ends quietly
     except BPFError as e:
         print(_error_line(e), file=sys.stderr)
         return EXIT_ERROR
