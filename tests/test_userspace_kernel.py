@@ -527,7 +527,7 @@ def test_timer_helpers_mirror_the_kernel(kernel):
         r_badclock = bpf_timer_init(&e->t, &tm, 3);
         r_init = bpf_timer_init(&e->t, &tm, 1);
         r_init2 = bpf_timer_init(&e->t, &tm, 1);
-        r_start_nocb = bpf_timer_start(&e->t, 1000, 0);
+        r_start_nocb = bpf_timer_start(&e->t, 1000000000, 0);  /* re-armed below */
         r_cb = bpf_timer_set_callback(&e->t, cb);
         r_start = bpf_timer_start(&e->t, ctx[0], 0);
         if (ctx[1]) {
@@ -550,7 +550,9 @@ def test_timer_helpers_mirror_the_kernel(kernel):
         u.programs["arm"].run(ctx=struct.pack("<QQ", 10**9, 1))    # armed, then cancelled
         g = u.globals
         assert [getattr(g, n) for n in names] == in_kernel
-        u.programs["arm"].run(ctx=struct.pack("<QQ", 1000, 0))     # fires in ~1 us
+        # Now the first start arms (the callback is set): 1 s, re-armed at once
+        # by the second to ~1 us, so the callback runs exactly once.
+        u.programs["arm"].run(ctx=struct.pack("<QQ", 1000, 0))
         deadline = time.monotonic() + 5
         while u.maps["tm"][1]["fired"] == 0 and time.monotonic() < deadline:
             time.sleep(0.002)
