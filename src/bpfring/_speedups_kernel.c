@@ -176,6 +176,98 @@ done:
 }
 
 /* -------------------------------------------------------------------------- */
+/* The walk of read() and read_records()                                      */
+/* -------------------------------------------------------------------------- */
+
+/* What a walk does with one committed record: 0, or -1 with an exception set
+ * (the record is then not consumed). */
+typedef int (*take_fn)(void *ctx, const unsigned char *payload, uint32_t len);
+
+typedef struct {
+    uint64_t start;  /* consumer_pos when the walk began */
+    uint64_t cons;   /* the position after the records taken */
+    Py_ssize_t n;    /* committed records taken */
+    int busy;        /* stopped at a BUSY record */
+} walk_t;
+
+#define WALK_RAISED (-1)      /* positions or first record corrupted: nothing taken */
+#define WALK_TAKE_FAILED (-2) /* take() raised at the record at w->cons */
+
+/* Hand the committed records from consumer_pos on to take(), in passes (the
+ * same walk as consume()): until a BUSY record, `limit` records (-1: no
+ * limit), the ring is empty, or, with `halted` not NULL, *halted is set (a
+ * close() from code take() ran; checked after each record).  Corrupted
+ * positions or a record claiming more than is published end the walk at
+ * the records before it (the next call raises), or raise when there are
+ * none.  consumer_pos is not stored: the caller publishes w->cons once the
+ * records are safe.  Always inlined, so that take() is a direct call the
+ * compiler can inline too, not a call through a pointer per record. */
+static inline __attribute__((always_inline)) int
+walk_records(ring_t *r, Py_ssize_t limit, const int *halted, take_fn take, void *ctx,
+             walk_t *w)
+{
+    const unsigned char *base = r->data.buf;
+    const uint64_t *prodp = r->prod.buf;
+    uint64_t cons, prod, size = r->size, mask = r->mask;
+    Py_ssize_t n = 0;
+    int rc = 0;
+
+    w->busy = 0;
+    cons = w->start = ld_acq64(r->cons.buf); /* ours: only this consumer stores it */
+    if (limit == 0 || (halted != NULL && *halted))
+        goto done;
+    if (cons & 7u) {
+        raise_misaligned(cons); /* as in consume() */
+        rc = WALK_RAISED;
+        goto done;
+    }
+    for (;;) {
+        prod = ld_acq64(prodp); /* pairs with the kernel's store-release */
+        if (prod == cons)
+            break;
+        if (prod - cons > size) {
+            if (n)
+                goto done;
+            raise_apart(cons, prod);
+            rc = WALK_RAISED;
+            goto done;
+        }
+        while (cons != prod) {
+            uint64_t off = cons & mask, span;
+            uint32_t word = ld_acq32(base + off); /* pairs with the commit xchg */
+            uint32_t len = word & LEN_MASK;
+
+            span = span_of(len);
+            if (word & BUSY_BIT) {
+                w->busy = 1;
+                goto done;
+            }
+            if (span > prod - cons) {
+                if (n)
+                    goto done; /* hand out what we have; the next call raises */
+                raise_claims(cons, word, prod - cons);
+                rc = WALK_RAISED;
+                goto done;
+            }
+            if (!(word & DISCARD_BIT)) {
+                if (take(ctx, base + off + HDR_SIZE, len) < 0) {
+                    rc = WALK_TAKE_FAILED;
+                    goto done;
+                }
+                n++;
+            }
+            cons += span;
+            if (n == limit || (halted != NULL && *halted))
+                goto done;
+        }
+    }
+done:
+    w->cons = cons;
+    w->n = n;
+    return rc;
+}
+
+/* -------------------------------------------------------------------------- */
 /* read                                                                       */
 /* -------------------------------------------------------------------------- */
 
@@ -189,16 +281,27 @@ PyDoc_STRVAR(read_doc,
 "(MemoryError), or, for a corrupted record, the records copied before it are\n"
 "returned and consumed and the next call raises RingCorrupted.");
 
+/* take_fn of read(): a bytes copy appended to the list `ctx`. */
+static inline int
+take_bytes(void *ctx, const unsigned char *payload, uint32_t len)
+{
+    PyObject *rec = PyBytes_FromStringAndSize((const char *)payload, (Py_ssize_t)len);
+    int rc;
+
+    if (rec == NULL)
+        return -1;
+    rc = PyList_Append((PyObject *)ctx, rec);
+    Py_DECREF(rec);
+    return rc;
+}
+
 static PyObject *
 kr_read(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     ring_t r;
-    PyObject *out, *rec, *ret;
-    Py_ssize_t limit, n = 0;
-    int busy = 0;
-    const unsigned char *base;
-    uint64_t *consp, cons, start, prod, size, mask;
-    const uint64_t *prodp;
+    walk_t w;
+    PyObject *out;
+    Py_ssize_t limit;
 
     if (check_nargs("read", nargs, 1) < 0)
         return NULL;
@@ -210,73 +313,17 @@ kr_read(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
         ring_release(&r);
         return NULL;
     }
-    base = r.data.buf;
-    consp = r.cons.buf;
-    prodp = r.prod.buf;
-    size = r.size;
-    mask = r.mask;
-    cons = start = ld_acq64(consp);
-    if (limit == 0)
-        goto done;
-    if (cons & 7u) {
-        raise_misaligned(cons); /* as in consume() */
-        goto fail;
+    if (walk_records(&r, limit, NULL, take_bytes, out, &w) < 0) {
+        ring_release(&r); /* nothing consumed */
+        Py_DECREF(out);
+        return NULL;
     }
-    for (;;) {
-        prod = ld_acq64(prodp); /* pairs with the kernel's store-release */
-        if (prod == cons)
-            break;
-        if (prod - cons > size) {
-            if (n)
-                goto done;
-            raise_apart(cons, prod);
-            goto fail;
-        }
-        while (cons != prod) {
-            uint64_t off = cons & mask, span;
-            uint32_t word = ld_acq32(base + off); /* pairs with the commit xchg */
-            uint32_t len = word & LEN_MASK;
-
-            span = span_of(len);
-            if (word & BUSY_BIT) {
-                busy = 1;
-                goto done;
-            }
-            if (span > prod - cons) {
-                if (n)
-                    goto done; /* hand out what we have; the next call raises */
-                raise_claims(cons, word, prod - cons);
-                goto fail;
-            }
-            if (!(word & DISCARD_BIT)) {
-                rec = PyBytes_FromStringAndSize((const char *)base + off + HDR_SIZE,
-                                                (Py_ssize_t)len);
-                if (rec == NULL)
-                    goto fail;
-                if (PyList_Append(out, rec) < 0) {
-                    Py_DECREF(rec);
-                    goto fail;
-                }
-                Py_DECREF(rec);
-                n++;
-            }
-            cons += span;
-            if (n == limit)
-                goto done;
-        }
-    }
-done:
     /* Release: the copies are made before the kernel may reuse the space
      * (pairs with its smp_load_acquire of consumer_pos). */
-    if (cons != start)
-        st_rel64(consp, cons);
+    if (w.cons != w.start)
+        st_rel64(r.cons.buf, w.cons);
     ring_release(&r);
-    ret = Py_BuildValue("NO", out, busy ? Py_True : Py_False);
-    return ret;
-fail:
-    ring_release(&r);
-    Py_DECREF(out);
-    return NULL;
+    return Py_BuildValue("NO", out, w.busy ? Py_True : Py_False);
 }
 
 /* -------------------------------------------------------------------------- */
@@ -297,17 +344,43 @@ PyDoc_STRVAR(read_records_doc,
 "true the bytes of the consumed area (headers included) the records came\n"
 "from, so that an iterator's leftovers can still be handed out raw.");
 
+typedef struct {
+    PyObject *out, *decoder;
+    dec_prog *fast; /* the decoder's program when it needs no Python, else NULL */
+} decode_ctx;
+
+/* take_fn of read_records(): decoder(payload) appended to ctx->out. */
+static inline int
+take_decoded(void *ctx, const unsigned char *payload, uint32_t len)
+{
+    decode_ctx *c = ctx;
+    PyObject *rec;
+
+    if (c->fast != NULL && (Py_ssize_t)len >= c->fast->size) {
+        rec = rd_struct(c->fast, payload, Py_None, 0);
+    }
+    else {
+        PyObject *b = PyBytes_FromStringAndSize((const char *)payload, (Py_ssize_t)len);
+        rec = b != NULL ? PyObject_CallOneArg(c->decoder, b) : NULL;
+        Py_XDECREF(b);
+    }
+    if (rec == NULL || PyList_Append(c->out, rec) < 0) {
+        Py_XDECREF(rec);
+        return -1;
+    }
+    Py_DECREF(rec);
+    return 0;
+}
+
 static PyObject *
 kr_read_records(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     ring_t r;
-    PyObject *out, *rec, *decoder, *raw = NULL;
-    Py_ssize_t limit, n = 0;
-    int busy = 0, batch;
-    const unsigned char *base;
-    uint64_t *consp, cons, start, prod, size, mask;
-    const uint64_t *prodp;
-    dec_prog *fast = NULL;
+    walk_t w;
+    decode_ctx ctx = {NULL, NULL, NULL};
+    PyObject *decoder, *raw = NULL;
+    Py_ssize_t limit;
+    int batch, rc;
 
     if (check_nargs("read_records", nargs, 3) < 0)
         return NULL;
@@ -323,105 +396,51 @@ kr_read_records(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (Py_IS_TYPE(decoder, &RecordDecoderType)) {
         dec_prog *top = ((RecordDecoderObject *)decoder)->top;
         if (top != NULL && !top->has_py)
-            fast = top;
+            ctx.fast = top;
     }
     if (ring_acquire(self, &r) < 0)
         return NULL;
-    if ((out = PyList_New(0)) == NULL) {
+    if ((ctx.out = PyList_New(0)) == NULL) {
         ring_release(&r);
         return NULL;
     }
     /* The decoder may run Python code (a generic one, or a finalizer run by
      * the GC): keep it alive even if that code drops its last reference. */
-    Py_INCREF(decoder);
-    base = r.data.buf;
-    consp = r.cons.buf;
-    prodp = r.prod.buf;
-    size = r.size;
-    mask = r.mask;
-    cons = start = ld_acq64(consp);
-    if (limit == 0 || self->halted)
-        goto done;
-    if (cons & 7u) {
-        raise_misaligned(cons); /* as in consume() */
-        goto fail;
-    }
-    for (;;) {
-        prod = ld_acq64(prodp); /* pairs with the kernel's store-release */
-        if (prod == cons)
-            break;
-        if (prod - cons > size) {
-            if (n)
-                goto done;
-            raise_apart(cons, prod);
+    ctx.decoder = Py_NewRef(decoder);
+    /* halted: close() from code the decoder ran; stop after that record. */
+    rc = walk_records(&r, limit, &self->halted, take_decoded, &ctx, &w);
+    if (rc == WALK_TAKE_FAILED) {
+        /* The records before this one are consumed; it is not. */
+        if (batch && w.n && PyErr_ExceptionMatches(PyExc_Exception)) {
+            PyErr_Clear(); /* comes again from the next call */
+        }
+        else {
+            if (w.cons != w.start)
+                st_rel64(r.cons.buf, w.cons);
             goto fail;
         }
-        while (cons != prod) {
-            uint64_t off = cons & mask, span;
-            uint32_t word = ld_acq32(base + off); /* pairs with the commit xchg */
-            uint32_t len = word & LEN_MASK;
-
-            span = span_of(len);
-            if (word & BUSY_BIT) {
-                busy = 1;
-                goto done;
-            }
-            if (span > prod - cons) {
-                if (n)
-                    goto done; /* hand out what we have; the next call raises */
-                raise_claims(cons, word, prod - cons);
-                goto fail;
-            }
-            if (!(word & DISCARD_BIT)) {
-                const unsigned char *payload = base + off + HDR_SIZE;
-
-                if (fast != NULL && (Py_ssize_t)len >= fast->size) {
-                    rec = rd_struct(fast, payload, Py_None, 0);
-                }
-                else {
-                    PyObject *b = PyBytes_FromStringAndSize((const char *)payload,
-                                                            (Py_ssize_t)len);
-                    rec = b != NULL ? PyObject_CallOneArg(decoder, b) : NULL;
-                    Py_XDECREF(b);
-                }
-                if (rec == NULL || PyList_Append(out, rec) < 0) {
-                    Py_XDECREF(rec);
-                    /* The records before this one are consumed; it is not. */
-                    if (batch && n && PyErr_ExceptionMatches(PyExc_Exception)) {
-                        PyErr_Clear(); /* comes again from the next call */
-                        goto done;
-                    }
-                    if (cons != start)
-                        st_rel64(consp, cons);
-                    goto fail;
-                }
-                Py_DECREF(rec);
-                n++;
-            }
-            cons += span;
-            /* halt(): close() from code the decoder ran; stop after this record */
-            if (n == limit || self->halted)
-                goto done;
-        }
     }
-done:
-    if (batch && cons != start) {
+    else if (rc < 0) {
+        goto fail;
+    }
+    if (batch && w.cons != w.start) {
         /* The double mapping makes the consumed area contiguous. */
-        raw = PyBytes_FromStringAndSize((const char *)base + (start & mask),
-                                        (Py_ssize_t)(cons - start));
+        raw = PyBytes_FromStringAndSize((const char *)r.data.buf + (w.start & r.mask),
+                                        (Py_ssize_t)(w.cons - w.start));
         if (raw == NULL)
             goto fail; /* nothing consumed */
     }
     /* Release: the payload reads are done before the kernel may reuse the
      * space (pairs with its smp_load_acquire of consumer_pos). */
-    if (cons != start)
-        st_rel64(consp, cons);
+    if (w.cons != w.start)
+        st_rel64(r.cons.buf, w.cons);
     ring_release(&r);
-    Py_DECREF(decoder);
-    return Py_BuildValue("NON", out, busy ? Py_True : Py_False, raw ? raw : Py_NewRef(Py_None));
+    Py_DECREF(ctx.decoder);
+    return Py_BuildValue("NON", ctx.out, w.busy ? Py_True : Py_False,
+                         raw ? raw : Py_NewRef(Py_None));
 fail:
     ring_release(&r);
-    Py_DECREF(decoder);
-    Py_DECREF(out);
+    Py_DECREF(ctx.decoder);
+    Py_DECREF(ctx.out);
     return NULL;
 }
