@@ -7,7 +7,7 @@ the unpacked tree.
 
 Why a manylinux wheel per Python version and not one abi3 wheel: the C ring
 backend hands every record to the callback in one memoryview that it re-points
-from record to record (``_speedups.c``: ``view_point``/``view_reusable``),
+from record to record (``_speedups_view.c``: ``view_point``/``view_reusable``),
 which needs the memoryview's struct; the limited API has no such access and
 would allocate a view (and a slice) per record.  Measured on the loaded
 2-core VM: ``consume()`` with a trivial callback at 26-53 M records/s with
@@ -145,6 +145,10 @@ def test_sdist_carries_what_its_tests_need(dists):
         assert need in names, f"{need} is missing from the sdist"
     every_test = {f"tests/{p.name}" for p in (ROOT / "tests").glob("*.py")}
     assert every_test <= names, every_test - names
+    # _speedups.c and every part it #includes (the wheel is built from them).
+    every_c_part = {f"src/bpfring/{p.name}"
+                    for p in (ROOT / "src" / "bpfring").glob("_speedups*.c")}
+    assert len(every_c_part) > 2 and every_c_part <= names, every_c_part - names
     junk = [n for n in names if n.endswith((".so", ".pyc", ".o")) or "__pycache__" in n
             or n.startswith((".venv", ".git/", "build/"))]
     assert not junk, junk
@@ -307,40 +311,20 @@ def _interpreter(version: str) -> tuple[str | None, str]:
 
 # --- installing and using them -------------------------------------------------------
 
+# The smoke run: the installed package (not this tree's src/) with the
+# accelerator, then examples/both_directions.py itself (both directions
+# through the kernel), whose output the test checks.
 SMOKE = textwrap.dedent(r'''
-    import os, struct, sys
+    import os, runpy, sys
     import bpfring, bpfring._ringbackend as backend
 
     assert os.path.realpath(bpfring.__file__).startswith(os.path.realpath(sys.prefix)), \
         bpfring.__file__
     assert backend.ACCELERATED, backend.accelerator_status()
-    SRC = r"""
-    #include "vmlinux.h"
-    #include <bpfring/ring.bpf.h>
-    BPFRING_USER_RINGBUF(requests, 4096);
-    BPFRING_RINGBUF(replies, 4096);
-    static long on_request(struct bpf_dynptr *d, void *ctx) {
-        __u64 x;
-        if (bpf_dynptr_read(&x, sizeof(x), d, 0, 0) == 0) {
-            x *= 2;
-            bpfring_output(replies, &x, sizeof(x), 0);
-        }
-        return 0;
-    }
-    SEC("syscall") int double_all(void *ctx) {
-        return bpf_user_ringbuf_drain(&requests, on_request, NULL, 0);
-    }
-    char LICENSE[] SEC("license") = "GPL";
-    """
-    with bpfring.load(SRC) as obj:
-        to_bpf, from_bpf = obj.user_ring_buffer("requests"), obj.ring_buffer("replies")
-        for i in range(5):
-            to_bpf.write(struct.pack("<Q", i))
-        assert obj.programs["double_all"].run() == 5
-        got = [struct.unpack("<Q", r)[0] for r in from_bpf.read()]
-        assert got == [0, 2, 4, 6, 8], got
+    runpy.run_path(sys.argv[1], run_name="__main__")
     print("smoke ok", sys.version.split()[0], bpfring.__version__, backend.accelerator_status())
 ''')
+EXAMPLE = ROOT / "examples" / "both_directions.py"
 
 
 def _venv(python: str, where: Path) -> Path:
@@ -372,8 +356,12 @@ def test_wheel_installs_and_works(version, dists, kernel, tmp_path):
         assert f"-{tag}-{tag}-manylinux" in wheel.name, wheel.name
     _pip(vpy, "install", "-q", str(wheel))
     # The session's private build cache (conftest): vmlinux.h is made once.
-    out = _run([str(vpy), "-c", SMOKE], cwd=tmp_path, timeout=300)
-    assert out.stdout.startswith(f"smoke ok {version}"), (how, out.stdout)
+    out = _run([str(vpy), "-c", SMOKE, str(EXAMPLE)], cwd=tmp_path, timeout=300)
+    lines = out.stdout.splitlines()
+    # What the example prints (tests/test_examples.py checks the same lines):
+    # the program drained all 5 requests and every reply came back doubled.
+    assert lines[:2] == ["drained 5", "[0, 2, 4, 6, 8] lost: 0"], (how, out.stdout)
+    assert len(lines) == 3 and lines[2].startswith(f"smoke ok {version}"), (how, out.stdout)
     # The console script works from the wheel too.
     cli = _run([str(vpy.parent / "bpfring"), "--version"], cwd=tmp_path)
     assert "accelerator: active" in cli.stdout, cli.stdout

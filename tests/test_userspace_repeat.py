@@ -13,41 +13,20 @@ the same on both interpreters.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import struct
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from conftest import BPF_DIR
+from interp_backends import backend, needs_c_vm
 
-from bpfring.userspace import UserRuntimeError, _cinterp, _isa, load, load_insns
+from bpfring.userspace import UserRuntimeError, _isa, load, load_insns
 
 Ins = _isa.Insn
 
 
-def _c_vm_available() -> bool:
-    try:
-        _cinterp._load_vm()
-    except ImportError:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(
-    not _c_vm_available() and not os.environ.get("BPFRING_REQUIRE_ACCEL"),
-    reason="the C accelerator is not built")
-
-
-@contextlib.contextmanager
-def backend(name: str) -> Iterator[None]:
-    prev = _cinterp.set_backend(name)
-    try:
-        yield
-    finally:
-        _cinterp.set_backend(prev)
+pytestmark = needs_c_vm
 
 
 @pytest.fixture(scope="module")

@@ -17,18 +17,17 @@ two directly, in one process:
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import random
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import BPF_DIR
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from interp_backends import backend, needs_c_vm
 
 from bpfring.userspace import UserRuntimeError, _cinterp, _isa, load, load_insns
 
@@ -36,26 +35,7 @@ M64 = (1 << 64) - 1
 M32 = 0xFFFF_FFFF
 Ins = _isa.Insn
 
-def _c_vm_available() -> bool:
-    try:
-        _cinterp._load_vm()
-    except ImportError:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(
-    not _c_vm_available() and not os.environ.get("BPFRING_REQUIRE_ACCEL"),
-    reason="the C accelerator is not built")
-
-
-@contextlib.contextmanager
-def backend(name: str) -> Iterator[None]:
-    prev = _cinterp.set_backend(name)
-    try:
-        yield
-    finally:
-        _cinterp.set_backend(prev)
+pytestmark = needs_c_vm
 
 
 def test_backend_choice():

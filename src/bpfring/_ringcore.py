@@ -431,7 +431,7 @@ def try_put(data: memoryview, size: int, cons: int, prod: int, payload: Readable
     than the ring or the drain's 16 MiB - 1), or the positions are
     inconsistent (misaligned ``prod``, more than a ring apart), which
     :meth:`Producer.plan` tells apart.  The fast path of the pure-Python
-    backend, as ``fits``/``put_sample`` are in ``_speedups.c``."""
+    backend, as ``fits``/``put_sample`` are in ``_speedups_user.c``."""
     used = (prod - cons) & POS_MASK
     if (length < 0 or length > size - HDR_SIZE or length > DYNPTR_MAX or used > size
             or prod & 7 or (length + 15) & ~7 > size - used):
