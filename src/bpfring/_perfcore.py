@@ -69,6 +69,7 @@ RECORD_SAMPLE = 9
 HEADER = struct.Struct("<IHH")  # type, misc, size
 _U32 = struct.Struct("<I")
 _SAMPLE_HEAD = struct.Struct("<IHHI")  # header, then a sample's raw size
+SAMPLE_HEAD_SIZE = _SAMPLE_HEAD.size  #: bytes before a sample's raw data
 _LOST = struct.Struct("<QQ")  # id, lost
 POS_MASK = (1 << 64) - 1
 
