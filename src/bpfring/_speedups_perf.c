@@ -115,7 +115,8 @@ pw_halted(const perf_walk_t *w)
  * data_head, -1 on an error (raised; pos stays at the record).  Lost reports
  * on the way are added up (and told to on_lost); other record types are
  * skipped.  The caller moves past the sample with pw_done(). */
-static inline int
+/* Inlined into each walk: its loop is the walk's hot path. */
+static inline __attribute__((always_inline)) int
 pw_next(perf_walk_t *w, const unsigned char **raw, uint32_t *len)
 {
     while (w->left) {
