@@ -22,6 +22,14 @@ over records decoded from BTF, each dropped after use as BCC's ``event()``
 objects are), ``typed_read`` (``read()``: one list of all the decoded
 records, kept alive together; records of plain members are untracked by the
 cyclic GC, so the collector does not walk them) and ``read_array``.
+
+Limit rows (``limit-*``) time the typed cases' decoding with no ring at
+all, on the same records (taken out of the ring as bytes first, not timed):
+the C decoder over each record's bytes object in the ``typed`` case's loop
+(``limit-typed``) and into one list as ``read()`` makes it (``limit-read``).
+They show what making the record objects costs; the ring walks decode
+straight from ring memory, which saves the bytes argument, so a case may
+come out a little faster than its limit row.
 """
 
 from __future__ import annotations
@@ -100,9 +108,13 @@ char LICENSE[] SEC("license") = "GPL";
 
 EVENT = np.dtype([("seq", "<u8"), ("ts", "<u8"), ("pid", "<u4"), ("cpu", "<u4"),
                   ("comm", "S16")])
-CASES = ("libbpf-c", "libbpf-ctypes", "bcc", "callback", "typed", "typed_read", "read_array")
+CASES = ("libbpf-c", "libbpf-ctypes", "bcc", "callback", "typed", "typed_read", "read_array",
+         "limit-typed", "limit-read")
+#: The limit row each case is compared with (same run).
+LIMITS = {"typed": "limit-typed", "typed_read": "limit-read"}
 #: (case, versus, minimum ratio of medians): issue 13's perf buffer targets.
-TARGETS = (("callback", "bcc", 10.0), ("typed", "bcc", 10.0))
+TARGETS = (("callback", "bcc", 10.0), ("typed", "bcc", 10.0), ("typed_read", "bcc", 10.0),
+           ("read_array", "bcc", 10.0))
 
 _SAMPLE_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
                               ctypes.c_uint32)
@@ -168,6 +180,30 @@ def _bpfring_case(kind: str) -> Callable[[Run, int], tuple[float, int, int]]:
             if (got, total) != (n, want) or pb.lost:
                 raise RuntimeError(f"{kind}: got {got} records (sum {total}), lost {pb.lost}; "
                                    f"wanted {n} (sum {want})")
+        return t1 - t0, got, 0
+    return case
+
+
+def _limit_case(kind: str) -> Callable[[Run, int], tuple[float, int, int]]:
+    def case(run: Run, n: int) -> tuple[float, int, int]:
+        with PerfBuffer(run.map_fd, page_count=run.pages, cpus=[0]) as pb:
+            want = run.fill(n)
+            raws = pb.read()  # the records' bytes, out of the ring (not timed)
+        if kind == "limit-typed":
+            decode = run.event.decode
+            got = total = 0
+            t0 = time.perf_counter()
+            for got, rec in enumerate(map(decode, raws), 1):  # noqa: B007
+                total += rec.seq
+            t1 = time.perf_counter()
+        else:
+            decode = run.event.decode
+            t0 = time.perf_counter()
+            recs = list(map(decode, raws))
+            t1 = time.perf_counter()
+            got, total = len(recs), sum(r.seq for r in recs)
+        if (got, total) != (n, want):
+            raise RuntimeError(f"{kind}: got {got} records (sum {total}); wanted {n}")
         return t1 - t0, got, 0
     return case
 
@@ -330,6 +366,8 @@ RUNNERS: dict[str, Callable[[Run, int], tuple[float, int, int]]] = {
     "typed": _bpfring_case("typed"),
     "typed_read": _bpfring_case("typed_read"),
     "read_array": _bpfring_case("read_array"),
+    "limit-typed": _limit_case("limit-typed"),
+    "limit-read": _limit_case("limit-read"),
 }
 
 
@@ -376,6 +414,9 @@ def main(argv: Sequence[str]) -> int:
         for base in ("libbpf-c", "libbpf-ctypes", "bcc"):
             if c in rate and base in rate:
                 ratios[f"{c}/{base}"] = rate[c] / rate[base]
+    for c, lim in LIMITS.items():
+        if c in rate and lim in rate:
+            ratios[f"{c}/{lim}"] = rate[c] / rate[lim]
     info = machine_info(None)
     targets = [(c, base, want, ratios.get(f"{c}/{base}")) for c, base, want in TARGETS
                if c in cases and base in cases]
@@ -400,7 +441,9 @@ def main(argv: Sequence[str]) -> int:
              "callback": "bpfring: PerfBuffer.consume(callback)",
              "typed": "bpfring: typed iteration (for rec in pb)",
              "typed_read": "bpfring: PerfBuffer.read() typed",
-             "read_array": "bpfring: PerfBuffer.read_array"}
+             "read_array": "bpfring: PerfBuffer.read_array",
+             "limit-typed": "limit: C decoder alone, typed loop",
+             "limit-read": "limit: C decoder alone, into a list"}
     for c in cases:
         if c in skipped:
             print(f"  {label[c]:<40} {'SKIPPED':>12}  {skipped[c]}")

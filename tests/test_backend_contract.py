@@ -178,7 +178,8 @@ def _random_ring(rnd: random.Random, size: int = 4096, start: int | None = None
 # ---------------------------------------------------------------------------------
 
 EXPORTS = {"API", "HDR_SIZE", "DYNPTR_MAX", "KernelRing", "UserRing", "load_acquire_u64",
-           "store_release_u64", "acquire_fence", "perf_walk", "perf_read", "backlog_iter"}
+           "store_release_u64", "acquire_fence", "perf_walk", "perf_read", "perf_take",
+           "perf_read_array", "backlog_iter"}
 POSITIONS = {"consumer_pos", "producer_pos", "publish", "size"}
 
 

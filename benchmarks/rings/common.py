@@ -61,6 +61,7 @@ CASES: tuple[CaseDef, ...] = (
     CaseDef("produce", K2U, "kernel producer (bpf_loop, one CPU)", ("prefilled",)),
     # The memory limits: numpy on the same ring pages (benchmarks/rings/limits.py).
     CaseDef("np-headers", K2U, "numpy: strided header scan (limit)", ("prefilled",)),
+    CaseDef("np-headers-seq", K2U, "numpy: header scan + seq sum (limit)", ("prefilled",)),
     CaseDef("np-copy", K2U, "numpy: strided payload copy (limit)", ("prefilled",)),
     CaseDef("np-stream", K2U, "numpy: streaming read (limit)", ("prefilled",)),
     CaseDef("libbpf-c-write", U2K, "libbpf C: reserve/submit", MODES[U2K]),
@@ -86,7 +87,9 @@ RATIO_TARGETS = (
 #: Cases whose live run must lose no record at the producer's full rate.
 NO_LOSS_CASES = ("read_array", "view_array", "callback")
 #: Rows that measure numpy on the ring's memory: limits, not consumers.
-LIMIT_CASES = ("np-headers", "np-copy", "np-stream")
+LIMIT_CASES = ("np-headers", "np-headers-seq", "np-copy", "np-stream")
+#: The limit row that bounds a case: the same work done by numpy alone.
+BOUNDS = {"view_array": "np-headers-seq", "read_array": "np-copy"}
 RSS_GROWTH_LIMIT = 1 << 20  # bytes of RSS growth after the first round counted as "flat"
 
 

@@ -11,6 +11,7 @@ from typing import Any
 from .bench import Bench, _rss, _watchdog
 from .cases import IN_PROCESS_CONSUMERS, IN_PROCESS_WRITERS, _missing_api
 from .common import (
+    BOUNDS,
     CASE_BY_NAME,
     CASES,
     DIRECTIONS,
@@ -25,7 +26,7 @@ from .common import (
     _mono,
     _round,
 )
-from .limits import limit_note
+from .limits import bound_note, limit_note
 
 # ------------------------------------------------------------------------------------
 # Rounds
@@ -215,11 +216,16 @@ def run_section(b: Bench, direction: str, mode: str, cases: list[CaseDef],
                 continue
             if i >= opts.warmup:
                 r.rounds.append(rnd)
+    by_case = {r.case: r for r in active if r.status == "ok" and r.rounds}
     for r in active:
         if r.status == "ok" and r.rounds and r.case in LIMIT_CASES:
             note = limit_note(r.case, statistics.median(r.rates))
             if note:
                 r.notes.append(note)
+        bound = by_case.get(BOUNDS.get(r.case, ""))
+        if bound is not None and r.status == "ok" and r.rounds:
+            r.notes.append(bound_note(r.case, statistics.median(r.rates), bound.case,
+                                      statistics.median(bound.rates)))
         if r.status == "ok" and r.rounds and r.rounds[0].get("lost") is not None:
             lost = [x["lost"] for x in r.rounds]
             if any(lost):

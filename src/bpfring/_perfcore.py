@@ -48,7 +48,10 @@ __all__ = [
     "RECORD_LOST",
     "RECORD_SAMPLE",
     "WalkResult",
+    "payloads",
     "perf_read",
+    "perf_read_array",
+    "perf_take",
     "perf_walk",
     "walk",
 ]
@@ -66,6 +69,7 @@ RECORD_SAMPLE = 9
 HEADER = struct.Struct("<IHH")  # type, misc, size
 _U32 = struct.Struct("<I")
 _SAMPLE_HEAD = struct.Struct("<IHHI")  # header, then a sample's raw size
+SAMPLE_HEAD_SIZE = _SAMPLE_HEAD.size  #: bytes before a sample's raw data
 _LOST = struct.Struct("<QQ")  # id, lost
 POS_MASK = (1 << 64) - 1
 
@@ -220,6 +224,115 @@ def perf_read(meta: memoryview, data: memoryview, decoder: Callable[[bytes], Any
             append(decoder(bytes(v)))
     _, lost = perf_walk(meta, data, take, limit, on_lost, halt)
     return out, lost
+
+
+class _Stop(Exception):
+    """Raised by a walk's callback to stop before the current sample."""
+
+
+def _area(data: memoryview, size: int, start: int, end: int) -> bytes:
+    """The bytes between counters ``start`` and ``end``, reassembled where
+    they wrap around the end of the data area."""
+    length = (end - start) & POS_MASK
+    if not length:
+        return b""
+    return bytes(_record(data, size, start, length, bytearray(length)))
+
+
+def perf_take(meta: memoryview, data: memoryview, decoder: Callable[[bytes], Any],
+              limit: int | None, on_lost: Callable[[int], object] | None,
+              halt: bytearray | None, want_raw: object) -> tuple[list[Any], int, bytes | None]:
+    """:func:`perf_read` that loses nothing on an error: when decoding a
+    sample, an ``on_lost`` call or a corrupted record fails after some
+    records were decoded, those are returned, ``data_tail`` is stored before
+    the failing record and the error comes again from the next call; only a
+    failure at the first record propagates.  With ``want_raw``, also the
+    bytes of the consumed area (headers included, reassembled where it
+    wraps), from which :func:`payloads` recovers each record's raw bytes;
+    else None.  The twin of ``bpfring._speedups.perf_take``."""
+    if not callable(decoder):
+        raise TypeError("decoder must be callable")
+    want = bool(want_raw)
+    out: list[Any] = []
+    append = out.append
+    if decoder is bytes:
+        def take(v: memoryview) -> None:
+            append(bytes(v))
+    else:
+        def take(v: memoryview) -> None:
+            append(decoder(bytes(v)))
+    head = meta[DATA_HEAD // 8]
+    start = meta[DATA_TAIL // 8]
+    try:
+        res = walk(data, len(data), start, head, take, limit, on_lost, halt)
+        end, lost = res.tail, res.lost
+    except BaseException as e:
+        done = getattr(e, "walk_result", None)
+        if done is not None:
+            meta[DATA_TAIL // 8] = done.tail
+        if done is None or not out or not isinstance(e, Exception):
+            raise
+        end, lost = done.tail, done.lost  # the error comes again from the next call
+    raw = _area(data, len(data), start, end) if want and end != start else None
+    meta[DATA_TAIL // 8] = end
+    return out, lost, raw
+
+
+def perf_read_array(meta: memoryview, data: memoryview, out: Any, itemsize: int,
+                    limit: int | None, on_lost: Callable[[int], object] | None,
+                    halt: bytearray | None) -> tuple[int, int, int]:
+    """Copy the first ``itemsize`` bytes of each sample into consecutive rows
+    of the writable buffer ``out`` (at most ``limit`` rows, and as many as
+    fit); returns ``(count, lost, short)``.  A sample shorter than
+    ``itemsize`` stops the walk before it (it stays in the ring) and
+    ``short`` is its raw size (else -1).  Errors as for :func:`perf_take`.
+    The twin of ``bpfring._speedups.perf_read_array``."""
+    if not isinstance(itemsize, int) or not 1 <= itemsize <= 65535:
+        raise ValueError("itemsize must be between 1 and 65535")
+    rows = memoryview(out).cast("B")
+    cap = len(rows) // itemsize
+    if limit is not None and 0 <= limit < cap:
+        cap = limit
+    count = 0
+    short = -1
+
+    def take(v: memoryview) -> None:
+        nonlocal count, short
+        if v.nbytes < itemsize:
+            short = v.nbytes
+            raise _Stop
+        rows[count * itemsize:(count + 1) * itemsize] = v[:itemsize]
+        count += 1
+
+    head = meta[DATA_HEAD // 8]
+    start = meta[DATA_TAIL // 8]
+    try:
+        res = walk(data, len(data), start, head, take, cap, on_lost, halt)
+        end, lost = res.tail, res.lost
+    except BaseException as e:
+        done = getattr(e, "walk_result", None)
+        if done is not None:
+            meta[DATA_TAIL // 8] = done.tail
+        if done is None or not isinstance(e, Exception) or not (count or isinstance(e, _Stop)):
+            raise
+        end, lost = done.tail, done.lost  # an error comes again from the next call
+    meta[DATA_TAIL // 8] = end
+    return count, lost, short
+
+
+def payloads(raw: bytes) -> list[memoryview]:
+    """The raw bytes of each sample in ``raw``, a consumed area as
+    :func:`perf_take` returns it (lost reports and other records skipped)."""
+    out: list[memoryview] = []
+    view = memoryview(raw)
+    pos = 0
+    while pos < len(raw):
+        rtype, _misc, rsize = HEADER.unpack_from(raw, pos)
+        if rtype == RECORD_SAMPLE:
+            n = _U32.unpack_from(raw, pos + HEADER.size)[0]
+            out.append(view[pos + _SAMPLE_HEAD.size:pos + _SAMPLE_HEAD.size + n])
+        pos += rsize
+    return out
 
 
 def sample_record(payload: bytes) -> bytes:

@@ -150,6 +150,16 @@ class RingBackend(Protocol):
                   limit: int | None, on_lost: Callable[[int], object] | None,
                   halt: bytearray | None, /) -> tuple[list[Any], int]: ...
 
+    def perf_take(self, meta: memoryview, data: memoryview, decoder: Callable[[bytes], Any],
+                  limit: int | None, on_lost: Callable[[int], object] | None,
+                  halt: bytearray | None, want_raw: object, /
+                  ) -> tuple[list[Any], int, bytes | None]: ...
+
+    def perf_read_array(self, meta: memoryview, data: memoryview, out: WriteableBuffer,
+                        itemsize: int, limit: int | None,
+                        on_lost: Callable[[int], object] | None, halt: bytearray | None, /
+                        ) -> tuple[int, int, int]: ...
+
 
 #: The active backend: ``bpfring._speedups`` or :mod:`bpfring._ringpure`.
 #: Read it when a ring is opened, not at import: :func:`set_accelerated`

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 # the perf ring walks: the same API as _speedups.perf_walk and perf_read
-from ._perfcore import perf_read, perf_walk
+from ._perfcore import perf_read, perf_read_array, perf_take, perf_walk
 from ._ringcore import (
     BUSY_BIT,
     DYNPTR_MAX,
@@ -58,13 +58,14 @@ if TYPE_CHECKING:
     from ._ringcore import U8Array
 
 __all__ = ["API", "DYNPTR_MAX", "HDR_SIZE", "KernelRing", "UserRing", "acquire_fence",
-           "backlog_iter", "load_acquire_u64", "perf_read", "perf_walk", "store_release_u64"]
+           "backlog_iter", "load_acquire_u64", "perf_read", "perf_read_array", "perf_take",
+           "perf_walk", "store_release_u64"]
 
 #: The ``API`` number of the _speedups.c this module mirrors.
 # 3: KernelRing.halt(); 4: also perf_walk; 5: scan, read_into, write_array;
 # 6: the struct decoder _RecordDecoder; 7: KernelRing.read_records, backlog_iter,
-# perf_read.
-API = 7
+# perf_read; 8: perf_take, perf_read_array.
+API = 8
 
 _U64_MAX = 1 << 64
 _SIZE_MAX = sys.maxsize >> 2

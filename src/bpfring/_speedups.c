@@ -122,8 +122,7 @@ static PyTypeObject UserRing_Type = {
 #include "_speedups_vm.c"
 
 static PyMethodDef methods[] = {
-    {"perf_walk", (PyCFunction)(void (*)(void))sp_perf_walk, METH_FASTCALL, perf_walk_doc},
-    {"perf_read", (PyCFunction)(void (*)(void))sp_perf_read, METH_FASTCALL, perf_read_doc},
+    PERF_METHODS,
     {"load_acquire_u64", (PyCFunction)(void (*)(void))sp_load_acquire_u64, METH_FASTCALL,
      load_acquire_u64_doc},
     {"store_release_u64", (PyCFunction)(void (*)(void))sp_store_release_u64, METH_FASTCALL,
@@ -160,7 +159,7 @@ PyInit__speedups(void)
     }
     /* Bumped whenever a signature or a semantic changes: bpfring._ringbackend
      * ignores a build with another value (a stale editable-install .so). */
-    if (decode_add_types(m) < 0 || PyModule_AddIntConstant(m, "API", 7) < 0 ||
+    if (decode_add_types(m) < 0 || PyModule_AddIntConstant(m, "API", 8) < 0 ||
         PyModule_AddIntConstant(m, "HDR_SIZE", HDR_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "DYNPTR_MAX", DYNPTR_MAX) < 0 ||
         vm_module_init(m) < 0) {

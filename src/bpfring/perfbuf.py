@@ -24,7 +24,6 @@ Differences from a BPF ring buffer that users see:
 from __future__ import annotations
 
 import contextlib
-import itertools
 import mmap
 import select
 import struct
@@ -154,7 +153,16 @@ class PerfBuffer:
         self._lock = threading.Lock()
         self._owner: int | None = None  # thread running callbacks, under the lock
         self._halt = bytearray(1)  # set by close() from a callback: stop walking
-        self._backlog: deque[tuple[int, bytes]] = deque()
+        # Records an iterator took out of the rings but has not handed out yet
+        # (so that stopping an iteration loses none), all from CPU
+        # _backlog_cpu: decoded records when ``record`` is set, and then
+        # _backlog_raw holds the ring bytes they came from (headers included),
+        # of which the backlog is always the tail, so consume() and
+        # read_array() can still hand them out raw; else bytes.
+        self._backlog: deque[Any] = deque()
+        self._backlog_raw: bytes | None = None
+        self._backlog_cpu = -1
+        self._next_ring = 0  # where the next iterator batch starts looking
         self.cpu = -1
         self._closed = False
 
@@ -283,27 +291,43 @@ class PerfBuffer:
                                       self._on_lost(ring), self._halt)
         return delivered
 
-    def _read_ring(self, ring: _CpuRing, decoder: Callable[[Any], Any],
-                   limit: int | None) -> list[Any]:
-        """One CPU's records as ``decoder(payload)`` (``bytes``: copies), in a
-        list made by the backend's walk (no Python call per record with the C
-        decoder); positions as in :meth:`_consume_ring`.  If decoding
-        raises, the record stays in the ring and the error propagates."""
+    def _take_ring(self, ring: _CpuRing, limit: int | None, want_raw: bool = False
+                   ) -> tuple[list[Any], bytes | None]:
+        """One CPU's records decoded (``bytes``: copies) in a list made by the
+        backend's walk in one pass (no Python call per record with the C
+        decoder), and with ``want_raw`` the ring bytes they came from;
+        positions as in :meth:`_consume_ring`.  A record that fails to decode
+        stays in the ring: the ones before it are returned and the error
+        comes with the next call (at once if it is the first)."""
         self.cpu = ring.cpu
-        recs, _lost = self._backend.perf_read(ring.meta, ring.data, decoder, limit,
-                                              self._on_lost(ring), self._halt)
-        return recs
+        recs, _lost, raw = self._backend.perf_take(ring.meta, ring.data, self._decode, limit,
+                                                   self._on_lost(ring), self._halt, want_raw)
+        return recs, raw
+
+    def _backlog_payloads(self) -> list[memoryview]:
+        """The raw bytes of the backlog's records, in its order."""
+        raw = self._backlog_raw
+        if raw is None:
+            return [memoryview(b) for b in self._backlog]
+        views = _perfcore.payloads(raw)
+        return views[len(views) - len(self._backlog):]
+
+    def _consume_backlog(self, callback: Callable[[memoryview], Any],
+                         limit: int | None) -> int:
+        backlog = self._backlog
+        views = self._backlog_payloads()
+        self.cpu = self._backlog_cpu
+        n = 0
+        while backlog and (limit is None or n < limit) and not self._halt[0]:
+            callback(views[n])  # raises: the record stays first in line
+            backlog.popleft()
+            n += 1
+        return n
 
     def _consume(self, callback: Callable[[memoryview], Any], limit: int | None,
                  rings: list[_CpuRing] | None = None) -> int:
         with self._serving():
-            total = 0
-            backlog = self._backlog
-            while backlog and (limit is None or total < limit) and not self._halt[0]:
-                self.cpu = backlog[0][0]
-                callback(memoryview(backlog[0][1]))
-                backlog.popleft()
-                total += 1
+            total = self._consume_backlog(callback, limit) if self._backlog else 0
             for ring in self._rings if rings is None else rings:
                 if (limit is not None and total >= limit) or self._halt[0]:
                     break
@@ -366,20 +390,26 @@ class PerfBuffer:
 
     def _take(self, limit: int | None) -> list[Any]:
         """Up to ``limit`` records, decoded: the iterators' backlog first,
-        then every CPU's ring, as :meth:`consume` walks them."""
+        then every CPU's ring, as :meth:`consume` walks them.  A record that
+        fails to decode stays first in line; the records before it are
+        returned and the error comes with the next call."""
         with self._serving():
             out: list[Any] = []
             backlog = self._backlog
-            decode = self._decode
-            while backlog and (limit is None or len(out) < limit) and not self._halt[0]:
-                self.cpu = backlog[0][0]
-                out.append(decode(memoryview(backlog[0][1])))  # raises: stays first
-                backlog.popleft()
+            if backlog:
+                self.cpu = self._backlog_cpu
+                k = len(backlog) if limit is None else min(limit, len(backlog))
+                out = [backlog.popleft() for _ in range(k)]
             for ring in self._rings:
                 if (limit is not None and len(out) >= limit) or self._halt[0]:
                     break
-                out += self._read_ring(ring, decode,
-                                       None if limit is None else limit - len(out))
+                try:
+                    recs, _ = self._take_ring(ring, None if limit is None else limit - len(out))
+                except Exception:
+                    if out:  # keep what we have; the error comes again next call
+                        break
+                    raise
+                out += recs
             return out
 
     def read_with_cpu(self, limit: int | None = None,
@@ -394,74 +424,153 @@ class PerfBuffer:
                    timeout: float | None = 0) -> np.ndarray:
         """Waiting records as a numpy array of ``dtype`` (a BTF record type
         or anything ``numpy.dtype`` takes; default: the ``record`` type):
-        each record's first ``dtype.itemsize`` bytes; records shorter than
-        that raise."""
+        each record's first ``dtype.itemsize`` bytes, copied by the backend
+        in one pass over each CPU's ring.  A record shorter than that stops
+        the copy before it and stays in the ring: the records before it are
+        returned, and the call that meets it first raises."""
         if dtype is None:
             if self.record is None:
                 raise TypeError("no dtype: pass one, or open the perf buffer with record=")
             dtype = self.record
         dt = np.dtype(getattr(dtype, "dtype", dtype))
-        chunks: list[bytes] = []
+        if dt.hasobject or not 1 <= dt.itemsize <= 65535:
+            raise TypeError(f"dtype {dt} cannot hold perf records (it holds Python objects "
+                            "or is not 1 to 65535 bytes)")
+        if limit is not None and limit <= 0:
+            self._check_open()
+            return np.empty(0, dt)
+        waiter = Waiter(self._epoll, timeout, gate=self._gate, what="PerfBuffer")
+        while True:
+            arr = self._take_array(dt, limit)
+            if len(arr):
+                return arr
+            # As in poll(): the event fds report readable once per wakeup.
+            if waiter.wait() is None:
+                return arr
+
+    def _short(self, nbytes: int, size: int) -> BPFError:
+        return BPFError(f"perf record of {nbytes} bytes is shorter than the {size}-byte dtype",
+                        hint="check the record type")
+
+    def _backlog_rows(self, dt: np.dtype[Any], limit: int | None) -> tuple[np.ndarray, int]:
+        """The backlog's records (at most ``limit``) as rows of ``dt``, and
+        the size of a record too short for it that stopped them (else -1)."""
         size = dt.itemsize
-
-        def take(v: memoryview) -> None:
+        views = self._backlog_payloads()
+        if limit is not None:
+            views = views[:limit]
+        rows = np.empty(len(views), dt)
+        flat = rows.view(np.uint8)
+        short = -1
+        for i, v in enumerate(views):
             if v.nbytes < size:
-                raise BPFError(f"perf record of {v.nbytes} bytes is shorter than the "
-                               f"{size}-byte dtype", hint="check the record type")
-            chunks.append(bytes(v[:size]))
+                short = v.nbytes
+                rows = rows[:i]
+                break
+            flat[i * size:(i + 1) * size] = np.frombuffer(v, np.uint8, size)
+        for _ in range(len(rows)):
+            self._backlog.popleft()
+        return rows, short
 
-        self.poll(take, timeout, limit)
-        return np.frombuffer(b"".join(chunks), dtype=dt).copy()
+    def _take_array(self, dt: np.dtype[Any], limit: int | None) -> np.ndarray:
+        size = dt.itemsize
+        # A sample with at least `size` raw bytes takes this many ring bytes.
+        span = max(16, (_perfcore.SAMPLE_HEAD_SIZE + size + 7) // 8 * 8)
+        load = self._backend.load_acquire_u64
+        with self._serving():
+            parts: list[np.ndarray] = []
+            total = 0
+            short = -1
+            if self._backlog:
+                part, short = self._backlog_rows(dt, limit)
+                parts.append(part)
+                total = len(part)
+            for ring in self._rings:
+                if short >= 0 or (limit is not None and total >= limit) or self._halt[0]:
+                    break
+                avail = (load(ring.meta, _HEAD) - ring.meta[_TAIL]) & _perfcore.POS_MASK
+                if not avail:
+                    continue
+                # At least one: a record too short for the dtype must be met.
+                cap = max(1, avail // span)
+                if limit is not None:
+                    cap = min(cap, limit - total)
+                buf = np.empty(cap * size, np.uint8)
+                self.cpu = ring.cpu
+                try:
+                    n, _lost, short = self._backend.perf_read_array(
+                        ring.meta, ring.data, buf.data, size, cap, self._on_lost(ring), self._halt)
+                except Exception:
+                    if total:  # keep what we have; the error comes again next call
+                        break
+                    raise
+                if n:
+                    rows = buf[:n * size] if 2 * n >= cap else buf[:n * size].copy()
+                    parts.append(rows.view(dt))
+                    total += n
+            if short >= 0 and not total:
+                raise self._short(short, size)
+            if len(parts) == 1:
+                return parts[0]
+            return np.concatenate(parts) if parts else np.empty(0, dt)
 
     _ITER_BATCH = 256
 
-    def _fill(self, timeout: float | None) -> None:
-        backlog = self._backlog
-
-        def take(v: memoryview) -> None:
-            backlog.append((self.cpu, bytes(v)))
-
-        # Records move to the backlog under the lock (consumed from the ring)
-        # and are handed out one by one; a stopped iteration loses none.  The
-        # backend's walk makes the copies (no Python call per record).
+    def _take_to_backlog(self) -> bool:
+        """Move one batch of one CPU's records (decoded in the backend's walk)
+        into the backlog under the lock, unless records wait there already;
+        the CPUs take turns.  Returns whether records wait now."""
         with self._serving():
-            for ring in self._rings:
-                recs = self._read_ring(ring, bytes, self._ITER_BATCH)
+            backlog = self._backlog
+            if backlog:
+                return True
+            rings = self._rings
+            for k in range(len(rings)):
+                i = (self._next_ring + k) % len(rings)
+                recs, raw = self._take_ring(rings[i], self._ITER_BATCH,
+                                            self._decode is not bytes)
                 if recs:
-                    backlog.extend(zip(itertools.repeat(ring.cpu), recs))
-        if not backlog and timeout != 0:
-            self.poll(take, timeout, self._ITER_BATCH)
+                    backlog.extend(recs)
+                    self._backlog_raw = raw
+                    self._backlog_cpu = rings[i].cpu
+                    self._next_ring = (i + 1) % len(rings)
+                    return True
+            return False
 
-    def _pop(self) -> tuple[int, bytes] | None:
-        """The next record the iterators took out of the rings, if any."""
-        with self._lock:
-            return self._backlog.popleft() if self._backlog else None
+    def _fill(self) -> None:
+        """Fill the empty backlog, waiting as long as it takes (the
+        iterator's refill)."""
+        waiter = None
+        while not self._take_to_backlog():
+            if waiter is None:
+                waiter = Waiter(self._epoll, None, gate=self._gate, what="PerfBuffer")
+            # As in poll(): the event fds report readable once per wakeup.
+            waiter.wait()
 
     def __iter__(self) -> Iterator[Any]:
-        """Yield records (copies, decoded with ``record``), blocking."""
-        backlog = self._backlog
-        lock = self._lock
-        while True:
-            if not backlog:
-                self._fill(None)
-            with lock:  # as _pop(): a consume() delivering backlog[0] holds it
-                got = backlog.popleft() if backlog else None
-            if got is not None:
-                self.cpu = got[0]
-                yield self._decode(got[1])
+        """Yield records (copies, decoded with ``record``), blocking.
+
+        Records are taken from the rings in batches, one CPU's at a time
+        (:attr:`cpu` names it), decoded in the backend's walk; those not yet
+        yielded when the loop stops stay with this object and come first
+        from the next read, poll or iteration.  A record that fails to
+        decode is not consumed: the error is raised when it is next in line."""
+        # The backend's iterator pops the backlog (in C: no generator frame
+        # per record) and calls _fill() whenever it is empty.
+        it: Iterator[Any] = self._backend.backlog_iter(self._backlog, self._fill)
+        return it
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         """``async for rec in pb``: like iteration, on the running event loop."""
+        backlog = self._backlog
         while True:
-            if not self._backlog:
-                self._fill(0)
-                if not self._backlog:
+            try:
+                rec = backlog.popleft()  # one atomic pop, as in __iter__
+            except IndexError:
+                if not self._take_to_backlog():
                     await self._wait_readable()
-                    continue
-            got = self._pop()
-            if got is not None:
-                self.cpu = got[0]
-                yield self._decode(got[1])
+                continue
+            yield rec
 
     async def read_async(self, limit: int | None = None) -> list[Any]:
         """Wait in the running event loop until records arrive; return copies."""
