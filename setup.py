@@ -15,7 +15,7 @@ setup(
             ["src/bpfring/_speedups.c"],
             depends=["src/bpfring/_speedups_perf.c", "src/bpfring/_speedups_batch.c",
                      "src/bpfring/_speedups_decode.c", "src/bpfring/_speedups_vm.c",
-                     "src/bpfring/_speedups_vm_loop.c"],
+                     "src/bpfring/_speedups_vm_loop.c", "src/bpfring/_speedups_vm_maps.c"],
             optional=True,
             extra_compile_args=["-O2"],
         )
