@@ -13,7 +13,7 @@ deps:
 	@bash scripts/setup-system.sh
 
 # The venv, repaired when broken; the C accelerator's build is checked.
-$(STAMP): pyproject.toml setup.py MANIFEST.in src/bpfring/_speedups.c src/bpfring/_speedups_perf.c src/bpfring/_speedups_batch.c src/bpfring/_speedups_decode.c src/bpfring/_speedups_vm.c src/bpfring/_speedups_vm_loop.c src/bpfring/_speedups_vm_maps.c scripts/install-venv.sh
+$(STAMP): pyproject.toml setup.py MANIFEST.in src/bpfring/_speedups.c src/bpfring/_speedups_perf.c src/bpfring/_speedups_batch.c src/bpfring/_speedups_decode.c src/bpfring/_speedups_vm.c src/bpfring/_speedups_vm_loop.c src/bpfring/_speedups_vm_maps.c src/bpfring/_speedups_vm_rings.c scripts/install-venv.sh
 	@bash scripts/install-venv.sh $(PYTHON) $(VENV)
 	@touch $(STAMP)
 

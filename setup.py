@@ -15,7 +15,8 @@ setup(
             ["src/bpfring/_speedups.c"],
             depends=["src/bpfring/_speedups_perf.c", "src/bpfring/_speedups_batch.c",
                      "src/bpfring/_speedups_decode.c", "src/bpfring/_speedups_vm.c",
-                     "src/bpfring/_speedups_vm_loop.c", "src/bpfring/_speedups_vm_maps.c"],
+                     "src/bpfring/_speedups_vm_loop.c", "src/bpfring/_speedups_vm_maps.c",
+                     "src/bpfring/_speedups_vm_rings.c"],
             optional=True,
             extra_compile_args=["-O2"],
         )

@@ -251,3 +251,24 @@ def _load_src(src, backend):
         return load(src)
     finally:
         _cinterp.set_backend(prev)
+
+
+def test_ringbuf_output_and_commit_take_the_fast_path(monkeypatch):
+    """bpf_ringbuf_output registers no record region on the C path (the
+    Python one adds one per record); submit/discard remove the region
+    bpf_ringbuf_reserve made without calling Memory.remove."""
+    with _load_src(_RING_SRC, "c") as c:
+        added, removed = [], []
+        mem = c.memory
+        orig_add, orig_remove = mem.add, mem.remove
+        monkeypatch.setattr(mem, "add", lambda *a, **k: (added.append(a[1]),
+                                                         orig_add(*a, **k))[1])
+        monkeypatch.setattr(mem, "remove", lambda b: (removed.append(b), orig_remove(b))[1])
+        before = mem._next
+        c.programs["out"].run(ctx=struct.pack("<IIQI4x", 10, 16, 0, 0))
+        assert added == ["ctx"] and mem._next == before + 2 * 11  # the ctx, 10 records
+        del added[:], removed[:]
+        c.programs["out"].run(ctx=struct.pack("<IIQI4x", 6, 16, 0, 1))  # 2 reserved
+        assert added[0] == "ctx" and len(added) == 3
+        assert len(removed) == 1                           # the ctx only
+        assert len(c.maps["rb"].read()) == 16 and not c.maps["rb"]._reserved

@@ -91,7 +91,7 @@ typedef struct {
     PyObject *fault;    /* the Fault class */
     PyObject *ktime;    /* the ktime_get_ns helper (run in C) or None */
     PyObject *loop;     /* the bpf_loop helper (run in C when it can) or None */
-    PyObject *map_fns[4]; /* map lookup/update/delete, ringbuf_output (fast paths) or NULL */
+    PyObject *map_fns[6]; /* map lookup/update/delete, ringbuf output/submit/discard or NULL */
     PyObject *array_cls, *hash_cls, *kernel_cls, *ring_cls; /* classes the fast paths know */
     PyObject *image;    /* the image running now */
     PyObject *err_image;
@@ -613,8 +613,8 @@ vm_init(VMObject *vm, PyObject *args, PyObject *kwds)
                                      &PyDict_Type, &regions, &PyDict_Type, &helpers, &fault,
                                      &ktime, &loop, &maps))
         return -1;
-    if (maps != Py_None && (!PyTuple_Check(maps) || PyTuple_GET_SIZE(maps) != 8)) {
-        PyErr_SetString(PyExc_TypeError, "maps: (lookup, update, delete, ringbuf_output, ArrayMap, HashMap, KernelMap, RingBufMap) "
+    if (maps != Py_None && (!PyTuple_Check(maps) || PyTuple_GET_SIZE(maps) != 10)) {
+        PyErr_SetString(PyExc_TypeError, "maps: (6 helpers, ArrayMap, HashMap, KernelMap, RingBufMap) "
                         "or None");
         return -1;
     }
@@ -662,12 +662,12 @@ vm_init(VMObject *vm, PyObject *args, PyObject *kwds)
     Py_INCREF(loop);
     vm->loop = loop;
     if (maps != Py_None) {
-        for (i = 0; i < 4; i++)
+        for (i = 0; i < 6; i++)
             vm->map_fns[i] = Py_NewRef(PyTuple_GET_ITEM(maps, i));
-        vm->array_cls = Py_NewRef(PyTuple_GET_ITEM(maps, 4));
-        vm->hash_cls = Py_NewRef(PyTuple_GET_ITEM(maps, 5));
-        vm->kernel_cls = Py_NewRef(PyTuple_GET_ITEM(maps, 6));
-        vm->ring_cls = Py_NewRef(PyTuple_GET_ITEM(maps, 7));
+        vm->array_cls = Py_NewRef(PyTuple_GET_ITEM(maps, 6));
+        vm->hash_cls = Py_NewRef(PyTuple_GET_ITEM(maps, 7));
+        vm->kernel_cls = Py_NewRef(PyTuple_GET_ITEM(maps, 8));
+        vm->ring_cls = Py_NewRef(PyTuple_GET_ITEM(maps, 9));
     }
     return 0;
 }
@@ -684,7 +684,7 @@ vm_dealloc(VMObject *vm)
     Py_CLEAR(vm->fault);
     Py_CLEAR(vm->ktime);
     Py_CLEAR(vm->loop);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 6; i++)
         Py_CLEAR(vm->map_fns[i]);
     Py_CLEAR(vm->array_cls);
     Py_CLEAR(vm->hash_cls);
@@ -791,10 +791,10 @@ PyDoc_STRVAR(vm_doc,
 "of violations, `ktime` the ktime_get_ns helper object (run in C when a\n"
 "program calls it) or None, `loop` the bpf_loop helper object (its loop run\n"
 "in C, the callback's errors converted by owner._call_error(exc)) or None,\n"
-"`maps` (lookup, update, delete, ringbuf_output, ArrayMap, HashMap,\n"
-"KernelMap, RingBufMap): the helper objects run in C on maps of exactly\n"
-"those classes (KernelMap: update and delete, queued by its _queue;\n"
-"RingBufMap: ringbuf_output) (_speedups_vm_maps.c) or None.");
+"`maps` (map lookup, update, delete, ringbuf output, submit, discard,\n"
+"ArrayMap, HashMap, KernelMap, RingBufMap): the helper objects run in C on\n"
+"maps of exactly those classes (KernelMap: update and delete, queued by its\n"
+"_queue; RingBufMap: the ring helpers) (_speedups_vm_maps.c) or None.");
 
 static PyTypeObject VM_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)

@@ -173,7 +173,7 @@ vm_do_call(VMObject *vm, const struct vm_insn *ins, PyObject **cur_code)
             if (done)
                 return 0;
         }
-        for (int w = 0; w < 4; w++) {
+        for (int w = 0; w < 6; w++) {
             int done;
             if (fn != vm->map_fns[w] || fn == NULL)
                 continue;

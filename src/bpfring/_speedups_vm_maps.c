@@ -23,7 +23,7 @@ static PyObject *str_context, *str_maps, *str_type, *str_key_size, *str_value_si
     *str_free, *str_lru, *str_slot, *str_kstride, *str_ncpu, *str_cpu, *str_frozen,
     *str_move_to_end, *str_popitem, *str_queue, *str_update, *str_delete, *str_ring,
     *str_all, *str_page, *str_mask, *str_mem, *str_next, *str_event, *str_fileno,
-    *str_wakeups;
+    *str_wakeups, *str_reserved, *str_drop, *str_mem_regions;
 
 #define VM_MAP_TAG 0x5000000000000000ULL
 #define VM_F_LOCK 4
@@ -65,6 +65,9 @@ vm_maps_strings(void)
     S(str_event, "_event");
     S(str_fileno, "fileno");
     S(str_wakeups, "wakeups");
+    S(str_reserved, "_reserved");
+    S(str_drop, "drop");
+    S(str_mem_regions, "regions");
 #undef S
     return 0;
 }
@@ -651,187 +654,10 @@ vm_kernel_queue(VMObject *vm, struct vm_mapinfo *mi, PyObject *kobj, const uint8
     return 1;
 }
 
-/* bpf_ringbuf_output on a RingBufMap (_ringbuf.py), as RingBufMap.output
- * runs it: __bpf_ringbuf_reserve with the pending_pos rule, the payload
- * copied, bpf_ringbuf_commit with the kernel's wakeup rule.  The ring is
- * the kernel's layout in a shared mapping: the header (BUSY set) is written
- * before producer_pos moves, and producer_pos and the committed header are
- * release stores, so a consumer in another thread or process that sees the
- * new position sees the header, and one that sees BUSY clear sees the
- * payload.  The Python path registers the record as a region for the copy
- * and removes it again; the region numbering moves on here just as there
- * (Memory._next), so later regions get the same addresses on both paths. */
-#define VM_RB_BUSY 0x80000000u
-#define VM_RB_DISCARD 0x40000000u
-#define VM_RB_NO_WAKEUP 1
-#define VM_RB_FORCE_WAKEUP 2
-#define VM_REGION_TAG 0x40000000LL
-#define VM_MAX_RID 0x0FFFFFFELL
+#include "_speedups_vm_rings.c"
 
-static int
-vm_ring_output(VMObject *vm, PyObject *mp, int *err)
-{
-    uint64_t *r = vm->regs, size = r[3], flags = r[4], length, cons, pend, prod, new_prod,
-        mask;
-    long long max_entries, page, next;
-    PyObject *ring = NULL, *all = NULL, *mem = NULL, *regs_d = NULL;
-    uint8_t *src, *base, *data;
-    uint32_t off, word;
-    Py_buffer view;
-    int rc = 0, wake;
-
-    if (size == 0 || size > 0xFFFFFFFFull)
-        return 0;
-    src = vm_peek(vm, r[2], (unsigned)size, err);
-    if (src == NULL)
-        return 0;
-    if (flags & ~(uint64_t)(VM_RB_NO_WAKEUP | VM_RB_FORCE_WAKEUP)) {
-        r[0] = (uint64_t)-EINVAL;
-        return 1;
-    }
-    max_entries = vm_attr_ll(mp, str_max_entries, err);
-    mask = (uint64_t)vm_attr_ll(mp, str_mask, err);
-    if (*err)
-        return 0;
-    ring = PyObject_GetAttr(mp, str_ring);
-    if (ring == NULL || ring == Py_None)
-        goto fail;
-    page = vm_attr_ll(ring, str_page, err);
-    all = PyObject_GetAttr(ring, str_all);
-    mem = PyObject_GetAttr(mp, str_mem);
-    regs_d = mem ? PyObject_GetAttr(mem, str_regions_attr) : NULL;
-    if (*err || all == NULL || regs_d == NULL || !PyDict_Check(regs_d))
-        goto fail;
-    next = vm_attr_ll(mem, str_next, err);
-    if (*err)
-        goto fail;
-    if (PyObject_GetBuffer(all, &view, PyBUF_WRITABLE) < 0)
-        goto fail;
-    if (max_entries <= 0 || mask != (uint64_t)max_entries - 1 || page <= 0 ||
-        view.len < 2 * page + 2 * max_entries || size > 0xFFFFFFFFull / 4) {
-        /* not the layout we know, or larger than RINGBUF_MAX_RECORD_SZ:
-         * the Python path decides */
-        rc = 0;
-        goto release;
-    }
-    base = (uint8_t *)view.buf;
-    data = base + 2 * page;
-    length = (size + 8 + 7) & ~7ull;
-    if (length > (uint64_t)max_entries) {
-        r[0] = (uint64_t)-EAGAIN;
-        rc = 1;
-        goto release;
-    }
-    cons = __atomic_load_n((uint64_t *)base, __ATOMIC_ACQUIRE);
-    pend = __atomic_load_n((uint64_t *)(base + page + 8), __ATOMIC_RELAXED);
-    prod = __atomic_load_n((uint64_t *)(base + page), __ATOMIC_RELAXED);
-    new_prod = prod + length;
-    /* pending_pos past the records committed since (a busy one stops it) */
-    while (pend < prod) {
-        word = __atomic_load_n((uint32_t *)(data + (pend & mask)), __ATOMIC_ACQUIRE);
-        if (word & VM_RB_BUSY)
-            break;
-        pend += ((uint64_t)(word & ~VM_RB_DISCARD) + 8 + 7) & ~7ull;
-    }
-    __atomic_store_n((uint64_t *)(base + page + 8), pend, __ATOMIC_RELAXED);
-    if (new_prod - cons > mask || new_prod - pend > mask) {
-        r[0] = (uint64_t)-EAGAIN;
-        rc = 1;
-        goto release;
-    }
-    /* the region the Python path would add (and remove): its number */
-    {
-        long long k;
-        for (k = 0; k < VM_MAX_RID / 2 + 1; k++) {
-            PyObject *key;
-            int in;
-            next = (next + 2) % VM_MAX_RID;
-            key = PyLong_FromLongLong(VM_REGION_TAG + next);
-            if (key == NULL)
-                goto fail_view;
-            in = PyDict_Contains(regs_d, key);
-            Py_DECREF(key);
-            if (in < 0)
-                goto fail_view;
-            if (!in)
-                break;
-        }
-        {
-            PyObject *n = PyLong_FromLongLong(next);
-            if (n == NULL || PyObject_SetAttr(mem, str_next, n) < 0) {
-                Py_XDECREF(n);
-                goto fail_view;
-            }
-            Py_DECREF(n);
-        }
-    }
-    off = (uint32_t)(prod & mask);
-    word = (uint32_t)size | VM_RB_BUSY;
-    memcpy(data + off, &word, 4);
-    {
-        uint32_t pg = (uint32_t)(off / (uint64_t)page + 3); /* pg_off: 3 pages before data */
-        memcpy(data + off + 4, &pg, 4);
-    }
-    /* after the header: a consumer seeing the new position sees BUSY */
-    __atomic_store_n((uint64_t *)(base + page), new_prod, __ATOMIC_RELEASE);
-    memmove(data + off + 8, src, (size_t)size); /* may run into the second mapping */
-    /* commit: BUSY cleared after the payload */
-    __atomic_store_n((uint32_t *)(data + off), (uint32_t)size, __ATOMIC_RELEASE);
-    cons = __atomic_load_n((uint64_t *)base, __ATOMIC_ACQUIRE);
-    wake = (flags & VM_RB_FORCE_WAKEUP) ||
-           (!(flags & VM_RB_NO_WAKEUP) && (uint32_t)(cons & mask) == off);
-    PyBuffer_Release(&view);
-    r[0] = 0;
-    if (wake) {
-        /* From here the record is in: errors propagate (*err = 2). */
-        PyObject *ev, *fdo, *w;
-        long long nw;
-        int fd;
-        uint64_t one = 1;
-        vm_cache_clear(vm);
-        nw = vm_attr_ll(mp, str_wakeups, err);
-        w = *err ? NULL : PyLong_FromLongLong(nw + 1);
-        if (w == NULL || PyObject_SetAttr(mp, str_wakeups, w) < 0) {
-            Py_XDECREF(w);
-            *err = 2;
-            goto out;
-        }
-        Py_DECREF(w);
-        ev = PyObject_GetAttr(mp, str_event);
-        fdo = ev ? PyObject_CallMethodNoArgs(ev, str_fileno) : NULL;
-        Py_XDECREF(ev);
-        fd = fdo ? (int)PyLong_AsLong(fdo) : -1;
-        Py_XDECREF(fdo);
-        if (fd < 0) {
-            if (!PyErr_Occurred())
-                PyErr_SetString(PyExc_ValueError, "ring buffer eventfd is closed");
-            *err = 2;
-            goto out;
-        }
-        if (write(fd, &one, sizeof one) < 0 && errno != EAGAIN) {
-            PyErr_SetFromErrno(PyExc_OSError);
-            *err = 2;
-            goto out;
-        }
-    }
-    rc = 1;
-    goto out;
-release:
-    PyBuffer_Release(&view);
-    goto out;
-fail_view:
-    PyBuffer_Release(&view);
-fail:
-    *err = 1;
-out:
-    Py_XDECREF(ring);
-    Py_XDECREF(all);
-    Py_XDECREF(mem);
-    Py_XDECREF(regs_d);
-    return rc;
-}
-
-/* Run the map helper `which` (1 lookup, 2 update, 3 delete, 4 ringbuf output) here when it
+/* Run the map helper `which` (1 lookup, 2 update, 3 delete, 4 ringbuf output,
+ * 5 ringbuf submit, 6 ringbuf discard) here when it
  * can (*done = 1), else leave it to the Python helper.  Returns 0; a Python
  * error met before anything changed is cleared (the Python helper meets it
  * again and reports it as the reference does); one after the map changed
@@ -844,10 +670,14 @@ vm_map_c(VMObject *vm, int which, int *done)
     int err = 0, ok = 0;
 
     *done = 0;
-    if (vm->owner == NULL || (r[1] - VM_MAP_TAG) >> 32)
+    if (vm->owner == NULL || (which <= 4 && (r[1] - VM_MAP_TAG) >> 32))
         return 0;
     if (which == 2 && (r[4] & VM_F_LOCK))
         return 0; /* BPF_F_LOCK: the Python helper checks the value's lock */
+    if (which == 5 || which == 6) { /* bpf_ringbuf_submit, bpf_ringbuf_discard */
+        ok = vm_ring_commit(vm, which == 6, &err);
+        goto out;
+    }
     if (which == 4) { /* bpf_ringbuf_output */
         PyObject *ctx, *maps, *mp;
         uint64_t i = r[1] - VM_MAP_TAG;

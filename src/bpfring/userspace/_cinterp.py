@@ -8,8 +8,8 @@ the same semantics, region checks, budget, frames, tail calls and error
 texts, about a hundred times faster.  The C loop calls back here for what
 needs Python: helpers and kfuncs (the same table as the reference; only
 ``bpf_ktime_get_ns``, the loop of ``bpf_loop``, the map lookup/update/
-delete helpers on array and hash maps and ``bpf_ringbuf_output`` run in
-C), tail-call
+delete helpers on array and hash maps and ``bpf_ringbuf_output``/
+``_submit``/``_discard`` run in C), tail-call
 targets (:meth:`_tail`), the special loads of ctx regions, and the text of
 a memory fault (:meth:`_fault`, so both backends word it alike).
 
@@ -36,7 +36,9 @@ from ._helpers import (
     map_delete_elem,
     map_lookup_elem,
     map_update_elem,
+    ringbuf_discard,
     ringbuf_output,
+    ringbuf_submit,
 )
 from ._helpers import loop as bpf_loop
 from ._interp import DEFAULT_BUDGET, MAX_FRAMES, STACK_SIZE, Image, Interpreter, error_at
@@ -124,11 +126,12 @@ class CInterpreter:
         ktime, loop = helpers.get(5), helpers.get(181)
         # The map helpers run in C on ArrayMap/HashMap maps (the same state,
         # rules and return codes), queue KernelMap updates/deletes through its
-        # _queue, and bpf_ringbuf_output writes RingBufMap rings in C; anything
-        # else goes to these very helpers.
+        # _queue, and bpf_ringbuf_output/_submit/_discard write RingBufMap
+        # rings in C; anything else goes to these very helpers.
         fast = tuple(h[1] if (h := helpers.get(hid)) is not None and h[1] is fn else None
                      for hid, fn in ((1, map_lookup_elem), (2, map_update_elem),
-                                     (3, map_delete_elem), (130, ringbuf_output)))
+                                     (3, map_delete_elem), (130, ringbuf_output),
+                                     (132, ringbuf_submit), (133, ringbuf_discard)))
         self._vm: Any = sp._VM(self._stacks, self._stack_base, mem.regions, helpers, Fault,
                               ktime_get_ns if ktime is not None and ktime[1] is ktime_get_ns
                               else None,
