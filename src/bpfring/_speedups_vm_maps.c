@@ -731,39 +731,43 @@ vm_map_c(VMObject *vm, int which, int *done)
             *done = 1;
             return 0;
         }
+        /* The key is copied at once: the value's lookup may refill the cache
+         * slot whose view the key pointer is in. */
+        kobj = PyBytes_FromStringAndSize((const char *)kp, (Py_ssize_t)mi.key_size);
+        if (kobj == NULL) {
+            err = 1;
+            goto out;
+        }
         if (which == 2) {
             vp = vm_peek(vm, r[3], (unsigned)mi.value_size, &err);
-            if (vp == NULL)
+            if (vp == NULL) {
+                Py_DECREF(kobj);
                 goto out;
+            }
             /* Copied first, as the Python helper reads it into bytes: the
              * value may live in the map being written. */
             if (mi.value_size > (long long)sizeof small) {
                 val = PyMem_Malloc((size_t)mi.value_size);
                 if (val == NULL) {
                     PyErr_NoMemory();
+                    Py_DECREF(kobj);
                     err = 1;
                     goto out;
                 }
             }
             memcpy(val, vp, (size_t)mi.value_size);
         }
-        if (which == 2 && mi.is_hash == 0) {
-            ok = vm_array_update(vm, &mi, kp, val, r[4], cpu, &err);
-        } else {
-            kobj = PyBytes_FromStringAndSize((const char *)kp, (Py_ssize_t)mi.key_size);
-            if (kobj == NULL) {
-                err = 1;
-            } else {
-                /* the key is a copy now: nothing below reads program memory */
-                if (mi.is_hash == 2)
-                    ok = vm_kernel_queue(vm, &mi, kobj, val, r[4], which, &err);
-                else if (which == 2)
-                    ok = vm_hash_update(vm, &mi, kobj, val, r[4], cpu, &err);
-                else
-                    ok = vm_hash_delete(vm, &mi, kobj, &err);
-                Py_DECREF(kobj);
-            }
-        }
+        /* nothing below reads program memory */
+        if (which == 2 && mi.is_hash == 0)
+            ok = vm_array_update(vm, &mi, (const uint8_t *)PyBytes_AS_STRING(kobj), val, r[4],
+                                 cpu, &err);
+        else if (mi.is_hash == 2)
+            ok = vm_kernel_queue(vm, &mi, kobj, val, r[4], which, &err);
+        else if (which == 2)
+            ok = vm_hash_update(vm, &mi, kobj, val, r[4], cpu, &err);
+        else
+            ok = vm_hash_delete(vm, &mi, kobj, &err);
+        Py_DECREF(kobj);
         if (val != small)
             PyMem_Free(val);
     }

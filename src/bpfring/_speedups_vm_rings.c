@@ -205,7 +205,7 @@ out:
  * list whose _reserved has the address (_record_owner), then
  * RingBufMap.commit: the record's region removed, its view dropped, BUSY
  * cleared (DISCARD set) with a release store, the wakeup rule.  A record of
- * no ring (a fault), or first met in a subclass's ring, goes to Python. */
+ * no ring (a fault), or of a subclass's ring, goes to Python. */
 static int
 vm_ring_commit(VMObject *vm, int discard, int *err)
 {
@@ -234,8 +234,7 @@ vm_ring_commit(VMObject *vm, int discard, int *err)
             goto fail;
         if (!is)
             continue;
-        if ((PyObject *)Py_TYPE(m) != vm->ring_cls)
-            goto out; /* a subclass (kernel-bound ring): its own commit */
+        /* is_record(addr): addr in map._reserved (no subclass overrides it) */
         rs = PyObject_GetAttr(m, str_reserved);
         if (rs == NULL || !PyDict_Check(rs)) {
             Py_XDECREF(rs);
@@ -247,6 +246,11 @@ vm_ring_commit(VMObject *vm, int discard, int *err)
             if (PyErr_Occurred())
                 goto fail;
             continue;
+        }
+        if ((PyObject *)Py_TYPE(m) != vm->ring_cls) {
+            entry = NULL;
+            Py_DECREF(rs);
+            goto out; /* a subclass's record (a kernel-bound ring): its own commit */
         }
         Py_INCREF(entry);
         Py_DECREF(rs);
