@@ -33,8 +33,10 @@ the map bound to the kernel's (``kernel_maps=``), so every update is queued
 in the map bridge's user ring, then ``obj.flush()`` has the kernel apply
 them; ``bpf-calls`` makes the same updates from Python, one
 ``BPF_MAP_UPDATE_ELEM`` each (``kmap[key] = value``); ``kernel-maps`` is the
-program itself run in the kernel (one test run), the kernel's own cost.
-The kernel map's contents are checked after each.  ns per update.
+program itself run in the kernel (one test run), the kernel's own cost;
+``local-maps`` runs it in the C interpreter on its own (memfd) hash map,
+the cost of the map helper itself.
+The map's contents are checked after each.  ns per update.
 
 Every engine's return value is checked against the kernel's (or the C
 interpreter's) before timing.  Times are the thread's CPU time (user and
@@ -194,19 +196,26 @@ def _map_updates(rounds: int) -> dict[str, float]:
                     kmap[k] = k * 3
 
             kprog = kobj.programs["fill"]
+            lobj = userspace.load(path)
+            lmap = lobj.maps["table"]
             cases: dict[str, Callable[[], Any]] = {
                 "user-maps": user, "bpf-calls": calls,
-                "kernel-maps": lambda: kprog.run(ctx=ctx)}
+                "kernel-maps": lambda: kprog.run(ctx=ctx),
+                "local-maps": lambda: lobj.programs["fill"].run(ctx=ctx)}
             samples: dict[str, list[float]] = {k: [] for k in cases}
             for _ in range(rounds):
                 for name, fn in cases.items():
-                    for k in list(kmap.keys()):  # every case inserts into an empty map
-                        del kmap[k]
+                    m = lmap if name == "local-maps" else kmap
+                    for k in list(m.keys()):  # every case inserts into an empty map
+                        del m[k]
                     samples[name].append(_time(fn, 1) / MAP_UPDATES)
-                    got = dict(kmap.items())
+                    got = {int.from_bytes(k, "little") if isinstance(k, bytes) else k:
+                           int.from_bytes(v, "little") if isinstance(v, bytes) else v
+                           for k, v in m.items()}
                     if got != want:
                         raise SystemExit(f"{name}: the kernel map holds {len(got)} entries, "
                                          f"not the {MAP_UPDATES} written")
+            lobj.close()
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
@@ -306,7 +315,8 @@ def main(argv: Sequence[str]) -> int:
         print(f"kernel map updates ({MAP_UPDATES} per run, hash map), ns per update:")
         for k, label in (("user-maps", "user-space program, bound map: bridge queue + flush"),
                          ("bpf-calls", "Python, one BPF_MAP_UPDATE_ELEM per update"),
-                         ("kernel-maps", "the program in the kernel (one test run)")):
+                         ("kernel-maps", "the program in the kernel (one test run)"),
+                         ("local-maps", "user-space program, its own hash map (memfd)")):
             print(f"  {k:<11} {med[k]:10.0f}   {label}")
     for k, v in ratios.items():
         print(f"{k}: {v:.2f}x")

@@ -6,6 +6,7 @@ space).  Also the Python-call trigger and user-space perf event arrays."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import struct
@@ -576,3 +577,100 @@ def test_userspace_filter_example(kernel):
     assert kern[:3] == [f"kernel tgid={pid} value={i} text=getpgid" for i in (1, 2, 3)]
     assert lines[-1].startswith("3 calls filtered in user space (last verdict 0)")
     assert lines[-1].endswith("['kernel', 'user']")
+
+
+# --- binding to a kernel perf event array -------------------------------------------
+
+
+def _perf_recs(pb):
+    return [(c, struct.unpack_from("<II", r)) for c, r in pb.read_with_cpu()]
+
+
+@pytest.fixture
+def on_cpu0():
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {0})
+    yield
+    os.sched_setaffinity(0, before)
+
+
+def test_perf_event_output_into_a_kernel_perf_event_array(coop_path, on_cpu0):
+    """User-space samples relayed into the kernel map arrive in a bpfring
+    PerfBuffer on it, in order, interleaved with the kernel's own samples
+    (kernel program run on CPU 0, the user-space object's CPU 0)."""
+    import bpfring
+    from bpfring.userspace._kernel import KernelPerfMap
+
+    with bpfring.load(coop_path) as k, \
+            load(coop_path, cpu=0, kernel_maps={"perf": k.maps["perf"]}) as u, \
+            k.perf_buffer("perf") as pb:
+        um = u.maps["perf"]
+        assert isinstance(um, KernelPerfMap)
+        kprog, uprog = k.programs["pemit"], u.programs["pemit"]
+        kprog.run(ctx=struct.pack("<QQ", 2, 1))            # kernel: seq 0, 1
+        uprog.run(ctx=struct.pack("<QQ", 3, 2))            # user space: seq 0, 1, 2
+        assert u.globals.fails == 0 and um.pending == 3
+        assert _perf_recs(pb) == [(0, (1, 0)), (0, (1, 1))]  # queued, not emitted yet
+        u.flush()                                          # one raw_tp test run on CPU 0
+        kprog.run(ctx=struct.pack("<QQ", 1, 1))            # kernel: seq 2
+        assert _perf_recs(pb) == [(0, (2, 0)), (0, (2, 1)), (0, (2, 2)), (0, (1, 2))]
+        assert (um.relayed, um.lost, um.failed, um.pending) == (3, 0, 0, 0)
+        assert pb.lost == 0
+
+
+def test_perf_relay_slots_batches_and_back_pressure(coop_path):
+    """Samples for another CPU's slot are emitted on that CPU; more samples
+    than one relay run carries go in several runs, in order; a relay ring of
+    one page is flushed when full, not dropped."""
+    import bpfring
+
+    ncpu = len(os.sched_getaffinity(0))
+    cpu = 1 if ncpu > 1 else 0
+    with bpfring.load(coop_path) as k, \
+            load(coop_path, cpu=cpu, relay_size=4096,
+                 kernel_maps={"perf": k.maps["perf"]}) as u, \
+            k.perf_buffer("perf", page_count=64) as pb:
+        um = u.maps["perf"]
+        n = 200                                            # > PERF_BATCH, > one page
+        for _ in range(n // 50):
+            u.programs["pemit"].run(ctx=struct.pack("<QQ", 50, 7))
+        assert u.globals.fails == 0 and um.refused == 0
+        u.flush()
+        got = _perf_recs(pb)
+        assert got == [(cpu, (7, i)) for i in range(n)]    # in order, on the slot's CPU
+        assert (um.relayed, um.lost, um.failed) == (n, 0, 0)
+
+
+def test_perf_relay_counts_a_full_reader_ring_as_lost(coop_path, on_cpu0):
+    import bpfring
+
+    with bpfring.load(coop_path) as k, \
+            load(coop_path, cpu=0, kernel_maps={"perf": k.maps["perf"]}) as u:
+        um = u.maps["perf"]
+        u.programs["pemit"].run(ctx=struct.pack("<QQ", 5, 3))
+        u.flush()                                          # no reader: -ENOENT, counted
+        assert (um.relayed, um.failed) == (0, 5)
+        assert um.relay.counters()["last_error"] == -errno.ENOENT
+        with k.perf_buffer("perf", page_count=1) as pb:
+            for _ in range(2):
+                u.programs["pemit"].run(ctx=struct.pack("<QQ", 64, 3))
+            u.flush()
+            got = pb.read()
+            assert len(got) + um.lost == 128 and um.lost > 0
+            seqs = [struct.unpack_from("<II", r)[1] for r in got]
+            assert seqs == sorted(seqs)
+            # perf writes its PERF_RECORD_LOST before the next sample that fits
+            u.programs["pemit"].run(ctx=struct.pack("<QQ", 1, 3))
+            u.flush()
+            assert len(pb.read()) == 1
+            assert pb.lost == um.lost                      # the reader saw them as lost
+
+
+def test_perf_event_array_binding_is_checked(coop_path):
+    import bpfring
+
+    with bpfring.load(coop_path) as k:
+        with pytest.raises(UserLoadError, match="perf event array"):
+            load(coop_path, kernel_maps={"events": k.maps["perf"]})
+        with pytest.raises(UserLoadError, match="the kernel map is hash"):
+            load(coop_path, kernel_maps={"perf": k.maps["limits"]})

@@ -30,7 +30,9 @@
  * wrapper turns it into UserRuntimeError with the disassembly.
  */
 
+#include <errno.h>
 #include <stdarg.h>
+#include <unistd.h>
 #include <time.h>
 
 #define VM_STACK 512
@@ -89,6 +91,8 @@ typedef struct {
     PyObject *fault;    /* the Fault class */
     PyObject *ktime;    /* the ktime_get_ns helper (run in C) or None */
     PyObject *loop;     /* the bpf_loop helper (run in C when it can) or None */
+    PyObject *map_fns[6]; /* map lookup/update/delete, ringbuf output/submit/discard or NULL */
+    PyObject *array_cls, *hash_cls, *kernel_cls, *ring_cls; /* classes the fast paths know */
     PyObject *image;    /* the image running now */
     PyObject *err_image;
     long err_pc;
@@ -377,6 +381,8 @@ vm_check_code(PyObject *code)
     return 0;
 }
 
+#include "_speedups_vm_maps.c"
+
 /* vm_callback, used by the loop's bpf_loop, is defined below it. */
 static int vm_callback(VMObject *vm, PyObject *image, PyObject *code, long pc,
                        const uint64_t *argv, int na, uint64_t *out);
@@ -598,14 +604,20 @@ static int
 vm_init(VMObject *vm, PyObject *args, PyObject *kwds)
 {
     PyObject *stacks, *bases, *regions, *helpers, *fault, *ktime, *loop = Py_None;
+    PyObject *maps = Py_None;
     static char *kwlist[] = {"stacks", "bases", "regions", "helpers", "fault", "ktime", "loop",
-                             NULL};
+                             "maps", NULL};
     Py_ssize_t i;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!O!OO|O:VM", kwlist, &stacks, &bases,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!O!OO|OO:VM", kwlist, &stacks, &bases,
                                      &PyDict_Type, &regions, &PyDict_Type, &helpers, &fault,
-                                     &ktime, &loop))
+                                     &ktime, &loop, &maps))
         return -1;
+    if (maps != Py_None && (!PyTuple_Check(maps) || PyTuple_GET_SIZE(maps) != 10)) {
+        PyErr_SetString(PyExc_TypeError, "maps: (6 helpers, ArrayMap, HashMap, KernelMap, RingBufMap) "
+                        "or None");
+        return -1;
+    }
     if (vm->nstacks || vm->regions) {
         PyErr_SetString(PyExc_TypeError, "VM is initialised once");
         return -1;
@@ -649,6 +661,14 @@ vm_init(VMObject *vm, PyObject *args, PyObject *kwds)
     vm->ktime = ktime;
     Py_INCREF(loop);
     vm->loop = loop;
+    if (maps != Py_None) {
+        for (i = 0; i < 6; i++)
+            vm->map_fns[i] = Py_NewRef(PyTuple_GET_ITEM(maps, i));
+        vm->array_cls = Py_NewRef(PyTuple_GET_ITEM(maps, 6));
+        vm->hash_cls = Py_NewRef(PyTuple_GET_ITEM(maps, 7));
+        vm->kernel_cls = Py_NewRef(PyTuple_GET_ITEM(maps, 8));
+        vm->ring_cls = Py_NewRef(PyTuple_GET_ITEM(maps, 9));
+    }
     return 0;
 }
 
@@ -664,6 +684,12 @@ vm_dealloc(VMObject *vm)
     Py_CLEAR(vm->fault);
     Py_CLEAR(vm->ktime);
     Py_CLEAR(vm->loop);
+    for (int i = 0; i < 6; i++)
+        Py_CLEAR(vm->map_fns[i]);
+    Py_CLEAR(vm->array_cls);
+    Py_CLEAR(vm->hash_cls);
+    Py_CLEAR(vm->kernel_cls);
+    Py_CLEAR(vm->ring_cls);
     Py_CLEAR(vm->image);
     Py_CLEAR(vm->err_image);
     Py_TYPE(vm)->tp_free((PyObject *)vm);
@@ -756,7 +782,7 @@ static PyMethodDef vm_methods[] = {
 };
 
 PyDoc_STRVAR(vm_doc,
-"_VM(stacks, bases, regions, helpers, fault, ktime, loop=None)\n"
+"_VM(stacks, bases, regions, helpers, fault, ktime, loop=None, maps=None)\n"
 "\n"
 "The C eBPF interpreter of one user-space object: `stacks` are its 8 frame\n"
 "stacks (writable buffers of 512 bytes, registered as regions at `bases`),\n"
@@ -764,7 +790,11 @@ PyDoc_STRVAR(vm_doc,
 "`helpers` the helper table (id -> (name, fn)), `fault` the exception class\n"
 "of violations, `ktime` the ktime_get_ns helper object (run in C when a\n"
 "program calls it) or None, `loop` the bpf_loop helper object (its loop run\n"
-"in C, the callback's errors converted by owner._call_error(exc)) or None.");
+"in C, the callback's errors converted by owner._call_error(exc)) or None,\n"
+"`maps` (map lookup, update, delete, ringbuf output, submit, discard,\n"
+"ArrayMap, HashMap, KernelMap, RingBufMap): the helper objects run in C on\n"
+"maps of exactly those classes (KernelMap: update and delete, queued by its\n"
+"_queue; RingBufMap: the ring helpers) (_speedups_vm_maps.c) or None.");
 
 static PyTypeObject VM_Type = {
     PyVarObject_HEAD_INIT(NULL, 0)
@@ -790,11 +820,12 @@ vm_module_init(PyObject *m)
         (str_writable = PyUnicode_InternFromString("writable")) == NULL ||
         (str_load = PyUnicode_InternFromString("load")) == NULL ||
         (str_kfuncs = PyUnicode_InternFromString("kfuncs")) == NULL ||
-        (str_entries = PyUnicode_InternFromString("entries")) == NULL)
+        (str_entries = PyUnicode_InternFromString("entries")) == NULL ||
+        vm_maps_strings() < 0)
         return -1;
     if (PyType_Ready(&VM_Type) < 0 || PyModule_AddObjectRef(m, "_VM", (PyObject *)&VM_Type) < 0)
         return -1;
     /* Bumped whenever the VM's interface changes (bpfring.userspace._cinterp
      * ignores a build with another value). */
-    return PyModule_AddIntConstant(m, "_VM_API", 2);
+    return PyModule_AddIntConstant(m, "_VM_API", 3);
 }

@@ -173,6 +173,16 @@ vm_do_call(VMObject *vm, const struct vm_insn *ins, PyObject **cur_code)
             if (done)
                 return 0;
         }
+        for (int w = 0; w < 6; w++) {
+            int done;
+            if (fn != vm->map_fns[w] || fn == NULL)
+                continue;
+            if (vm_map_c(vm, w + 1, &done) < 0)
+                return -1;
+            if (done)
+                return 0;
+            break;
+        }
         Py_INCREF(fn);
         rc = vm_call_py(vm, fn, &v);
         Py_DECREF(fn);
@@ -296,6 +306,16 @@ vm_atomic(uint64_t *r, const struct vm_insn *ins, uint8_t *p, unsigned size)
     return 0;
 }
 
+/* The slots of `code` (checked by vm_check_code) and in *end its sentinel. */
+static inline const struct vm_insn *
+vm_span(PyObject *code, const struct vm_insn **end)
+{
+    const struct vm_insn *insns = (const struct vm_insn *)PyBytes_AS_STRING(code);
+
+    *end = insns + PyBytes_GET_SIZE(code) / (Py_ssize_t)sizeof(struct vm_insn) - 1;
+    return insns;
+}
+
 static inline uint64_t
 vm_movsx(uint64_t b, int off, uint64_t mask)
 {
@@ -322,35 +342,25 @@ vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
     static void *const labels[256] = {
         [0 ... 255] = &&op_bad,
         [VM_FILLER_CODE] = &&op_filler, [VM_END_CODE] = &&op_end,
+/* One operation's two encodings (BPF_K: source the immediate, BPF_X: a
+ * register) at `base | op` and `base | op | 0x08`: the ALU and JMP tables
+ * below are lists of these. */
+#define KX(base, op, name, what) \
+        [base | op] = &&name##_##what##_k, [base | op | 0x08] = &&name##_##what##_x
 #define ALU_LABELS(base, name)                                                            \
-        [base | 0x00] = &&name##_add_k, [base | 0x08] = &&name##_add_x,                   \
-        [base | 0x10] = &&name##_sub_k, [base | 0x18] = &&name##_sub_x,                   \
-        [base | 0x20] = &&name##_mul_k, [base | 0x28] = &&name##_mul_x,                   \
-        [base | 0x30] = &&name##_div_k, [base | 0x38] = &&name##_div_x,                   \
-        [base | 0x40] = &&name##_or_k, [base | 0x48] = &&name##_or_x,                     \
-        [base | 0x50] = &&name##_and_k, [base | 0x58] = &&name##_and_x,                   \
-        [base | 0x60] = &&name##_lsh_k, [base | 0x68] = &&name##_lsh_x,                   \
-        [base | 0x70] = &&name##_rsh_k, [base | 0x78] = &&name##_rsh_x,                   \
-        [base | 0x80] = &&name##_neg,                                                     \
-        [base | 0x90] = &&name##_mod_k, [base | 0x98] = &&name##_mod_x,                   \
-        [base | 0xA0] = &&name##_xor_k, [base | 0xA8] = &&name##_xor_x,                   \
-        [base | 0xB0] = &&name##_mov_k, [base | 0xB8] = &&name##_mov_x,                   \
-        [base | 0xC0] = &&name##_arsh_k, [base | 0xC8] = &&name##_arsh_x
+        KX(base, 0x00, name, add), KX(base, 0x10, name, sub), KX(base, 0x20, name, mul),  \
+        KX(base, 0x30, name, div), KX(base, 0x40, name, or), KX(base, 0x50, name, and),   \
+        KX(base, 0x60, name, lsh), KX(base, 0x70, name, rsh), [base | 0x80] = &&name##_neg, \
+        KX(base, 0x90, name, mod), KX(base, 0xA0, name, xor), KX(base, 0xB0, name, mov),  \
+        KX(base, 0xC0, name, arsh)
         ALU_LABELS(0x07, a64),
         ALU_LABELS(0x04, a32),
         [0xD7] = &&op_bswap, [0xD4] = &&op_le, [0xDC] = &&op_be,
 #define JMP_LABELS(base, name)                                                            \
-        [base | 0x10] = &&name##_jeq_k, [base | 0x18] = &&name##_jeq_x,                   \
-        [base | 0x20] = &&name##_jgt_k, [base | 0x28] = &&name##_jgt_x,                   \
-        [base | 0x30] = &&name##_jge_k, [base | 0x38] = &&name##_jge_x,                   \
-        [base | 0x40] = &&name##_jset_k, [base | 0x48] = &&name##_jset_x,                 \
-        [base | 0x50] = &&name##_jne_k, [base | 0x58] = &&name##_jne_x,                   \
-        [base | 0x60] = &&name##_jsgt_k, [base | 0x68] = &&name##_jsgt_x,                 \
-        [base | 0x70] = &&name##_jsge_k, [base | 0x78] = &&name##_jsge_x,                 \
-        [base | 0xA0] = &&name##_jlt_k, [base | 0xA8] = &&name##_jlt_x,                   \
-        [base | 0xB0] = &&name##_jle_k, [base | 0xB8] = &&name##_jle_x,                   \
-        [base | 0xC0] = &&name##_jslt_k, [base | 0xC8] = &&name##_jslt_x,                 \
-        [base | 0xD0] = &&name##_jsle_k, [base | 0xD8] = &&name##_jsle_x
+        KX(base, 0x10, name, jeq), KX(base, 0x20, name, jgt), KX(base, 0x30, name, jge),  \
+        KX(base, 0x40, name, jset), KX(base, 0x50, name, jne), KX(base, 0x60, name, jsgt), \
+        KX(base, 0x70, name, jsge), KX(base, 0xA0, name, jlt), KX(base, 0xB0, name, jle), \
+        KX(base, 0xC0, name, jslt), KX(base, 0xD0, name, jsle)
         JMP_LABELS(0x05, j64),
         JMP_LABELS(0x06, j32),
         [0x05] = &&op_ja, [0x06] = &&op_gotol, [0x85] = &&op_call, [0x95] = &&op_exit,
@@ -378,8 +388,7 @@ vm_exec(VMObject *vm, PyObject *image, PyObject *code, long pc, int stop)
 
     vm_set_image(vm, image);
     Py_INCREF(cur_code);
-    insns = (const struct vm_insn *)PyBytes_AS_STRING(cur_code);
-    end = insns + PyBytes_GET_SIZE(cur_code) / (Py_ssize_t)sizeof(struct vm_insn) - 1;
+    insns = vm_span(cur_code, &end);
 
 #define D r[ins->dst]
 #define S r[ins->src]
@@ -661,8 +670,7 @@ op_call:
             goto fail;
         count = vm->count;
         if (rc == 1) { /* tail call: the new image from its start */
-            insns = (const struct vm_insn *)PyBytes_AS_STRING(cur_code);
-            end = insns + PyBytes_GET_SIZE(cur_code) / (Py_ssize_t)sizeof(struct vm_insn) - 1;
+            insns = vm_span(cur_code, &end);
             ins = insns;
             DISPATCH();
         }
@@ -684,8 +692,7 @@ op_exit: {
     Py_SETREF(cur_code, f->code);
     f->code = NULL;
     Py_CLEAR(f->image);
-    insns = (const struct vm_insn *)PyBytes_AS_STRING(cur_code);
-    end = insns + PyBytes_GET_SIZE(cur_code) / (Py_ssize_t)sizeof(struct vm_insn) - 1;
+    insns = vm_span(cur_code, &end);
     ins = insns + f->ret;
     DISPATCH();
 }
@@ -724,4 +731,7 @@ fail:
 #undef JUMP
 #undef DISPATCH
 #undef STACK_SYNC
+#undef KX
+#undef ALU_LABELS
+#undef JMP_LABELS
 }

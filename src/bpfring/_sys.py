@@ -178,6 +178,8 @@ _RUN_DURATION = ATTR_TEST_RUN.struct("duration")
 _RUN_DATA = ATTR_TEST_RUN.struct("data_size_in", "data_size_out", "data_in")
 _RUN_REPEAT = ATTR_TEST_RUN.struct("repeat")
 _RUN_CTX = ATTR_TEST_RUN.struct("ctx_size_in", "ctx_size_out", "ctx_in")
+_RUN_CPU = ATTR_TEST_RUN.struct("flags", "cpu")
+TEST_RUN_ON_CPU = 1  # BPF_F_TEST_RUN_ON_CPU (raw_tp test runs)
 _MAP_INFO = MAP_INFO.struct("type", "id", "key_size", "value_size", "max_entries",
                             "map_flags", "name", "btf_id", "btf_key_type_id",
                             "btf_value_type_id")
@@ -738,8 +740,9 @@ def map_lookup_batch(fd: int, keys: bytearray, values: bytearray, count: int,
 
 
 def prog_test_run(prog_fd: int, data: bytes = b"", ctx: bytes | None = None,
-                  repeat: int = 0) -> int:
-    """BPF_PROG_TEST_RUN; return the program's return value."""
+                  repeat: int = 0, cpu: int | None = None) -> int:
+    """BPF_PROG_TEST_RUN; return the program's return value.  ``cpu``: run on
+    that CPU (BPF_F_TEST_RUN_ON_CPU; raw_tp programs only)."""
     din = bytearray(data) if data else None
     cin = bytearray(ctx) if ctx else None
     a = _attr()
@@ -749,6 +752,8 @@ def prog_test_run(prog_fd: int, data: bytes = b"", ctx: bytes | None = None,
         _RUN_DATA.pack_into(a, _RUN_DATA.offset, len(din), 0, _addr(din))
     if cin:
         _RUN_CTX.pack_into(a, _RUN_CTX.offset, len(cin), 0, _addr(cin))
+    if cpu is not None:
+        _RUN_CPU.pack_into(a, _RUN_CPU.offset, TEST_RUN_ON_CPU, cpu)
     bpf(PROG_TEST_RUN, a, f"test-running program fd {prog_fd}")
     return int(_RUN_RETVAL.unpack_from(a, _RUN_RETVAL.offset)[0])
 

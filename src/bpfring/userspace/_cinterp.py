@@ -7,7 +7,9 @@ and runs the instructions in ``bpfring._speedups._VM`` (``_speedups_vm.c``):
 the same semantics, region checks, budget, frames, tail calls and error
 texts, about a hundred times faster.  The C loop calls back here for what
 needs Python: helpers and kfuncs (the same table as the reference; only
-``bpf_ktime_get_ns`` and the loop of ``bpf_loop`` run in C), tail-call
+``bpf_ktime_get_ns``, the loop of ``bpf_loop``, the map lookup/update/
+delete helpers on array and hash maps and ``bpf_ringbuf_output``/
+``_submit``/``_discard`` run in C), tail-call
 targets (:meth:`_tail`), the special loads of ctx regions, and the text of
 a memory fault (:meth:`_fault`, so both backends word it alike).
 
@@ -28,17 +30,29 @@ from types import ModuleType
 from typing import Any
 
 from ._errors import UserRuntimeError
-from ._helpers import ktime_get_ns
+from ._hash import HashMap
+from ._helpers import (
+    ktime_get_ns,
+    map_delete_elem,
+    map_lookup_elem,
+    map_update_elem,
+    ringbuf_discard,
+    ringbuf_output,
+    ringbuf_submit,
+)
 from ._helpers import loop as bpf_loop
 from ._interp import DEFAULT_BUDGET, MAX_FRAMES, STACK_SIZE, Image, Interpreter, error_at
 from ._interp import disasm_at as _disasm_at
+from ._kernel import KernelMap
+from ._maps import ArrayMap
 from ._memory import FUNC_TAG, M64, Fault, Memory
+from ._ringbuf import RingBufMap
 
 __all__ = ["BACKENDS", "CInterpreter", "backend", "backend_status", "encode",
            "make_interpreter", "set_backend"]
 
 #: The ``VM_API`` of the _speedups_vm.c this module was written against.
-VM_API = 2
+VM_API = 3
 #: code, dst, src, off, (pad), imm (s32), run: struct vm_insn of _speedups_vm.c.
 _SLOT = struct.Struct("<BBBxhxxiI")
 _FILLER = 0xFF  # encodings the loader refuses (ALU64/JMP32 operation 0xf0)
@@ -110,10 +124,19 @@ class CInterpreter:
         self._codes: dict[int, tuple[Image, bytes]] = {}
         self._given: Image | None = None  # set by the object for a call() outside a run
         ktime, loop = helpers.get(5), helpers.get(181)
+        # The map helpers run in C on ArrayMap/HashMap maps (the same state,
+        # rules and return codes), queue KernelMap updates/deletes through its
+        # _queue, and bpf_ringbuf_output/_submit/_discard write RingBufMap
+        # rings in C; anything else goes to these very helpers.
+        fast = tuple(h[1] if (h := helpers.get(hid)) is not None and h[1] is fn else None
+                     for hid, fn in ((1, map_lookup_elem), (2, map_update_elem),
+                                     (3, map_delete_elem), (130, ringbuf_output),
+                                     (132, ringbuf_submit), (133, ringbuf_discard)))
         self._vm: Any = sp._VM(self._stacks, self._stack_base, mem.regions, helpers, Fault,
                               ktime_get_ns if ktime is not None and ktime[1] is ktime_get_ns
                               else None,
-                              bpf_loop if loop is not None and loop[1] is bpf_loop else None)
+                              bpf_loop if loop is not None and loop[1] is bpf_loop else None,
+                              (*fast, ArrayMap, HashMap, KernelMap, RingBufMap))
 
     # what helpers and the object read -------------------------------------------------
 

@@ -322,8 +322,9 @@ def ringbuf_output(vm: Interpreter, ring: int, data: int, size: int, flags: int,
 def perf_event_output(vm: Interpreter, ctx: int, m: int, flags: int, data: int, size: int
                       ) -> int:
     """bpf_perf_event_output: into the slot ``flags & BPF_F_INDEX_MASK`` (or this
-    CPU's) of a perf event array; into the relay of one bound to a kernel ring."""
-    from ._kernel import KernelRingMap
+    CPU's) of a perf event array; into the relay of one bound to a kernel ring or
+    kernel perf event array."""
+    from ._kernel import KernelPerfMap, KernelRingMap
     from ._perf import CTXLEN_MASK, CURRENT_CPU, INDEX_MASK, PerfEventArrayMap
 
     mp = _map(vm, m, "perf event array")
@@ -333,7 +334,7 @@ def perf_event_output(vm: Interpreter, ctx: int, m: int, flags: int, data: int, 
         return _neg(_errno.EINVAL)  # BPF_F_CTXLEN_MASK is for skb programs only
     if isinstance(mp, KernelRingMap):
         return mp.output(payload, 0) & M64
-    if not isinstance(mp, PerfEventArrayMap):
+    if not isinstance(mp, PerfEventArrayMap | KernelPerfMap):
         raise Fault(f"map {mp.name!r} is a {mp.type_name} map, not a perf event array")
     index = flags & INDEX_MASK
     if index == CURRENT_CPU:

@@ -22,6 +22,10 @@ What each program-side operation becomes (documented in docs/userspace.md,
   ring with the kernel's layout, and each committed record is copied in
   order into a relay user ring that a small kernel program drains into the
   kernel ring with ``bpf_ringbuf_output`` (see :mod:`._relay`).
+* perf event arrays (:class:`KernelPerfMap`): each ``bpf_perf_event_output``
+  sample is queued with its slot into a relay user ring that a kernel
+  raw_tp program drains on the slot's CPU, emitting it with
+  ``bpf_perf_event_output`` (:class:`~._relay.PerfRelay`).
 """
 
 from __future__ import annotations
@@ -58,9 +62,10 @@ if TYPE_CHECKING:
     from ..btf import BTF
     from ._elf import MapDef
     from ._memory import Memory
-    from ._relay import Relay
+    from ._relay import PerfRelay, Relay
 
-__all__ = ["KernelArrayMap", "KernelMap", "KernelRingMap", "bind_kernel_map", "open_kernel_map"]
+__all__ = ["KernelArrayMap", "KernelMap", "KernelPerfMap", "KernelRingMap", "bind_kernel_map",
+           "open_kernel_map"]
 
 PERF_EVENT_ARRAY = 4
 _BRIDGED = frozenset({HASH, ARRAY, PERCPU_HASH, PERCPU_ARRAY, LRU_HASH, LRU_PERCPU_HASH})
@@ -106,9 +111,15 @@ def check_compatible(name: str, user_type: int, key_size: int, value_size: int,
             raise refuse(f"the kernel map is a ring buffer, the object's map is type "
                          f"{user_type}")
         return
+    if info.type == PERF_EVENT_ARRAY:
+        if user_type != PERF_EVENT_ARRAY:
+            raise refuse(f"the kernel map is a perf event array, the object's map is type "
+                         f"{user_type}")
+        return
     if info.type not in _BRIDGED:
         raise refuse(f"kernel {info.type_name} maps cannot be bound (hash, LRU hash, "
-                     "array, their per-CPU variants and ring buffers can)")
+                     "array, their per-CPU variants, ring buffers and perf event arrays "
+                     "can)")
     same = {ARRAY: ARRAY, PERCPU_ARRAY: PERCPU_ARRAY, HASH: HASH, LRU_HASH: HASH,
             PERCPU_HASH: PERCPU_HASH, LRU_PERCPU_HASH: PERCPU_HASH}
     if same.get(user_type) != same[info.type]:
@@ -434,6 +445,99 @@ class KernelRingMap(RingBufMap):
                f"(id {self.kernel_info.id})>"
 
 
+class KernelPerfMap(UserMap):
+    """A kernel perf event array written by user-space programs: each sample of
+    ``bpf_perf_event_output`` is queued with its slot into the relay's user
+    ring (no system call) and emitted into the kernel map on the slot's CPU
+    when the object flushes (see :class:`~._relay.PerfRelay`).  A full relay
+    ring is back-pressure: the relay is flushed there and then and the sample
+    queued; only when it still finds no room does the helper return
+    ``-EAGAIN``, counted in :attr:`refused`.  Nothing is dropped silently:
+    samples the reader's ring had no room for are :attr:`lost` (and reported
+    by the reader as lost), other emit errors are :attr:`failed`."""
+
+    def __init__(self, *a: Any, relay: PerfRelay, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.type = PERF_EVENT_ARRAY
+        self.max_entries = relay.info.max_entries
+        self.relay = relay
+        self.kernel_info = relay.info
+        self.refused = 0
+
+    @property
+    def memfd(self) -> int:
+        raise MapTypeError(f"map {self.name!r} is bound to kernel perf event array "
+                           f"{self.kernel_info.name!r}: it has no memfd")
+
+    def output(self, index: int, data: bytes) -> int:
+        """bpf_perf_event_output into slot ``index``: 0 once queued, -E2BIG past
+        the map or for a sample larger than the relay carries, -EAGAIN when the
+        relay ring stays full."""
+        from ._relay import RELAY_MAX
+
+        if index >= self.max_entries or len(data) > RELAY_MAX:
+            return -_errno.E2BIG
+        try:
+            self.relay.write(index, data)
+        except RingFull:
+            try:
+                self.relay.flush()  # back-pressure: make room now
+                self.relay.write(index, data)
+            except RingFull:
+                self.refused += 1
+                return -_errno.EAGAIN
+        return 0
+
+    def flush(self) -> None:
+        """Relay every queued sample into the kernel map now."""
+        if self.relay.pending:
+            self.relay.flush()
+
+    @property
+    def pending(self) -> int:
+        """Samples queued, not relayed yet."""
+        return self.relay.pending
+
+    @property
+    def relayed(self) -> int:
+        """Samples the relay emitted into the kernel map."""
+        return self.relay.counters()["relayed"]
+
+    @property
+    def lost(self) -> int:
+        """Samples the reader's ring had no room for (``-ENOSPC`` in the kernel)."""
+        return self.relay.counters()["lost"]
+
+    @property
+    def failed(self) -> int:
+        """Samples the kernel refused otherwise (no reader on the slot, an event
+        of another CPU: ``relay.counters()["last_error"]``)."""
+        return self.relay.counters()["failed"]
+
+    def consume(self, callback: Any, limit: int | None = None) -> int:
+        raise MapTypeError(f"map {self.name!r} is bound to kernel perf event array "
+                           f"{self.kernel_info.name!r}: read that map (bpfring.PerfBuffer)")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.flush()
+        except BPFError as e:  # closing must not fail; say what was not relayed
+            import logging
+
+            logging.getLogger("bpfring").warning(
+                "user-space map %s: %d samples not relayed at close: %s", self.name,
+                self.relay.pending, e)
+        finally:
+            super().close()
+            self.relay.close()
+
+    def __repr__(self) -> str:
+        return f"<KernelPerfMap {self.name} -> kernel perf event array " \
+               f"{self.kernel_info.name!r} (id {self.kernel_info.id})>"
+
+
 def bind_kernel_map(d: MapDef, source: Any, mem: Memory, btf: BTF | None, mode: str,
                     period: float, relay_size: int, **kw: Any) -> UserMap:
     """The user-space map standing for the object's map ``d`` bound to the kernel
@@ -451,6 +555,10 @@ def bind_kernel_map(d: MapDef, source: Any, mem: Memory, btf: BTF | None, mode: 
 
             relay = Relay(fd, info, mode=mode, period=period, size=relay_size)
             return KernelRingMap(*args, relay=relay, **kw)
+        if info.type == PERF_EVENT_ARRAY:
+            from ._relay import PerfRelay
+
+            return KernelPerfMap(*args, relay=PerfRelay(fd, info, size=relay_size), **kw)
         if info.type == ARRAY and info.flags & _sys.F_MMAPABLE:
             return KernelArrayMap(*args, fd=fd, info=info, **kw)
         from ..bridge import MapBridge

@@ -450,12 +450,14 @@ class UserObject:
         one ``BPF_PROG_TEST_RUN`` per bound map with queued operations and per
         bound ring (``kernel_mode="timer"`` does this periodically in the
         kernel, without system calls)."""
-        from ._kernel import KernelMap, KernelRingMap
+        from ._kernel import KernelMap, KernelPerfMap, KernelRingMap
 
         with self._lock:
             self._check_open()
             for m in self._map_list:
-                if isinstance(m, KernelMap) and m.bridge is not None:
+                if isinstance(m, KernelPerfMap):
+                    m.flush()
+                elif isinstance(m, KernelMap) and m.bridge is not None:
                     if m.bridge.pending:
                         m.bridge.flush()
                 elif isinstance(m, KernelRingMap):
