@@ -198,7 +198,8 @@ class UserObject:
                  seed: int | None = None, globals: Mapping[str, Any] | None = None,
                  kernel_maps: Mapping[str, Any] | None = None,
                  kernel_mode: str = "flush", kernel_period: float = 1e-3,
-                 relay_size: int = 1 << 18) -> None:
+                 relay_size: int = 1 << 18,
+                 pinned_maps: str | os.PathLike[str] | None = None) -> None:
         self.name = image.name
         self.license = image.license
         self.btf: BTF | None = image.btf
@@ -233,6 +234,8 @@ class UserObject:
                                 f"{', '.join(sorted(unknown))}")
         try:
             self._make_maps(image, ncpu, cpu_fn)
+            if pinned_maps is not None:
+                self._pin(pinned_maps, reuse=True)
             self._ctx = _Context(self._map_list, cpu_fn, seed)
             helpers = _POISONED_HELPERS if image.core_poisoned else HELPERS
             self._interp = make_interpreter(self.memory, helpers, self._tail_target, budget)
@@ -281,6 +284,33 @@ class UserObject:
                 m.resolve = self._resolve_prog
             self._map_list.append(m)
             self.maps[m.name] = m
+
+    def _pin(self, directory: str | os.PathLike[str], reuse: bool) -> list[str]:
+        from ._kernel import KernelMap, KernelRingMap
+        from ._share import pin_map, pinned_dir, shareable
+
+        d = pinned_dir(directory)
+        done = []
+        try:
+            for m in self._map_list:
+                if isinstance(m, KernelMap | KernelRingMap) or not shareable(m):
+                    continue
+                path = os.path.join(os.fspath(directory), m.name)
+                pin_map(m, d.fileno(), m.name, path, reuse)
+                done.append(m.name)
+        finally:
+            d.close()
+        return done
+
+    def pin_maps(self, directory: str | os.PathLike[str]) -> list[str]:
+        """Pin every shareable map (arrays, hashes, queues, stacks, ring buffers;
+        not global data sections, prog arrays or perf event arrays) as
+        ``directory/<name>``, a private directory made 0700 when missing;
+        returns the names pinned.  Another process opens them with
+        :func:`bpfring.userspace.open_map` or ``load(..., pinned_maps=directory)``."""
+        with self._lock:
+            self._check_open()
+            return self._pin(directory, reuse=False)
 
     def _resolve_prog(self, value: Any) -> UserProgram:
         if isinstance(value, UserProgram):
@@ -541,7 +571,8 @@ def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
          include_dirs: Any = (), defines: Mapping[str, object] | None = None,
          kernel_maps: Mapping[str, Any] | None = None, kernel_mode: str = "flush",
          kernel_period: float = 1e-3, relay_size: int = 1 << 18,
-         btf: BTF | str | os.PathLike[str] | None = None) -> UserObject:
+         btf: BTF | str | os.PathLike[str] | None = None,
+         pinned_maps: str | os.PathLike[str] | None = None) -> UserObject:
     """Load a BPF object to run in this process, without privileges.
 
     ``src`` is as for :func:`bpfring.load`: a ``.bpf.c`` file (built with
@@ -568,6 +599,13 @@ def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
     it); ``"object"`` the object's own types (the values clang compiled in);
     a path to a BTF file or an ELF object with ``.BTF``, or a
     :class:`bpfring.btf.BTF`.
+
+    ``pinned_maps`` is a private directory (made 0700 when missing) of
+    pinned maps: each shareable map whose file ``directory/<name>`` exists
+    (made by another process's ``pin_maps`` or ``pinned_maps``) uses that
+    file's storage -- the same shape is required, its contents win -- and
+    the others are pinned there, so the processes loading the object with
+    the same directory share its maps.
     """
     if isinstance(src, bytes | bytearray | memoryview):
         data = bytes(src)
@@ -596,7 +634,8 @@ def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
     image = _elf.parse(data, oname, target, target_name)
     return UserObject(image, budget=budget, cpu=cpu, seed=seed, globals=globals,
                       kernel_maps=kernel_maps, kernel_mode=kernel_mode,
-                      kernel_period=kernel_period, relay_size=relay_size)
+                      kernel_period=kernel_period, relay_size=relay_size,
+                      pinned_maps=pinned_maps)
 
 
 def _core_target(btf: BTF | str | os.PathLike[str] | None
