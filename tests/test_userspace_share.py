@@ -17,8 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bpfring
-from bpfring.userspace import UserLoadError, load, open_map
-from bpfring.userspace import _cinterp, _share
+from bpfring.userspace import UserLoadError, _cinterp, _share, load, open_map
 
 ARGS = struct.Struct("<II")
 EVENT = struct.Struct("<IIQ")
@@ -175,11 +174,12 @@ def test_reuse_checks_the_shape(share_obj, pin_dir):
     with load(share_obj, pinned_maps=pin_dir):
         pass
     path = os.path.join(pin_dir, "counts")
-    raw = bytearray(open(path, "rb").read())
+    with open(path, "rb") as f:
+        raw = bytearray(f.read())
     struct.pack_into("<I", raw, 28, 256)  # max_entries: the size no longer matches
     with open(path, "r+b") as f:
         f.write(raw)
-    with pytest.raises(UserLoadError, match="storage is .* its parameters need"):
+    with pytest.raises(UserLoadError, match=r"storage is .* its parameters need"):
         load(share_obj, pinned_maps=pin_dir)
     with pytest.raises(UserLoadError, match="storage is"):
         open_map(path)
