@@ -220,3 +220,40 @@ def test_type_matches_and_checks_against_kernel_btf(kernel_core_path):
         run("trace_entry___local", _core.FIELD_BYTE_OFFSET, 3, "0:1")
     with pytest.raises(UserLoadError, match=r"member 9 of struct trace_entry___local: none"):
         run("trace_entry___local", _core.FIELD_BYTE_OFFSET, 4, "0:9")
+
+
+@needs_vmlinux
+def test_fuzz_core_records(kernel_core_path):
+    """Random records (kinds, local types, access strings, instructions) over
+    the object's BTF and the kernel's: resolved, poisoned, or a UserLoadError
+    naming the relocation; never another exception."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as hst
+
+    from bpfring.userspace import _core, _isa
+
+    local = _elf.parse(kernel_core_path.read_bytes(), "x").btf
+    kbtf = bpfring.btf.BTF.vmlinux()
+    insns = hst.sampled_from([
+        _isa.Insn(_isa.ALU64 | _isa.MOV, 0, 0, 0, 0),
+        _isa.Insn(_isa.LDX | _isa.MEM | _isa.DW, 0, 1, 0, 0),
+        _isa.Insn(_isa.STX | _isa.MEM | _isa.W, 1, 0, 4, 0),
+        _isa.Insn(_isa.ALU | _isa.ADD | _isa.X, 0, 1, 0, 0),
+        _isa.Insn(_isa.JMP | _isa.EXIT, 0, 0, 0, 0),
+    ])
+    access = hst.lists(hst.integers(0, 40), min_size=0, max_size=5).map(
+        lambda xs: ":".join(map(str, xs)))
+
+    @settings(max_examples=200, deadline=None)
+    @given(hst.integers(0, len(local) + 2), hst.integers(0, 12), access | hst.text(max_size=6),
+           insns, hst.booleans())
+    def check(tid, kind, acc, ins, wide):
+        code = {0: [_isa.Insn(_isa.LD_IMM64, 0, 0, 0, 0), _isa.Insn(_isa.FILLER, 0, 0, 0, 0)]
+                if wide else [ins]}
+        relo = _core.CoreRelo("s", 0, 0, tid, acc, kind, 3)
+        try:
+            _core.apply_core([relo], local, kbtf, code)
+        except UserLoadError as e:
+            assert "CO-RE relocation #3" in str(e)
+
+    check()
