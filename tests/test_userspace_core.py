@@ -45,6 +45,12 @@ def test_core_on_local_types():
         assert u.programs["core_local"].run(ctx=ctx) == 9
         assert list(u.globals.out[:6]) == [1 << 40, (-5) & ((1 << 64) - 1), 20, 2, 24, 1]
         assert u.btf.sizeof(u.btf.find("point").id) == 24
+        assert u.programs["core_guarded"].run(ctx=ctx) == 9
+    with load(path) as k:  # the kernel's BTF: no struct point
+        assert k.core_btf == "kernel"
+        assert k.programs["core_guarded"].run(ctx=ctx) == -1
+        with pytest.raises(bpfring.UserRuntimeError, match="struct point.z: no match"):
+            k.programs["core_local"].run(ctx=ctx)
 
 
 def test_bad_core_record_is_a_load_error(core_path):
