@@ -49,7 +49,7 @@ def test_core_on_local_types():
     with load(path) as k:  # the kernel's BTF: no struct point
         assert k.core_btf == "kernel"
         assert k.programs["core_guarded"].run(ctx=ctx) == -1
-        with pytest.raises(bpfring.UserRuntimeError, match="struct point.z: no match"):
+        with pytest.raises(bpfring.UserRuntimeError, match=r"struct point\.z: no match"):
             k.programs["core_local"].run(ctx=ctx)
 
 

@@ -56,6 +56,9 @@ elif mode == "consume":
     counts.delete(1)
     ring.close()
     counts.close()
+    with open_map(os.path.join(pin_dir, "requests")) as req:   # drained by the parent
+        for add in (100, 200, 300):
+            req.write(struct.pack("<II", 0, add))
 print(json.dumps(out))
 """
 
@@ -89,7 +92,7 @@ def _events(m) -> list[tuple[int, int, int]]:
 def test_two_processes_share_maps_and_ring(share_obj, pin_dir):
     with load(share_obj, pinned_maps=pin_dir) as a:
         assert {n for n, m in a.maps.items() if m.shared} == {"counts", "totals", "events",
-                                                              "jobs"}
+                                                              "jobs", "requests"}
         assert oct(os.stat(pin_dir).st_mode & 0o777) == "0o700"
         prog = a.programs["count"]
         assert prog.run(ctx=ARGS.pack(1, 5)) == 0
@@ -110,6 +113,8 @@ def test_two_processes_share_maps_and_ring(share_obj, pin_dir):
         assert a.maps["events"].consumer_pos == c["cons"] == a.maps["events"].producer_pos
         assert a.maps["events"].read() == []  # consumed over there
         assert dict(a.maps["counts"].items()) == {2: 1, 7: 700}
+        assert a.programs["drain"].run() == 3  # C's user ring samples, in order, drained here
+        assert a.maps["totals"][1] == 600 and a.programs["drain"].run() == 0
         assert prog.run(ctx=ARGS.pack(1, 3)) == 0  # key 1 again: a new slot, no clash
         assert dict(a.maps["counts"].items()) == {2: 1, 7: 700, 1: 3}
         assert _events(a.maps["events"]) == [(1, me, 3)]
@@ -148,7 +153,8 @@ def test_pin_and_open_map_in_process(share_obj, pin_dir):
         a.maps["counts"][5] = 55
         a.maps["totals"][1] = 11
         assert not a.maps["counts"].shared
-        assert sorted(a.pin_maps(pin_dir)) == ["counts", "events", "jobs", "totals"]
+        assert sorted(a.pin_maps(pin_dir)) == ["counts", "events", "jobs", "requests",
+                                               "totals"]
         assert a.maps["counts"].pinned_path == os.path.join(pin_dir, "counts")
         a.programs["count"].run(ctx=ARGS.pack(5, 1))  # regions stay valid after the move
         with open_map(os.path.join(pin_dir, "counts")) as m:

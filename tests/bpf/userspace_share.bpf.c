@@ -31,6 +31,11 @@ struct {
 	__type(value, __u32);
 } jobs SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_USER_RINGBUF);
+	__uint(max_entries, 4096 * 4);
+} requests SEC(".maps");
+
 struct args {
 	__u32 key;
 	__u32 add;
@@ -71,4 +76,25 @@ int count(struct args *a)
 	e->value = v ? *v : 0;
 	bpf_ringbuf_submit(e, 0);
 	return 0;
+}
+
+static long add_request(struct bpf_dynptr *dynptr, void *ctx)
+{
+	struct args a;
+	__u64 *t;
+	__u32 one = 1;
+
+	if (bpf_dynptr_read(&a, sizeof(a), dynptr, 0, 0))
+		return 1;
+	t = bpf_map_lookup_elem(&totals, &one);
+	if (t)
+		*t += a.add;
+	return 0;
+}
+
+/* Samples written into the pinned user ring by another process. */
+SEC("syscall")
+int drain(void *ctx)
+{
+	return bpf_user_ringbuf_drain(&requests, add_request, NULL, 0);
 }
