@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: (LGPL-2.1-only OR BSD-2-Clause)
 /* CO-RE relocations on a type of the program's own (no kernel has it): user
- * space resolves them against the object's BTF, for
+ * space resolves them against the object's BTF with btf="object"; against
+ * the kernel's BTF (the default) core_local's accesses are poisoned and
+ * core_guarded sees that struct point does not exist.  For
  * tests/test_userspace_core.py.  Not loadable into the kernel. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -30,4 +32,12 @@ int core_local(struct point *p)
 	out[4] = bpf_core_type_size(struct point);
 	out[5] = bpf_core_field_exists(p->inner.tag);
 	return p->y;
+}
+
+SEC("syscall")
+int core_guarded(struct point *p)
+{
+	if (!bpf_core_type_exists(struct point))
+		return -1;
+	return BPF_CORE_READ(p, y);
 }

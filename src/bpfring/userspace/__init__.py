@@ -32,6 +32,7 @@ from ._perf import UserPerfBuffer
 from ._pyhook import CTX as PYCALL_CTX
 from ._pyhook import PythonLink, attach_python
 from ._ringbuf import RingBufMap
+from ._share import open_map
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -51,4 +52,5 @@ __all__ = [
     "attach_python",
     "load",
     "load_insns",
+    "open_map",
 ]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from ..btf import BTF, Kind
 from ..errors import BTFError
+from ._core import CoreRelo
 from ._errors import UserLoadError
 from ._isa import Insn
 
@@ -65,21 +66,23 @@ def fixup_btf(raw: bytes, elf: _Elf) -> BTF:
     return BTF.from_bytes(bytes(buf))
 
 
-def check_core(elf: _Elf, btf: BTF, code: dict[int, list[Insn]]) -> int:
-    """Validate CO-RE relocation records (resolved against the object's own BTF:
-    the instructions keep their compiled-in, local values); return their count."""
+def check_core(elf: _Elf, btf: BTF, code: dict[int, list[Insn]]) -> list[CoreRelo]:
+    """Read and validate the CO-RE relocation records (known kind, on an
+    instruction, a type of the object's BTF); :func:`._core.apply_core`
+    resolves them against a target BTF."""
+    out: list[CoreRelo] = []
     ext = elf.section(".BTF.ext")
     if ext is None or len(ext.data) < 24:
-        return 0
+        return out
     raw = ext.data
     magic, _ver, _flags, hdr_len = struct.unpack_from("<HBBI", raw, 0)
     if magic != 0xEB9F:
         raise UserLoadError(f"bad .BTF.ext magic {magic:#x}")
     if hdr_len < 32 or len(raw) < 32:
-        return 0  # no CO-RE part
+        return out  # no CO-RE part
     core_off, core_len = struct.unpack_from("<II", raw, 24)
     if core_len == 0:
-        return 0
+        return out
     pos = hdr_len + core_off
     end = pos + core_len
     if end > len(raw):
@@ -89,14 +92,25 @@ def check_core(elf: _Elf, btf: BTF, code: dict[int, list[Insn]]) -> int:
         raise UserLoadError(f".BTF.ext CO-RE record size {rec_size}")
     pos += 4
     by_name = {s.name: s.index for s in elf.sections}
-    count = 0
+    try:
+        _read_core(raw, pos, end, rec_size, btf, by_name, code, out)
+    except (BTFError, struct.error) as e:
+        raise UserLoadError(f".BTF.ext CO-RE records are malformed: {e}") from None
+    return out
+
+
+def _read_core(raw: bytes, pos: int, end: int, rec_size: int, btf: BTF,
+               by_name: dict[str, int], code: dict[int, list[Insn]],
+               out: list[CoreRelo]) -> None:
     while pos + 8 <= end:
         name_off, n = struct.unpack_from("<II", raw, pos)
         pos += 8
         sname = btf.string(name_off)
         sidx = by_name.get(sname)
         for _ in range(n):
-            insn_off, type_id, _acc, kind = struct.unpack_from("<IIII", raw, pos)
+            if pos + 16 > end:
+                raise UserLoadError(f".BTF.ext CO-RE records of {sname} run past their end")
+            insn_off, type_id, acc_off, kind = struct.unpack_from("<IIII", raw, pos)
             pos += rec_size
             if kind not in CORE_KINDS:
                 raise UserLoadError(f"unknown CO-RE relocation kind {kind} in {sname}")
@@ -107,8 +121,8 @@ def check_core(elf: _Elf, btf: BTF, code: dict[int, list[Insn]]) -> int:
             if type_id >= len(btf):
                 raise UserLoadError(f"CO-RE relocation at {sname}+{insn_off // 8} names BTF "
                                     f"type {type_id}: none")
-            count += 1
-    return count
+            out.append(CoreRelo(sname, sidx, insn_off // 8, type_id, btf.string(acc_off),
+                                kind, len(out)))
 
 
 def line_info(elf: _Elf, btf: BTF) -> dict[tuple[int, int], str]:

@@ -20,12 +20,12 @@ The result, :class:`ObjectImage`, holds:
   the symbol table (as libbpf does when it opens an object);
 * the license.
 
-CO-RE relocations (``.BTF.ext``) are resolved against the object's own BTF:
-the values clang compiled into the instructions are already the local ones,
-so each record is checked (known kind, valid instruction) and the
-instruction left as it is.  In user space the memory a program reads was
-laid out from the program's own types (a ctx given as bytes, map values,
-records), so the local layout is the one that matches.
+CO-RE relocations (``.BTF.ext``) are checked (known kind, on an
+instruction, a type of the object's BTF) and, when :func:`parse` is given a
+target BTF (the running kernel's, see :func:`bpfring.userspace.load`'s
+``btf``), resolved against it with libbpf's semantics (:mod:`._core`);
+without one the instructions keep the values clang compiled in: the layout
+of the object's own types.
 
 Anything the runtime would not run correctly is a :class:`UserLoadError`
 naming it: an unknown relocation type, an extern symbol, a kfunc, an
@@ -35,12 +35,14 @@ unknown instruction, a jump out of its function, a legacy ``maps`` section.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..btf import BTF, Kind
 from ..errors import BTFError
 from . import _isa
 from ._btfext import check_core, fixup_btf, line_info
+from ._core import apply_core
 from ._errors import UserLoadError
 from ._isa import Insn
 
@@ -155,8 +157,13 @@ class ObjectImage:
     maps: list[MapDef]
     programs: dict[str, LinkedProgram]
     btf: BTF | None
-    #: CO-RE relocation records checked (resolved against the object's own BTF).
+    #: CO-RE relocation records read.
     core_relos: int = 0
+    #: What they were resolved against: "object" (the compiled-in values) or
+    #: the target BTF's description ("kernel", a path).
+    core_target: str = "object"
+    #: Instructions poisoned because a relocation found no match (see _core).
+    core_poisoned: int = 0
 
 
 @dataclass
@@ -384,7 +391,7 @@ def _map_init_values(elf: _Elf, maps_sec: _Section, start: int, end: int | None,
 
 @dataclass
 class _Ref:
-    kind: str  # "map", "value", "func", "call"
+    kind: str  # "map", "value", "func", "call", "kfunc", "poison"
     map_index: int = 0
     offset: int = 0
     sec: int = 0
@@ -392,8 +399,12 @@ class _Ref:
     note: str = ""
 
 
-def parse(data: bytes, name: str) -> ObjectImage:
-    """Parse an object file's bytes; ``name`` is the object name (map prefixes)."""
+def parse(data: bytes, name: str, target: BTF | Callable[[], BTF | None] | None = None,
+          target_name: str = "kernel") -> ObjectImage:
+    """Parse an object file's bytes; ``name`` is the object name (map prefixes).
+    ``target``: the BTF to resolve CO-RE relocations against (or a function
+    giving it, or None, called only when the object has relocations); None:
+    the object's own BTF (the compiled-in values stay)."""
     elf = _Elf(bytes(data))
     lic_sec = elf.section("license")
     license_text = lic_sec.data.split(b"\0", 1)[0].decode("ascii", "replace") if lic_sec else ""
@@ -458,7 +469,15 @@ def parse(data: bytes, name: str) -> ObjectImage:
             refs[rel.info][idx] = _resolve_reloc(elf, sec, insns[idx], idx, rtype, sym,
                                                  map_by_sym, data_map, maps, code)
 
-    core_relos = check_core(elf, btf, code) if btf is not None else 0
+    relos = check_core(elf, btf, code) if btf is not None else []
+    core_target, poisoned = "object", 0
+    if relos and btf is not None and target is not None:
+        tbtf = target if isinstance(target, BTF) else target()
+        if tbtf is not None:
+            for (sidx, j), why in apply_core(relos, btf, tbtf, code).items():
+                refs[sidx][j] = _Ref("poison", note=why)
+                poisoned += 1
+            core_target = target_name
     lines = line_info(elf, btf) if btf is not None else {}
 
     programs: dict[str, LinkedProgram] = {}
@@ -467,7 +486,8 @@ def parse(data: bytes, name: str) -> ObjectImage:
             continue
         sname = elf.sections[f.sec].name
         programs[f.name] = _link(f, funcs, code, refs, elf, sname, lines)
-    return ObjectImage(name, license_text, maps, programs, btf, core_relos)
+    return ObjectImage(name, license_text, maps, programs, btf, len(relos), core_target,
+                       poisoned)
 
 
 def _resolve_reloc(elf: _Elf, sec: _Section, ins: Insn, idx: int, rtype: int, sym: _Symbol,
@@ -558,7 +578,9 @@ def _link(main: _Func, funcs: dict[tuple[int, int], _Func], code: dict[int, list
             if ins.code == _isa.LD_IMM64 and ins.src in (_isa.PSEUDO_MAP_FD,
                                                           _isa.PSEUDO_MAP_VALUE) and ref is None:
                 raise UserLoadError(f"{f.name}: map reference at {sname}+{j} has no relocation")
-            if ref is not None and ref.kind == "kfunc":
+            if ref is not None and ref.kind == "poison":
+                notes[pc] = ref.note
+            elif ref is not None and ref.kind == "kfunc":
                 if ref.note not in kfuncs:
                     kfuncs.append(ref.note)
                 ins = ins._replace(src=_isa.PSEUDO_KFUNC_CALL, imm=kfuncs.index(ref.note))

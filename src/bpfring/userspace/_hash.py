@@ -1,10 +1,17 @@
 """Hash maps in user space: ``BPF_MAP_TYPE_HASH``, ``PERCPU_HASH``, ``LRU_HASH``
 and ``LRU_PERCPU_HASH``, with the kernel's update rules (see :mod:`._maps` for
-the memfd layout)."""
+the memfd layout).
+
+The key -> slot index is a dict of this process, rebuilt from the slots (a
+slot whose u32 ``in_use`` is 1 holds its key) when the map is pinned and
+another process has inserted or deleted since: the pinned file's header
+counts those changes (its generation), and every insert and delete runs
+under the file's exclusive lock, so two processes never claim one slot."""
 
 from __future__ import annotations
 
 import errno as _errno
+import struct
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
@@ -23,6 +30,8 @@ from ._maps import (
 
 __all__ = ["HashMap"]
 
+_U32 = struct.Struct("<I")
+
 
 class HashMap(UserMap):
     """Hash, per-CPU hash, LRU hash and LRU per-CPU hash maps."""
@@ -39,6 +48,70 @@ class HashMap(UserMap):
         self._backing = _Backing(self.name, self.max_entries * self._slot)
         self._index: OrderedDict[bytes, int] = OrderedDict()
         self._free = list(range(self.max_entries - 1, -1, -1))
+        self._gen = -1  # the pinned file's generation the index was built at
+        self._changes = 0  # inserts and deletes here (a shared map bumps the generation)
+
+    # sharing -----------------------------------------------------------------------------
+
+    def _shared_changed(self) -> None:
+        self._gen = -1
+        self._sync()
+
+    def _sync(self) -> None:
+        """Rebuild the index when another process changed the pinned map."""
+        sh = self._share
+        if sh is None or sh.generation == self._gen:
+            return
+        with sh.locked():
+            gen = sh.generation
+            assert self._backing is not None
+            v = self._backing.view
+            index: OrderedDict[bytes, int] = OrderedDict()
+            free = []
+            ks = self.key_size
+            for slot in range(self.max_entries):
+                base = slot * self._slot
+                if _U32.unpack_from(v, base)[0] == 1:
+                    key = bytes(v[base + 8:base + 8 + ks])
+                    if key not in index:  # a duplicate (a corrupt file) is never found
+                        index[key] = slot
+                        continue
+                    continue
+                free.append(slot)
+            free.reverse()
+            self._index, self._free, self._gen = index, free, gen
+
+    def _find(self, key: bytes) -> int | None:
+        """The slot of ``key``; on a shared map checked against the slot itself
+        (another process may have reused it since the index was built)."""
+        if self._share is None:
+            return self._index.get(key)
+        self._sync()
+        for _ in range(2):
+            slot = self._index.get(key)
+            if slot is None:
+                return None
+            assert self._backing is not None
+            base = slot * self._slot
+            v = self._backing.view
+            if _U32.unpack_from(v, base)[0] == 1 and \
+                    bytes(v[base + 8:base + 8 + self.key_size]) == key:
+                return slot
+            self._gen = -1
+            self._sync()
+        return None
+
+    def _shared_op(self, op: Any, *args: Any) -> int:
+        """Run an insert/delete under the pinned file's lock, bumping its generation."""
+        sh = self._share
+        assert sh is not None
+        with sh.locked():
+            self._sync()
+            before = self._changes
+            ret = int(op(*args))
+            if self._changes != before:
+                self._gen = sh.bump()
+            return ret
 
     def _voff(self, slot: int, cpu: int = 0) -> int:
         return slot * self._slot + 8 + self._kstride + cpu * self._stride()
@@ -54,9 +127,10 @@ class HashMap(UserMap):
         assert self._backing is not None
         base = slot * self._slot
         v = self._backing.view
-        v[base:base + 8] = (1).to_bytes(8, "little")
         v[base + 8:base + 8 + self.key_size] = key
+        v[base:base + 8] = (1).to_bytes(8, "little")  # after the key: a reader sees it whole
         self._index[key] = slot
+        self._changes += 1
         return slot
 
     def _release(self, slot: int) -> None:
@@ -82,6 +156,11 @@ class HashMap(UserMap):
             v[off:off + self.value_size] = raw[:self.value_size]
 
     def _upsert(self, key: bytes, raw: bytes, flags: int, all_cpus: bool) -> int:
+        if self._share is not None:
+            return self._shared_op(self._upsert_here, key, raw, flags, all_cpus)
+        return self._upsert_here(key, raw, flags, all_cpus)
+
+    def _upsert_here(self, key: bytes, raw: bytes, flags: int, all_cpus: bool) -> int:
         if self._bad_flags(flags):
             return -_errno.EINVAL
         slot = self._index.get(key)
@@ -102,15 +181,21 @@ class HashMap(UserMap):
         return 0
 
     def _remove(self, key: bytes) -> int:
+        if self._share is not None:
+            return self._shared_op(self._remove_here, key)
+        return self._remove_here(key)
+
+    def _remove_here(self, key: bytes) -> int:
         slot = self._index.pop(key, None)
         if slot is None:
             return -_errno.ENOENT
         self._release(slot)
         self._free.append(slot)
+        self._changes += 1
         return 0
 
     def p_lookup(self, key: bytes, cpu: int | None = None) -> int:
-        slot = self._index.get(key)
+        slot = self._find(key)
         if slot is None:
             return 0
         if self._lru:
@@ -125,6 +210,7 @@ class HashMap(UserMap):
         return self._remove(key)
 
     def p_items(self) -> Iterator[tuple[int, int]]:
+        self._sync()
         for key, slot in list(self._index.items()):
             if self._index.get(key) != slot:
                 continue  # deleted by an earlier callback
@@ -135,7 +221,7 @@ class HashMap(UserMap):
                                       self.value_size)
 
     def _get(self, key: bytes) -> bytes | None:
-        slot = self._index.get(key)
+        slot = self._find(key)
         if slot is None:
             return None
         assert self._backing is not None
@@ -150,4 +236,5 @@ class HashMap(UserMap):
         return self._remove(key)
 
     def _raw_keys(self) -> Iterator[bytes]:
+        self._sync()
         return iter(list(self._index))

@@ -250,7 +250,7 @@ def disasm(ins: Insn, helper_name: Callable[[int], str] | None = None,
             if src == PSEUDO_KFUNC_CALL:
                 return f"call kfunc#{imm}{note}"
             name = helper_name(imm) if helper_name else ""
-            return f"call {name}#{imm}" if name else f"call #{imm}"
+            return f"call {name}#{imm}{note}" if name else f"call #{imm}{note}"
         r = "r" if cls == JMP else "w"
         s = f"{r}{src}" if code & X else _hex(imm)
         return f"if {r}{dst} {JMP_NAMES.get(op, '?')} {s} goto pc{_o(off)}"

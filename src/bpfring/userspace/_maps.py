@@ -1,7 +1,8 @@
 """BPF maps in user-space memory, with the kernel's element semantics.
 
-Each map's storage is one memfd mapped shared into this process (so another
-process could map the same file; the sharing API comes later).  Layouts,
+Each map's storage is one memfd mapped shared into this process; pinning
+(:meth:`UserMap.pin`, :mod:`._share`) moves it into a file another process
+opens (the storage bytes unchanged, a header page in front).  Layouts,
 documented so a second reader can parse them:
 
 * array (``BPF_MAP_TYPE_ARRAY``): ``max_entries`` values, each at a stride of
@@ -23,17 +24,21 @@ with the errno the kernel gives.
 
 from __future__ import annotations
 
+import contextlib
 import errno as _errno
 import mmap
 import os
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._fd import OwnedFD
 from ..btf import BTF
 from ..errors import BPFError, MapTypeError
 from ._errors import UserLoadError
 from ._memory import Memory
+
+if TYPE_CHECKING:
+    from ._share import SharedFile
 
 __all__ = ["MAP_TYPE_NAMES", "ArrayMap", "UserMap", "make_map", "possible_cpus"]
 
@@ -147,6 +152,7 @@ class UserMap:
         self._closed = False
         self._regions: dict[tuple[int, int], int] = {}
         self._frozen = False  # .rodata after load: the program cannot write, nor can users
+        self._share: SharedFile | None = None  # set once pinned (see _share)
 
     # identity --------------------------------------------------------------------------
 
@@ -173,6 +179,44 @@ class UserMap:
         if self._closed:
             raise ValueError(f"map {self.name!r} is closed")
 
+    # sharing -----------------------------------------------------------------------------
+
+    @property
+    def shared(self) -> bool:
+        """Whether the storage is a pinned file other processes may open (then
+        hash indexes resync from the file and claims take its lock)."""
+        return self._share is not None
+
+    @property
+    def pinned_path(self) -> str | None:
+        return self._share.path if self._share is not None else None
+
+    def pin(self, path: str | os.PathLike[str]) -> None:
+        """Move the storage into the file ``path`` (a new name in a private
+        directory, made 0700 if missing), which another process opens with
+        :func:`bpfring.userspace.open_map` or ``load(..., pinned_maps=dir)``."""
+        from ._share import pin_map, pinned_dir
+
+        self._check_open()
+        p = os.fspath(path)
+        head, name = os.path.split(p)
+        d = pinned_dir(head or ".")
+        try:
+            pin_map(self, d.fileno(), name, p, reuse=False)
+        finally:
+            d.close()
+
+    def unpin(self) -> None:
+        """Remove the pinned file (the storage stays mapped here and in every
+        process that has it open)."""
+        if self._share is None:
+            raise BPFError(f"map {self.name!r} is not pinned", errno=_errno.ENOENT)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._share.path)
+
+    def _shared_changed(self) -> None:
+        """Called once the storage is a shared file (hash maps rebuild their index)."""
+
     def close(self) -> None:
         if self._closed:
             return
@@ -182,6 +226,8 @@ class UserMap:
         self._regions.clear()
         if self._backing is not None:
             self._backing.close()
+        if self._share is not None:
+            self._share.close()
 
     def __repr__(self) -> str:
         return f"<UserMap {self.name} {self.type_name} key={self.key_size} " \

@@ -21,6 +21,7 @@ from ..btf import BTF
 from ..errors import BPFError, MapTypeError
 from . import _elf, _isa
 from ._cinterp import CInterpreter, make_interpreter
+from ._core import POISON
 from ._ctx import make_ctx
 from ._elf import LinkedProgram, ObjectImage
 from ._errors import UserLoadError, UserRuntimeError
@@ -40,6 +41,18 @@ __all__ = ["RunResult", "UserObject", "UserProgram", "load", "load_insns"]
 
 M32 = 0xFFFF_FFFF
 log = logging.getLogger("bpfring.userspace")
+
+
+def _poisoned(vm: Any, *_: int) -> int:
+    """The helper of a poisoned CO-RE instruction (the note names the relocation)."""
+    raise Fault("reached an instruction whose CO-RE relocation found no match in the "
+                "target BTF (poisoned at load, as libbpf does; guard it with "
+                "bpf_core_field_exists() and friends, or load with btf=\"object\" to "
+                "use the object's own types)")
+
+
+#: HELPERS plus the poison helper, for objects with poisoned instructions.
+_POISONED_HELPERS = {**HELPERS, POISON: ("bpf_core_poisoned", _poisoned)}
 
 
 @dataclass
@@ -185,10 +198,14 @@ class UserObject:
                  seed: int | None = None, globals: Mapping[str, Any] | None = None,
                  kernel_maps: Mapping[str, Any] | None = None,
                  kernel_mode: str = "flush", kernel_period: float = 1e-3,
-                 relay_size: int = 1 << 18) -> None:
+                 relay_size: int = 1 << 18,
+                 pinned_maps: str | os.PathLike[str] | None = None) -> None:
         self.name = image.name
         self.license = image.license
         self.btf: BTF | None = image.btf
+        #: What the CO-RE relocations were resolved against: "kernel" (the
+        #: running kernel's BTF), "object" (the object's own types) or a path.
+        self.core_btf = image.core_target
         self.loaded = False
         self._closed = False
         self._lock = threading.RLock()
@@ -217,8 +234,11 @@ class UserObject:
                                 f"{', '.join(sorted(unknown))}")
         try:
             self._make_maps(image, ncpu, cpu_fn)
+            if pinned_maps is not None:
+                self._pin(pinned_maps, reuse=True)
             self._ctx = _Context(self._map_list, cpu_fn, seed)
-            self._interp = make_interpreter(self.memory, HELPERS, self._tail_target, budget)
+            helpers = _POISONED_HELPERS if image.core_poisoned else HELPERS
+            self._interp = make_interpreter(self.memory, helpers, self._tail_target, budget)
             self._interp.context = self._ctx
             self._ctx.timers = Timers(self._fire_timer)
             for k, v in (globals or {}).items():
@@ -265,6 +285,33 @@ class UserObject:
             self._map_list.append(m)
             self.maps[m.name] = m
 
+    def _pin(self, directory: str | os.PathLike[str], reuse: bool) -> list[str]:
+        from ._kernel import KernelMap, KernelRingMap
+        from ._share import pin_map, pinned_dir, shareable
+
+        d = pinned_dir(directory)
+        done = []
+        try:
+            for m in self._map_list:
+                if isinstance(m, KernelMap | KernelRingMap) or not shareable(m):
+                    continue
+                path = os.path.join(os.fspath(directory), m.name)
+                pin_map(m, d.fileno(), m.name, path, reuse)
+                done.append(m.name)
+        finally:
+            d.close()
+        return done
+
+    def pin_maps(self, directory: str | os.PathLike[str]) -> list[str]:
+        """Pin every shareable map (arrays, hashes, queues, stacks, ring buffers;
+        not global data sections, prog arrays or perf event arrays) as
+        ``directory/<name>``, a private directory made 0700 when missing;
+        returns the names pinned.  Another process opens them with
+        :func:`bpfring.userspace.open_map` or ``load(..., pinned_maps=directory)``."""
+        with self._lock:
+            self._check_open()
+            return self._pin(directory, reuse=False)
+
     def _resolve_prog(self, value: Any) -> UserProgram:
         if isinstance(value, UserProgram):
             if value._obj is not self:
@@ -281,7 +328,8 @@ class UserObject:
         insns = list(prog.insns)
         entries = frozenset(f.start for f in prog.functions)
         for pc, ins in enumerate(insns):
-            if ins.code == _isa.JMP | _isa.CALL and ins.src == 0 and ins.imm not in HELPERS:
+            if ins.code == _isa.JMP | _isa.CALL and ins.src == 0 and ins.imm not in HELPERS \
+                    and not (ins.imm == POISON and pc in prog.notes):
                 raise UserLoadError(f"program {prog.name!r} calls helper "
                                     f"{helper_name(ins.imm)} (#{ins.imm}) at insn {pc}, which "
                                     "the user-space runtime does not implement")
@@ -524,7 +572,9 @@ def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
          budget: int = DEFAULT_BUDGET, cpu: int | str = 0, seed: int | None = None,
          include_dirs: Any = (), defines: Mapping[str, object] | None = None,
          kernel_maps: Mapping[str, Any] | None = None, kernel_mode: str = "flush",
-         kernel_period: float = 1e-3, relay_size: int = 1 << 18) -> UserObject:
+         kernel_period: float = 1e-3, relay_size: int = 1 << 18,
+         btf: BTF | str | os.PathLike[str] | None = None,
+         pinned_maps: str | os.PathLike[str] | None = None) -> UserObject:
     """Load a BPF object to run in this process, without privileges.
 
     ``src`` is as for :func:`bpfring.load`: a ``.bpf.c`` file (built with
@@ -544,6 +594,20 @@ def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
     or ``"timer"`` (a bpf_timer every ``kernel_period`` seconds);
     ``relay_size`` is the size of the user ring relaying records to each
     bound kernel ring.
+
+    ``btf`` is what CO-RE relocations are resolved against: None (default)
+    the running kernel's BTF (``/sys/kernel/btf/vmlinux``) when it exists,
+    else the object's own; ``"kernel"`` the kernel's (a load error without
+    it); ``"object"`` the object's own types (the values clang compiled in);
+    a path to a BTF file or an ELF object with ``.BTF``, or a
+    :class:`bpfring.btf.BTF`.
+
+    ``pinned_maps`` is a private directory (made 0700 when missing) of
+    pinned maps: each shareable map whose file ``directory/<name>`` exists
+    (made by another process's ``pin_maps`` or ``pinned_maps``) uses that
+    file's storage -- the same shape is required, its contents win -- and
+    the others are pinned there, so the processes loading the object with
+    the same directory share its maps.
     """
     if isinstance(src, bytes | bytearray | memoryview):
         data = bytes(src)
@@ -568,10 +632,50 @@ def load(src: str | os.PathLike[str] | bytes | bytearray | memoryview, *,
         else:
             oname = "prog"
         data = Path(path).read_bytes()
-    image = _elf.parse(data, oname)
+    target, target_name = _core_target(btf)
+    image = _elf.parse(data, oname, target, target_name)
     return UserObject(image, budget=budget, cpu=cpu, seed=seed, globals=globals,
                       kernel_maps=kernel_maps, kernel_mode=kernel_mode,
-                      kernel_period=kernel_period, relay_size=relay_size)
+                      kernel_period=kernel_period, relay_size=relay_size,
+                      pinned_maps=pinned_maps)
+
+
+def _core_target(btf: BTF | str | os.PathLike[str] | None
+                 ) -> tuple[BTF | Callable[[], BTF | None] | None, str]:
+    """The CO-RE target of ``load(btf=...)`` (loaded only if the object has
+    relocations) and how the object reports it."""
+    from ..btf import VMLINUX_PATH
+    from ..btf import load as load_btf
+    from ..errors import BTFError
+
+    if isinstance(btf, BTF):
+        return btf, "BTF"
+    if btf == "object":
+        return None, "object"
+
+    def kernel() -> BTF | None:
+        if btf is None and not os.access(VMLINUX_PATH, os.R_OK):
+            log.debug("no readable %s: CO-RE against the object's own BTF", VMLINUX_PATH)
+            return None
+        try:
+            return BTF.vmlinux()
+        except (BTFError, OSError) as e:
+            raise UserLoadError(f"cannot read the kernel's BTF for CO-RE relocations: {e}",
+                                hint='load(..., btf="object") resolves them against the '
+                                     "object's own types") from None
+
+    if btf is None or btf == "kernel":
+        return kernel, "kernel"
+    path = os.fspath(btf)
+
+    def from_path() -> BTF:
+        try:
+            return load_btf(path)
+        except (BTFError, OSError) as e:
+            raise UserLoadError(f"cannot read BTF {path!r} for CO-RE relocations: {e}") \
+                from None
+
+    return from_path, path
 
 
 def load_insns(insns: bytes | bytearray | memoryview | list[_isa.Insn], *,

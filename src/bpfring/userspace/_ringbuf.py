@@ -18,9 +18,11 @@ the payload, padding to 8 bytes; positions are 64-bit byte counters.
 Reserve, commit and query follow ``__bpf_ringbuf_reserve``,
 ``bpf_ringbuf_commit`` and ``bpf_ringbuf_query`` line by line (including the
 ``pending_pos`` rule of 6.x kernels: a new record may not start more than a
-ring ahead of the oldest busy one).  One process, one producer: the
-positions are plain loads and stores (cross-process producers need the C
-backend's atomics).
+ring ahead of the oldest busy one).  Positions are plain 8-byte loads and
+stores.  A pinned ring (:mod:`._share`) may have producers in several
+processes: each reservation (and each user ring write) then holds the
+file's exclusive lock, as the kernel holds the ring's spinlock; one
+consumer at a time.
 """
 
 from __future__ import annotations
@@ -187,6 +189,12 @@ class RingBufMap(UserMap):
 
     def reserve(self, size: int) -> int:
         """``__bpf_ringbuf_reserve``: the payload address, or 0 when there is no room."""
+        if self._share is not None:
+            with self._share.locked():
+                return self._reserve(size)
+        return self._reserve(size)
+
+    def _reserve(self, size: int) -> int:
         r = self._r()
         if size > RINGBUF_MAX_RECORD_SZ:
             return 0
@@ -327,6 +335,12 @@ class UserRingBufMap(RingBufMap):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append one sample; :class:`~bpfring.RingFull` when there is no room now,
         :class:`~bpfring.RecordTooLarge` when it can never fit."""
+        if self._share is not None:
+            with self._share.locked():
+                return self._write(data)
+        return self._write(data)
+
+    def _write(self, data: bytes | bytearray | memoryview) -> None:
         r = self._r()
         size = len(data)
         total = (size + HDR_SIZE + 7) & ~7

@@ -7,7 +7,7 @@ import errno as _errno
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..errors import MapTypeError
+from ..errors import BPFError, MapTypeError
 from ._errors import UserLoadError
 from ._maps import ANY, EXIST, NOEXIST, QUEUE, STACK, UserMap, _Backing, _err
 
@@ -83,7 +83,12 @@ class QueueStackMap(UserMap):
     def _ht(self) -> tuple[int, int]:
         assert self._backing is not None
         v = self._backing.view
-        return int.from_bytes(v[0:4], "little"), int.from_bytes(v[4:8], "little")
+        head, tail = int.from_bytes(v[0:4], "little"), int.from_bytes(v[4:8], "little")
+        if head >= self._size or tail >= self._size:  # a pinned file written elsewhere
+            raise BPFError(f"{self.type_name} map {self.name!r}: head {head} or tail {tail} "
+                           f"is past its {self._size} slots (corrupt shared storage)",
+                           errno=_errno.EUCLEAN)
+        return head, tail
 
     def _set_ht(self, head: int, tail: int) -> None:
         assert self._backing is not None
@@ -93,6 +98,19 @@ class QueueStackMap(UserMap):
         return slice(8 + i * self.value_size, 8 + (i + 1) * self.value_size)
 
     def p_push(self, value: bytes, flags: int) -> int:
+        if self._share is not None:  # another process may push or pop: under its lock
+            with self._share.locked():
+                return self._push(value, flags)
+        return self._push(value, flags)
+
+    def p_get(self, delete: bool) -> tuple[int, bytes]:
+        """(0, value) or (-ENOENT, zeros): pop (delete) or peek."""
+        if self._share is not None:
+            with self._share.locked():
+                return self._get_one(delete)
+        return self._get_one(delete)
+
+    def _push(self, value: bytes, flags: int) -> int:
         if flags & NOEXIST or flags > EXIST:
             return -_errno.EINVAL
         head, tail = self._ht()
@@ -105,8 +123,7 @@ class QueueStackMap(UserMap):
         self._set_ht((head + 1) % self._size, tail)
         return 0
 
-    def p_get(self, delete: bool) -> tuple[int, bytes]:
-        """(0, value) or (-ENOENT, zeros): pop (delete) or peek."""
+    def _get_one(self, delete: bool) -> tuple[int, bytes]:
         head, tail = self._ht()
         if head == tail:
             return -_errno.ENOENT, bytes(self.value_size)
