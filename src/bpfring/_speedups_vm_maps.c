@@ -19,7 +19,7 @@
  */
 
 static PyObject *str_context, *str_maps, *str_type, *str_key_size, *str_value_size,
-    *str_max_entries, *str_backing, *str_view, *str_regions_attr, *str_index_attr,
+    *str_max_entries, *str_backing, *str_view, *str_regions_attr, *str_index_attr, *str_share_attr,
     *str_free, *str_lru, *str_slot, *str_kstride, *str_ncpu, *str_cpu, *str_frozen,
     *str_move_to_end, *str_popitem, *str_queue, *str_update, *str_delete, *str_ring,
     *str_all, *str_page, *str_mask, *str_mem, *str_next, *str_event, *str_fileno,
@@ -44,6 +44,7 @@ vm_maps_strings(void)
     S(str_view, "view");
     S(str_regions_attr, "_regions");
     S(str_index_attr, "_index");
+    S(str_share_attr, "_share");
     S(str_free, "_free");
     S(str_lru, "_lru");
     S(str_slot, "_slot");
@@ -210,6 +211,23 @@ vm_map_backing(PyObject *mp, Py_buffer *view)
 
 #define VM_R8(n) (((n) + 7) & ~7LL)
 
+/* A map pinned for other processes (userspace/_share.py): its hash index is
+ * resynced from the file and its slot claims and ring reservations take the
+ * file's lock, which only the Python helpers do; 1 when pinned (or on an
+ * error: the Python helper then reports it). */
+static int
+vm_is_pinned(PyObject *mp)
+{
+    PyObject *v = PyObject_GetAttr(mp, str_share_attr);
+
+    if (v == NULL) {
+        PyErr_Clear();
+        return 1;
+    }
+    Py_DECREF(v);
+    return v != Py_None;
+}
+
 struct vm_mapinfo {
     PyObject *mp;   /* borrowed from the context's list */
     int is_hash;    /* 0 ArrayMap, 1 HashMap, 2 KernelMap (bridged) */
@@ -246,6 +264,8 @@ vm_map_info(VMObject *vm, struct vm_mapinfo *mi)
     else if ((PyObject *)Py_TYPE(mi->mp) == vm->kernel_cls)
         mi->is_hash = 2;
     else
+        return 0;
+    if (mi->is_hash == 1 && vm_is_pinned(mi->mp))
         return 0;
     mi->type = vm_attr_ll(mi->mp, str_type, &err);
     mi->key_size = vm_attr_ll(mi->mp, str_key_size, &err);
@@ -695,6 +715,10 @@ vm_map_c(VMObject *vm, int which, int *done)
         }
         Py_INCREF(mp);
         Py_DECREF(maps);
+        if (vm_is_pinned(mp)) { /* reservations under the file's lock */
+            Py_DECREF(mp);
+            return 0;
+        }
         ok = vm_ring_output(vm, mp, &err);
         Py_DECREF(mp);
         goto out;
