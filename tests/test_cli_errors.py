@@ -114,12 +114,14 @@ def test_signals_end_tail_cleanly(echo, sig):
 def test_output_into_a_closed_pipe_ends_quietly(args):
     """``bpfring ... | head`` where the reader is gone before the command
     writes: exit 0 and nothing on stderr (no traceback, no "Exception
-    ignored" from the interpreter's last flush)."""
+    ignored" from the interpreter's last flush). Buffered stdout, as for a
+    user: PYTHONUNBUFFERED (set on some machines) would hide the last flush."""
     r, w = os.pipe()
     os.close(r)  # the reader has gone: every write is EPIPE
     try:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
         proc = subprocess.run([sys.executable, "-m", "bpfring", *args], stdout=w,
-                              stderr=subprocess.PIPE, text=True, timeout=60)
+                              stderr=subprocess.PIPE, text=True, timeout=60, env=env)
     finally:
         os.close(w)
     assert proc.returncode == 0, proc.stderr

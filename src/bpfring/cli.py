@@ -447,7 +447,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """The ``bpfring`` command. Output piped into a reader that stops early
     (``| head``) ends the command quietly, as for other Unix tools."""
     try:
-        return _main(argv)
+        try:
+            return _main(argv)
+        finally:  # also after argparse's --help, which exits through SystemExit
+            sys.stdout.flush()
     except BrokenPipeError:
         _quiet_stdout()
         return EXIT_OK
