@@ -9,7 +9,8 @@ import logging
 import mmap
 import os
 import select
-from typing import TYPE_CHECKING, ClassVar, Self
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from .. import _ringbackend, _sys, _wait
 from .._fd import OwnedFD
@@ -22,7 +23,26 @@ if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
 
-MapSource = int | MapRef | str
+
+
+@dataclass(frozen=True)
+class RingPages:
+    """Ring memory that is not a kernel map (the user-space runtime's rings,
+    :mod:`bpfring.userspace`), in the kernel's layout: ``pages`` covers the
+    consumer page, the producer page and the data area twice in a row (so
+    ``2 * PAGE_SIZE + 2 * size`` bytes), ``wake_fd`` is an eventfd the other
+    side writes at each wakeup the kernel would send, and ``owner`` keeps the
+    memory mapped while a ring uses it: ``owner.hold()`` when the ring opens,
+    ``owner.release()`` when it closes."""
+
+    pages: memoryview
+    size: int
+    wake_fd: int
+    owner: Any
+    name: str = ""
+
+
+MapSource = int | MapRef | str | RingPages
 
 log = logging.getLogger("bpfring")
 
@@ -57,6 +77,9 @@ class MappedRing:
     _epoll_events: ClassVar[int]
     # The backend's binding of the mapped memory (made by _bind).
     _impl: KernelRing | UserRing
+    # The two mappings of a kernel map (None over RingPages).
+    _cons_mm: mmap.mmap | None
+    _data_mm: mmap.mmap | None
 
     def __init__(self, source: MapSource, *, _owned: bool = False) -> None:
         _ringbackend.check_arch()
@@ -65,6 +88,14 @@ class MappedRing:
         self._be: RingBackend = _ringbackend.impl
         self._closed = True
         what = f"{self._kind} ring buffer map"
+        #: Wakeups come as eventfd writes (RingPages), not from a map fd: each
+        #: write is one edge, and asyncio waits watch the private epoll.
+        self._edge_wake = isinstance(source, RingPages)
+        self._pages_owner: Any = None
+        if isinstance(source, RingPages):
+            self._open_pages(source, what)
+            self._closed = False
+            return
         if isinstance(source, str):
             source = MapRef.parse(source)
         given: int | None = None  # the caller's fd, named in errors (not our dup)
@@ -104,6 +135,43 @@ class MappedRing:
             self._fd.close()
             raise
         self._closed = False
+
+    def _open_pages(self, src: RingPages, what: str) -> None:
+        """__init__ for memory that is not a kernel map: the views are cut
+        from ``src.pages``, the epoll watches ``src.wake_fd`` (a duplicate)."""
+        check_ring_size(src.size, PAGE_SIZE)
+        if src.pages.nbytes != 2 * PAGE_SIZE + 2 * src.size or src.pages.readonly:
+            raise ValueError("RingPages.pages must be writable and hold the consumer page, "
+                             "the producer page and the data area twice")
+        self._fd = OwnedFD.dup(src.wake_fd, what)
+        self.info = _sys.MapInfo(type=self._map_type, id=0, key_size=0, value_size=0,
+                                 max_entries=src.size, flags=0, name=src.name, btf_id=0,
+                                 btf_key_type_id=0, btf_value_type_id=0)
+        self._size = src.size
+        self._npd = None
+        src.owner.hold()
+        self._pages_owner = src.owner
+        try:
+            self._cons_mm = self._data_mm = None
+            pages = src.pages.cast("B")
+            self._cons_view = pages[:PAGE_SIZE].cast("Q")
+            self._prod_view = pages[PAGE_SIZE:2 * PAGE_SIZE].cast("Q")
+            self._data = pages[2 * PAGE_SIZE:]
+            pages.release()
+            self._words = self._bind()
+            self._epoll = select.epoll()
+            self._epoll.register(self._fd.fileno(), select.EPOLLIN | select.EPOLLET)
+            self._gate = _wait.Gate(self._epoll)
+        except BaseException:
+            if hasattr(self, "_epoll"):
+                self._epoll.close()
+            for v in ("_words", "_data", "_prod_view", "_cons_view"):
+                if hasattr(self, v):
+                    getattr(self, v).release()
+            self._fd.close()
+            self._pages_owner = None
+            src.owner.release()
+            raise
 
     def _mmap(self, fd: int, length: int, prot: int, offset: int) -> mmap.mmap:
         try:
@@ -219,12 +287,17 @@ class MappedRing:
         for v in (self._words, self._data, self._prod_view, self._cons_view):
             v.release()
         for m in (self._data_mm, self._cons_mm):
+            if m is None:  # RingPages: the owner unmaps
+                continue
             try:
                 m.close()
             except BufferError:
                 # A caller still holds a view into the ring; the mapping is
                 # released by the garbage collector once that view is gone.
                 log.warning("ring buffer mapping still referenced; unmapping deferred")
+        owner, self._pages_owner = self._pages_owner, None
+        if owner is not None:
+            owner.release()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self._fd.fileno()}"

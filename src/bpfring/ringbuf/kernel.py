@@ -457,6 +457,12 @@ class RingBuffer(MappedRing):
 
             await asyncio.sleep(50e-6)
             return
+        if self._edge_wake:
+            # An eventfd (user-space runtime) stays readable once written:
+            # wait for the private epoll's edge instead, then take it.
+            await _wait.readable(self._epoll.fileno())
+            self._epoll.poll(0)
+            return
         await _wait.readable(self._fd.fileno())
 
     async def read_async(self, limit: int | None = None) -> list[Any]:

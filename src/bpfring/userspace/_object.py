@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .._globals import GlobalsView
 from ..btf import BTF
@@ -33,7 +33,10 @@ from ._perf import PerfEventArrayMap, UserPerfBuffer
 from ._pyhook import CTX as PYCALL_CTX
 from ._pyhook import MAX_ARGS as MAX_PYARGS
 from ._pyhook import PythonLink, attach_python
-from ._ringbuf import RingBufMap
+from ._ringbuf import RingBufMap, UserRingBufMap
+
+if TYPE_CHECKING:
+    from ..ringbuf import RingBuffer, UserRingBuffer
 from ._special import ProgArrayMap
 from ._timers import Timers
 
@@ -209,6 +212,7 @@ class UserObject:
         self.loaded = False
         self._closed = False
         self._lock = threading.RLock()
+        self._rings: list[Any] = []  # bpfring rings over our maps (ring_buffer())
         self.memory = Memory()
         ncpu = possible_cpus()
         if cpu == "current":
@@ -478,6 +482,60 @@ class UserObject:
             raise BPFError(f"BPF object {self.name!r} has no BTF", hint="compile with -g")
         return self.btf.types
 
+    def _ring_map(self, name: str, cls: type[RingBufMap], kind: str) -> RingBufMap:
+        from ._kernel import KernelRingMap
+
+        self._check_open()
+        m = self.maps.get(name)
+        if isinstance(m, KernelRingMap):
+            raise MapTypeError(f"map {name!r} is bound to a kernel ring buffer",
+                               hint="read the kernel map with bpfring.RingBuffer (its "
+                                    "records include the relayed ones)")
+        if type(m) is not cls:
+            raise MapTypeError(f"map {name!r} is not a {kind} map",
+                               hint=f"{kind} maps here: " + (", ".join(
+                                   n for n, x in self.maps.items() if type(x) is cls)
+                                   or "none"))
+        return m
+
+    def _adopt_ring(self, ring: Any) -> Any:
+        with self._lock:
+            if self._closed:
+                ring.close()
+                self._check_open()
+            self._rings.append(ring)
+        return ring
+
+    def ring_buffer(self, name: str, **kw: Any) -> RingBuffer:
+        """bpfring's own :class:`~bpfring.RingBuffer` over the user-space ring
+        buffer ``name`` (the same sans-IO core, backend, waits, typed records,
+        numpy and asyncio paths as on a kernel ring), closed with the object.
+        ``record="event"`` decodes that type of the object's BTF.  Wakeups are
+        the kernel's (the programs' commits follow its rules); a ring has one
+        consumer at a time, this one or the map's own ``read()``."""
+        from ..ringbuf import RingBuffer
+
+        self._types_kw(kw)
+        m = self._ring_map(name, RingBufMap, "ring buffer")
+        ring: RingBuffer = self._adopt_ring(RingBuffer(m.pages(), **kw))
+        return ring
+
+    def user_ring_buffer(self, name: str, **kw: Any) -> UserRingBuffer:
+        """bpfring's own :class:`~bpfring.UserRingBuffer` producing into the
+        user-space user ring buffer ``name`` (drained by this object's
+        programs with ``bpf_user_ringbuf_drain``), closed with the object."""
+        from ..ringbuf import UserRingBuffer
+
+        self._types_kw(kw)
+        m = self._ring_map(name, UserRingBufMap, "user ring buffer")
+        ring: UserRingBuffer = self._adopt_ring(UserRingBuffer(m.pages(), **kw))
+        return ring
+
+    def _types_kw(self, kw: dict[str, Any]) -> None:
+        rec = kw.get("record")
+        if isinstance(rec, str):
+            kw["record"] = self.types[rec]
+
     def perf_buffer(self, name: str, **kw: Any) -> UserPerfBuffer:
         """A reader of the perf event array ``name`` with the API of
         :meth:`bpfring.BPFObject.perf_buffer` (``page_count``, ``record``,
@@ -533,6 +591,9 @@ class UserObject:
                 log.warning("user-space object %s: flush at close failed: %s", self.name, e)
         with self._lock:  # not while a timer callback runs
             self._closed = True
+            for ring in self._rings:  # before the maps: they read the maps' pages
+                ring.close()
+            self._rings.clear()
             for m in self._map_list:
                 m.close()
         self.memory.regions.clear()

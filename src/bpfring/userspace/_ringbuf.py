@@ -38,6 +38,7 @@ from typing import Any
 from .._fd import OwnedFD
 from .._ringcore import BUSY_BIT, DISCARD_BIT, HDR_SIZE, LEN_MASK
 from ..errors import MapTypeError, RecordTooLarge, RingFull
+from ..ringbuf._mapped import RingPages
 from ._errors import UserLoadError
 from ._maps import UserMap
 
@@ -99,6 +100,20 @@ class _RingMemory:
         self.prod = self.all[page:page + 16]
         self.data = self.all[2 * page:2 * page + 2 * size]
         self._views: list[memoryview] = [self.all, self.cons, self.prod, self.data]
+        #: bpfring RingBuffer/UserRingBuffer objects over these pages (RingPages):
+        #: the unmap waits until the last of them is closed.
+        self._users = 0
+        self._closing = False
+
+    def hold(self) -> None:
+        if self._closing or not self.addr:
+            raise ValueError("the ring buffer's memory is closed")
+        self._users += 1
+
+    def release(self) -> None:
+        self._users -= 1
+        if self._closing and self._users == 0:
+            self._unmap()
 
     def sub(self, offset: int, size: int) -> memoryview:
         """A view of ``size`` bytes at data offset ``offset`` (may run into the second copy)."""
@@ -114,6 +129,12 @@ class _RingMemory:
         view.release()
 
     def close(self) -> None:
+        # A bpfring ring still reading these pages keeps them mapped until it closes.
+        self._closing = True
+        if getattr(self, "_users", 0) == 0:
+            self._unmap()
+
+    def _unmap(self) -> None:
         # Every view goes before the unmap: nothing can touch the pages afterwards.
         for v in reversed(getattr(self, "_views", [])):
             v.release()
@@ -163,6 +184,13 @@ class RingBufMap(UserMap):
     @property
     def size(self) -> int:
         return self.max_entries
+
+    def pages(self) -> RingPages:
+        """The ring's memory for bpfring's own :class:`~bpfring.RingBuffer` /
+        :class:`~bpfring.UserRingBuffer` (the same sans-IO core and backend as
+        for kernel rings), woken through :attr:`eventfd`."""
+        r = self._r()
+        return RingPages(r.all, self.max_entries, self.eventfd, r, self.name)
 
     @property
     def consumer_pos(self) -> int:
@@ -406,3 +434,7 @@ class UserRingBufMap(RingBufMap):
             self._draining = False
             if flags & RB_FORCE_WAKEUP or (not flags & RB_NO_WAKEUP and samples > 0):
                 self.wakeups += 1
+                try:  # a UserRingBuffer waiting for room wakes (its epoll edge)
+                    os.eventfd_write(self._event.fileno(), 1)
+                except BlockingIOError:
+                    pass
