@@ -164,7 +164,7 @@ def test_a_ring_closed_first_leaves_the_map_working(echo_obj_path):
 
 def test_wrong_kind_of_map_is_refused(echo_obj_path):
     with load(echo_obj_path) as u:
-        with pytest.raises(MapTypeError, match="not a ring buffer map.*in_ring|in_ring"):
+        with pytest.raises(MapTypeError, match="'in_ring' is not a ring buffer map"):
             u.ring_buffer("in_ring")
         with pytest.raises(MapTypeError, match="not a user ring buffer"):
             u.user_ring_buffer("out_ring")
