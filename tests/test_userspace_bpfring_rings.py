@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import threading
 
 import numpy as np
@@ -170,3 +171,36 @@ def test_wrong_kind_of_map_is_refused(echo_obj_path):
             u.user_ring_buffer("out_ring")
         with pytest.raises(MapTypeError):
             u.ring_buffer("scratch")
+
+
+_READER = r"""
+import os, sys
+import bpfring
+from bpfring.userspace import open_map
+with open_map(os.path.join(sys.argv[1], "out_ring")) as m, bpfring.RingBuffer(m.pages()) as rb:
+    print(*(int.from_bytes(r[:4], "little") for r in rb.read()))
+"""
+
+
+def test_a_pinned_ring_read_by_bpfring_in_another_process(echo_obj_path):
+    """Process A's program commits into a pinned ring; process B reads it
+    with bpfring's RingBuffer over the shared pages, and A sees it consumed.
+    (Wakeups are per process: B reads what is there, or polls with a timeout.)"""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    base = tempfile.mkdtemp(prefix="bpfring-rings-", dir="/dev/shm")
+    try:
+        pins = os.path.join(base, "maps")
+        with load(echo_obj_path, pinned_maps=pins) as a:
+            a.programs["produce"].run(ctx=produce_ctx(4, discard_every=2))
+            proc = subprocess.run([sys.executable, "-c", _READER, pins], capture_output=True,
+                                  text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+            assert proc.stdout.split() == ["0", "2"]  # every 2nd record discarded
+            ring = a.maps["out_ring"]
+            assert ring.consumer_pos == ring.producer_pos > 0
+    finally:
+        shutil.rmtree(base)
