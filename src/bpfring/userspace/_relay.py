@@ -205,7 +205,49 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 """
 
 
-class Relay:
+class _RelayProgram:
+    """What both relays hold: the kernel program built from ``src`` with its
+    ``target`` map set to the kernel map ``fd``, the input user ring and the
+    mmapped counters (``fields``, in the program's state struct order)."""
+
+    _fields: tuple[str, ...]
+
+    def _open(self, fd: OwnedFD, info: _sys.MapInfo, src: str, name: str, size: int) -> BPFObject:
+        self.fd = fd
+        self.info = info
+        self._obj: BPFObject | None = None
+        self._ring: UserRingBuffer | None = None
+        self._mm: mmap.mmap | None = None
+        path = build_source(src, name=name, defines={"BPFRING_RELAY_SIZE": size})
+        obj = open_object(path, name=name)
+        self._obj = obj
+        obj.maps["target"].reuse_fd(fd.fileno())
+        obj.load()
+        self._ring = UserRingBuffer(obj.maps["relay__in"].fd)
+        self._mm = mmap.mmap(obj.maps["relay__st"].fd, mmap.PAGESIZE, mmap.MAP_SHARED,
+                             mmap.PROT_READ)
+        return obj
+
+    def counters(self) -> dict[str, int]:
+        if self._mm is None:
+            raise ValueError("relay is closed")
+        vals = struct.unpack_from(f"<{len(self._fields)}q", self._mm, 0)
+        return dict(zip(self._fields, vals, strict=True))
+
+    def _close(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        if self._mm is not None:
+            self._mm.close()
+            self._mm = None
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+        self.fd.close()
+
+
+class Relay(_RelayProgram):
     """The relay into one kernel ring (``fd``): its user ring, drain and counters.
 
     ``mode`` is ``"flush"`` (drained by :meth:`flush`) or ``"timer"`` (a
@@ -213,28 +255,17 @@ class Relay:
     ring's size in bytes (a power of two multiple of the page size).
     """
 
+    _fields = STATE_FIELDS
+
     def __init__(self, fd: OwnedFD, info: _sys.MapInfo, *, mode: str = "flush",
                  period: float = 1e-3, size: int = 1 << 18) -> None:
         if mode not in ("flush", "timer"):
             raise ValueError(f"relay mode must be 'flush' or 'timer', not {mode!r}")
-        self.fd = fd
-        self.info = info
         self.mode = mode
         self._lock = threading.Lock()
-        self._obj: BPFObject | None = None
-        self._ring: UserRingBuffer | None = None
-        self._mm: mmap.mmap | None = None
         self._timer = False
         try:
-            path = build_source(_SRC, name="bpfring_relay",
-                                defines={"BPFRING_RELAY_SIZE": size})
-            obj = open_object(path, name="bpfring_relay")
-            self._obj = obj
-            obj.maps["target"].reuse_fd(fd.fileno())
-            obj.load()
-            self._ring = UserRingBuffer(obj.maps["relay__in"].fd)
-            self._mm = mmap.mmap(obj.maps["relay__st"].fd, mmap.PAGESIZE, mmap.MAP_SHARED,
-                                 mmap.PROT_READ)
+            obj = self._open(fd, info, _SRC, "bpfring_relay", size)
             self._flush_fd = obj.programs["relay__flush"].fd
             if mode == "timer":
                 self.start_timer(period)
@@ -280,26 +311,11 @@ class Relay:
             _sys.prog_test_run(self._obj.programs["relay__timer_off"].fd, ctx=bytes(8))
             self._timer = False
 
-    def counters(self) -> dict[str, int]:
-        if self._mm is None:
-            raise ValueError("relay is closed")
-        vals = struct.unpack_from(f"<{len(STATE_FIELDS)}q", self._mm, 0)
-        return dict(zip(STATE_FIELDS, vals, strict=True))
-
     def close(self) -> None:
         try:
             self.stop_timer()
         finally:
-            if self._ring is not None:
-                self._ring.close()
-                self._ring = None
-            if self._mm is not None:
-                self._mm.close()
-                self._mm = None
-            if self._obj is not None:
-                self._obj.close()
-                self._obj = None
-            self.fd.close()
+            self._close()
 
 
 # perf event arrays ----------------------------------------------------------------------
@@ -409,7 +425,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 """
 
 
-class PerfRelay:
+class PerfRelay(_RelayProgram):
     """The relay into one kernel perf event array (``fd``).
 
     Each sample goes into the relay's user ring with an 8-byte header (the
@@ -427,27 +443,16 @@ class PerfRelay:
     another CPU), ``bad``, ``drains``, ``drain_errors``, ``samples``.
     """
 
+    _fields = PERF_STATE_FIELDS
+
     def __init__(self, fd: OwnedFD, info: _sys.MapInfo, *, size: int = 1 << 18) -> None:
         from collections import deque
 
-        self.fd = fd
-        self.info = info
         self._lock = threading.RLock()
-        self._obj: BPFObject | None = None
-        self._ring: UserRingBuffer | None = None
-        self._mm: mmap.mmap | None = None
         #: [slot, samples] runs in the order written
         self._runs: deque[list[int]] = deque()
         try:
-            path = build_source(_PERF_SRC, name="bpfring_perf_relay",
-                                defines={"BPFRING_RELAY_SIZE": size})
-            obj = open_object(path, name="bpfring_perf_relay")
-            self._obj = obj
-            obj.maps["target"].reuse_fd(fd.fileno())
-            obj.load()
-            self._ring = UserRingBuffer(obj.maps["relay__in"].fd)
-            self._mm = mmap.mmap(obj.maps["relay__st"].fd, mmap.PAGESIZE, mmap.MAP_SHARED,
-                                 mmap.PROT_READ)
+            obj = self._open(fd, info, _PERF_SRC, "bpfring_perf_relay", size)
             self._prog_fd = obj.programs["relay__perf"].fd
         except BaseException:
             self.close()
@@ -499,20 +504,5 @@ class PerfRelay:
                 if run[1] <= 0:
                     self._runs.popleft()
 
-    def counters(self) -> dict[str, int]:
-        if self._mm is None:
-            raise ValueError("relay is closed")
-        vals = struct.unpack_from(f"<{len(PERF_STATE_FIELDS)}q", self._mm, 0)
-        return dict(zip(PERF_STATE_FIELDS, vals, strict=True))
-
     def close(self) -> None:
-        if self._ring is not None:
-            self._ring.close()
-            self._ring = None
-        if self._mm is not None:
-            self._mm.close()
-            self._mm = None
-        if self._obj is not None:
-            self._obj.close()
-            self._obj = None
-        self.fd.close()
+        self._close()
