@@ -261,6 +261,22 @@ def perf_take(meta: memoryview, data: memoryview, decoder: Callable[[bytes], Any
     else:
         def take(v: memoryview) -> None:
             append(decoder(bytes(v)))
+    start, end, lost = _walk_batch(meta, data, take, limit, on_lost, halt,
+                                   lambda e: bool(out))
+    raw = _area(data, len(data), start, end) if want and end != start else None
+    return out, lost, raw
+
+
+def _walk_batch(meta: memoryview, data: memoryview, take: Callable[[memoryview], None],
+                limit: int | None, on_lost: Callable[[int], object] | None,
+                halt: bytearray | None, keep: Callable[[Exception], bool]
+                ) -> tuple[int, int, int]:
+    """One pass from data_tail to data_head with ``take`` per sample;
+    data_tail is stored once, at the end, also when the walk fails.  An
+    error (not a BaseException such as KeyboardInterrupt) for which
+    ``keep(e)`` is true ends the batch with what was taken: the failing
+    sample stays first in the ring and fails again on the next call.
+    Returns ``(start, end, lost)``."""
     head = meta[DATA_HEAD // 8]
     start = meta[DATA_TAIL // 8]
     try:
@@ -270,12 +286,11 @@ def perf_take(meta: memoryview, data: memoryview, decoder: Callable[[bytes], Any
         done = getattr(e, "walk_result", None)
         if done is not None:
             meta[DATA_TAIL // 8] = done.tail
-        if done is None or not out or not isinstance(e, Exception):
+        if done is None or not isinstance(e, Exception) or not keep(e):
             raise
-        end, lost = done.tail, done.lost  # the error comes again from the next call
-    raw = _area(data, len(data), start, end) if want and end != start else None
+        end, lost = done.tail, done.lost
     meta[DATA_TAIL // 8] = end
-    return out, lost, raw
+    return start, end, lost
 
 
 def perf_read_array(meta: memoryview, data: memoryview, out: Any, itemsize: int,
@@ -304,19 +319,8 @@ def perf_read_array(meta: memoryview, data: memoryview, out: Any, itemsize: int,
         rows[count * itemsize:(count + 1) * itemsize] = v[:itemsize]
         count += 1
 
-    head = meta[DATA_HEAD // 8]
-    start = meta[DATA_TAIL // 8]
-    try:
-        res = walk(data, len(data), start, head, take, cap, on_lost, halt)
-        end, lost = res.tail, res.lost
-    except BaseException as e:
-        done = getattr(e, "walk_result", None)
-        if done is not None:
-            meta[DATA_TAIL // 8] = done.tail
-        if done is None or not isinstance(e, Exception) or not (count or isinstance(e, _Stop)):
-            raise
-        end, lost = done.tail, done.lost  # an error comes again from the next call
-    meta[DATA_TAIL // 8] = end
+    _, _, lost = _walk_batch(meta, data, take, cap, on_lost, halt,
+                             lambda e: bool(count) or isinstance(e, _Stop))
     return count, lost, short
 
 
