@@ -159,3 +159,15 @@ def all_kinds_blob() -> bytes:
     b.add("big", Kind.ENUM64, 8, b.s("HUGE"), 0, 0x80000000, b.s("ONE"), 1, 0, vlen=2)
     b.add("sbig", Kind.ENUM64, 8, b.s("MINUS"), 0xFFFFFFFE, 0xFFFFFFFF, vlen=1, kflag=1)
     return b.build()
+
+
+def btf_of_source(tmp_path_factory: pytest.TempPathFactory, src: str, name: str = "t") -> BTF:
+    """The BTF of a small C translation unit compiled for the BPF target
+    (types appear only where the source uses them: give each an instance)."""
+    if shutil.which("clang") is None:
+        pytest.skip("clang is needed")
+    d = tmp_path_factory.mktemp(name)
+    (d / f"{name}.c").write_text(src)
+    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-c", str(d / f"{name}.c"),
+                    "-o", str(d / f"{name}.o")], check=True)
+    return BTF.from_elf(d / f"{name}.o")

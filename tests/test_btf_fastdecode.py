@@ -18,13 +18,11 @@ from __future__ import annotations
 import importlib
 import math
 import os
-import shutil
 import struct
-import subprocess
 from typing import Any
 
 import pytest
-from btf_support import Blob
+from btf_support import Blob, btf_of_source
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -214,13 +212,7 @@ struct event {
 
 @pytest.fixture(scope="module")
 def event_btf(tmp_path_factory: pytest.TempPathFactory) -> BTF:
-    if shutil.which("clang") is None:
-        pytest.skip("clang is needed")
-    d = tmp_path_factory.mktemp("fast")
-    (d / "event.c").write_text(EVENT_SRC + "struct event anchor;\n")
-    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-c", str(d / "event.c"),
-                    "-o", str(d / "event.o")], check=True)
-    return BTF.from_elf(d / "event.o")
+    return btf_of_source(tmp_path_factory, EVENT_SRC + "struct event anchor;\n", "event")
 
 
 def test_records_behave_as_the_reference_s(event_btf: BTF) -> None:

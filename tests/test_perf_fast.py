@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import itertools
 import random
-import shutil
 import struct
-import subprocess
 from typing import Any
 
 import numpy as np
 import pytest
+from btf_support import btf_of_source
 from conftest import BPF_DIR
 from test_backend_contract import _backend
 from test_btf_fastdecode import _factory, canon
@@ -40,13 +39,7 @@ HEAD = _perfcore.DATA_HEAD // 8
 
 @pytest.fixture(scope="module")
 def evbtf(tmp_path_factory: pytest.TempPathFactory) -> BTF:
-    if shutil.which("clang") is None:
-        pytest.skip("clang is needed")
-    d = tmp_path_factory.mktemp("perffast")
-    (d / "t.c").write_text(SRC)
-    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-c", str(d / "t.c"),
-                    "-o", str(d / "t.o")], check=True)
-    return BTF.from_elf(d / "t.o")
+    return btf_of_source(tmp_path_factory, SRC, "perffast")
 
 
 def _ring(btf: BTF, rnd: random.Random, size: int) -> tuple[memoryview, bytearray]:

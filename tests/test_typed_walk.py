@@ -11,12 +11,11 @@ from __future__ import annotations
 import gc
 import itertools
 import random
-import shutil
-import subprocess
 from collections import deque
 from typing import Any
 
 import pytest
+from btf_support import btf_of_source
 from conftest import produce_ctx
 from test_backend_contract import FakeRing, _backend, _random_ring
 from test_btf_fastdecode import _factory, canon
@@ -37,13 +36,7 @@ struct mixed mixed_anchor;
 
 @pytest.fixture(scope="module")
 def btf(tmp_path_factory: pytest.TempPathFactory) -> BTF:
-    if shutil.which("clang") is None:
-        pytest.skip("clang is needed")
-    d = tmp_path_factory.mktemp("typed")
-    (d / "t.c").write_text(SRC)
-    subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-c", str(d / "t.c"),
-                    "-o", str(d / "t.o")], check=True)
-    return BTF.from_elf(d / "t.o")
+    return btf_of_source(tmp_path_factory, SRC, "typed")
 
 
 def _decoders(btf: BTF, name: str, be_name: str) -> dict[str, Any]:
