@@ -171,3 +171,32 @@ def btf_of_source(tmp_path_factory: pytest.TempPathFactory, src: str, name: str 
     subprocess.run(["clang", "-g", "-O2", "-target", "bpf", "-c", str(d / f"{name}.c"),
                     "-o", str(d / f"{name}.o")], check=True)
     return BTF.from_elf(d / f"{name}.o")
+
+
+def fake_perf_ring(codec: Any, rnd: Any, size: int,
+                   sizes: tuple[int, ...] = (40, 40, 44, 100, 8, 0)) -> tuple[Any, bytearray]:
+    """A perf ring's metadata page and data area filled with samples of
+    ``codec`` (struct ev: seq, pid, comm) of mixed sizes (``sizes``, some too
+    short for the struct), lost reports, some wrapping the end."""
+    from bpfring import _perfcore
+
+    meta = memoryview(bytearray(4096)).cast("Q")
+    data = bytearray(size)
+    head = tail = rnd.randrange(0, 10 * size, 8)
+    while True:
+        if rnd.random() < 0.1:
+            rec = _perfcore.lost_record(rnd.randrange(1, 9))
+        else:
+            n = rnd.choice(sizes)
+            payload = (codec.encode(seq=rnd.randrange(1 << 64), pid=rnd.randrange(99),
+                                    comm=rnd.choice(["a", "bash", "caf\u00e9"]))
+                       + rnd.randbytes(max(0, n - 40)))[:n]
+            rec = _perfcore.sample_record(payload)
+        if head + len(rec) - tail > size:
+            break
+        for i, b in enumerate(rec):
+            data[(head + i) % size] = b
+        head += len(rec)
+    meta[_perfcore.DATA_HEAD // 8] = head
+    meta[_perfcore.DATA_TAIL // 8] = tail
+    return meta, data

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from btf_support import btf_of_source
+from btf_support import btf_of_source, fake_perf_ring
 from conftest import BPF_DIR
 from test_backend_contract import _backend
 from test_btf_fastdecode import _factory, canon
@@ -43,28 +43,9 @@ def evbtf(tmp_path_factory: pytest.TempPathFactory) -> BTF:
 
 
 def _ring(btf: BTF, rnd: random.Random, size: int) -> tuple[memoryview, bytearray]:
-    """A metadata page and a data area full of samples of mixed sizes (some
-    too short for struct ev), lost reports, some wrapping the end."""
-    codec = btf.record("ev")
-    meta = memoryview(bytearray(4096)).cast("Q")
-    data = bytearray(size)
-    head = tail = rnd.randrange(0, 10 * size, 8)
-    while True:
-        if rnd.random() < 0.1:
-            rec = _perfcore.lost_record(rnd.randrange(1, 9))
-        else:
-            n = rnd.choice([40, 40, 44, 100, 8, 0, 300])
-            payload = (codec.encode(seq=rnd.randrange(1 << 64), pid=rnd.randrange(99),
-                                    comm=rnd.choice(["a", "bash", "caf\u00e9"]))
-                       + rnd.randbytes(max(0, n - 40)))[:n]
-            rec = _perfcore.sample_record(payload)
-        if head + len(rec) - tail > size:
-            break
-        for i, b in enumerate(rec):
-            data[(head + i) % size] = b
-        head += len(rec)
-    meta[HEAD] = head
-    meta[TAIL] = tail
+    """Samples of mixed sizes (some too short for struct ev, some longer than
+    a cache line), lost reports, some wrapping the end."""
+    meta, data = fake_perf_ring(btf.record("ev"), rnd, size, (40, 40, 44, 100, 8, 0, 300))
     return meta, data
 
 

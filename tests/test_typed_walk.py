@@ -15,7 +15,7 @@ from collections import deque
 from typing import Any
 
 import pytest
-from btf_support import btf_of_source
+from btf_support import btf_of_source, fake_perf_ring
 from conftest import produce_ctx
 from test_backend_contract import FakeRing, _backend, _random_ring
 from test_btf_fastdecode import _factory, canon
@@ -237,31 +237,9 @@ def test_typed_iteration_read_and_consume_agree(echo, mode) -> None:
 
 
 def _perf_ring(btf: BTF, rnd: random.Random, size: int = 2048) -> tuple[Any, bytearray]:
-    """A metadata page and a data area holding samples of mixed sizes (some too
-    short for struct ev), lost reports, wrapping around the end."""
-    from bpfring import _perfcore
-
-    codec = btf.record("ev")
-    meta = memoryview(bytearray(4096)).cast("Q")
-    data = bytearray(size)
-    head = tail = rnd.randrange(0, 10 * size, 8)
-    while True:
-        if rnd.random() < 0.1:
-            rec = _perfcore.lost_record(rnd.randrange(1, 9))
-        else:
-            n = rnd.choice([40, 40, 44, 100, 8, 0])
-            payload = (codec.encode(seq=rnd.randrange(1 << 64), pid=rnd.randrange(99),
-                                    comm=rnd.choice(["a", "bash", "caf\u00e9"]))
-                       + rnd.randbytes(max(0, n - 40)))[:n]
-            rec = _perfcore.sample_record(payload)
-        if head + len(rec) - tail > size:
-            break
-        for i, b in enumerate(rec):
-            data[(head + i) % size] = b
-        head += len(rec)
-    meta[_perfcore.DATA_HEAD // 8] = head
-    meta[_perfcore.DATA_TAIL // 8] = tail
-    return meta, data
+    """Samples of mixed sizes (some too short for struct ev), lost reports,
+    wrapping around the end."""
+    return fake_perf_ring(btf.record("ev"), rnd, size)
 
 
 @pytest.mark.parametrize("be_name", ["c", "pure"])
