@@ -205,6 +205,20 @@ def perf_walk(meta: memoryview, data: memoryview, on_sample: Callable[[memoryvie
     return res.delivered, res.lost
 
 
+def _collector(decoder: Callable[[bytes], Any]) -> tuple[list[Any], Callable[[memoryview], None]]:
+    """A list and the walk callback that appends ``decoder(payload)`` (a bytes
+    copy) of each sample to it (``bytes`` itself without a second call)."""
+    out: list[Any] = []
+    append = out.append
+    if decoder is bytes:
+        def take(v: memoryview) -> None:
+            append(bytes(v))
+    else:
+        def take(v: memoryview) -> None:
+            append(decoder(bytes(v)))
+    return out, take
+
+
 def perf_read(meta: memoryview, data: memoryview, decoder: Callable[[bytes], Any],
               limit: int | None, on_lost: Callable[[int], object] | None,
               halt: bytearray | None) -> tuple[list[Any], int]:
@@ -214,14 +228,7 @@ def perf_read(meta: memoryview, data: memoryview, decoder: Callable[[bytes], Any
     and the error propagates.  The twin of ``bpfring._speedups.perf_read``."""
     if not callable(decoder):
         raise TypeError("decoder must be callable")
-    out: list[Any] = []
-    append = out.append
-    if decoder is bytes:
-        def take(v: memoryview) -> None:
-            append(bytes(v))
-    else:
-        def take(v: memoryview) -> None:
-            append(decoder(bytes(v)))
+    out, take = _collector(decoder)
     _, lost = perf_walk(meta, data, take, limit, on_lost, halt)
     return out, lost
 
@@ -253,14 +260,7 @@ def perf_take(meta: memoryview, data: memoryview, decoder: Callable[[bytes], Any
     if not callable(decoder):
         raise TypeError("decoder must be callable")
     want = bool(want_raw)
-    out: list[Any] = []
-    append = out.append
-    if decoder is bytes:
-        def take(v: memoryview) -> None:
-            append(bytes(v))
-    else:
-        def take(v: memoryview) -> None:
-            append(decoder(bytes(v)))
+    out, take = _collector(decoder)
     start, end, lost = _walk_batch(meta, data, take, limit, on_lost, halt,
                                    lambda e: bool(out))
     raw = _area(data, len(data), start, end) if want and end != start else None
