@@ -41,11 +41,19 @@ from ._helpers import (
     ringbuf_submit,
 )
 from ._helpers import loop as bpf_loop
-from ._interp import DEFAULT_BUDGET, MAX_FRAMES, STACK_SIZE, Image, Interpreter, error_at
+from ._interp import (
+    DEFAULT_BUDGET,
+    MAX_FRAMES,
+    STACK_SIZE,
+    Image,
+    Interpreter,
+    callback_target,
+    error_at,
+)
 from ._interp import disasm_at as _disasm_at
 from ._kernel import KernelMap
 from ._maps import ArrayMap
-from ._memory import FUNC_TAG, M64, Fault, Memory
+from ._memory import M64, Fault, Memory
 from ._ringbuf import RingBufMap
 
 __all__ = ["BACKENDS", "CInterpreter", "backend", "backend_status", "encode",
@@ -198,14 +206,7 @@ class CInterpreter:
     def call(self, func_addr: int, args: Sequence[int]) -> int:
         """Call the program's function at ``func_addr`` (a callback given to a
         helper) with up to five arguments, in a new frame; return its r0."""
-        image = self.image
-        assert image is not None
-        target = func_addr - FUNC_TAG
-        if not 0 <= target < len(image.insns) or target not in image.entries:
-            raise Fault(f"callback {self.mem.describe(func_addr)} is not a function of "
-                        f"{image.name}")
-        if self._vm.depth + 1 >= MAX_FRAMES:
-            raise Fault(f"call stack too deep (more than {MAX_FRAMES} frames)")
+        image, target = callback_target(self.image, self.mem, func_addr, self._vm.depth)
         code = self._code(image)
         try:
             return int(self._vm.call(self, image, code, target, tuple(args[:5])))

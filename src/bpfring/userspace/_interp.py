@@ -163,6 +163,21 @@ _STRUCTS = {1: struct.Struct("<B"), 2: struct.Struct("<H"), 4: struct.Struct("<I
             8: struct.Struct("<Q")}
 
 
+def callback_target(image: Image | None, mem: Memory, func_addr: int,
+                    depth: int) -> tuple[Image, int]:
+    """The image and instruction index of the callback at ``func_addr``
+    (given to a helper), called from frame ``depth``: a Fault unless it is a
+    function of the running program and one more frame fits.  Both
+    interpreters check a callback with it."""
+    assert image is not None
+    target = func_addr - FUNC_TAG
+    if not 0 <= target < len(image.insns) or target not in image.entries:
+        raise Fault(f"callback {mem.describe(func_addr)} is not a function of {image.name}")
+    if depth + 1 >= MAX_FRAMES:
+        raise Fault(f"call stack too deep (more than {MAX_FRAMES} frames)")
+    return image, target
+
+
 def disasm_at(image: Image, pc: int, helper_name: Callable[[int], str]) -> str:
     """The disassembly of ``image``'s instruction ``pc`` (for errors)."""
     if not 0 <= pc < len(image.insns):
@@ -226,16 +241,9 @@ class Interpreter:
     def call(self, func_addr: int, args: Sequence[int]) -> int:
         """Call the program's function at ``func_addr`` (a callback given to a
         helper) with up to five arguments, in a new frame; return its r0."""
-        image = self.image
-        assert image is not None
-        target = func_addr - FUNC_TAG
-        if not 0 <= target < len(image.insns) or target not in image.entries:
-            raise Fault(f"callback {self.mem.describe(func_addr)} is not a function of "
-                        f"{image.name}")
+        image, target = callback_target(self.image, self.mem, func_addr, len(self._frames))
         regs = self.regs
         depth = len(self._frames) + 1
-        if depth >= MAX_FRAMES:
-            raise Fault(f"call stack too deep (more than {MAX_FRAMES} frames)")
         saved = tuple(regs)
         self._frames.append((image, -1))
         try:
