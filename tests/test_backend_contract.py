@@ -27,6 +27,7 @@ from bpfring._ringcore import (
     BUSY_BIT,
     DISCARD_BIT,
     DYNPTR_MAX,
+    HDR_SIZE,
     LEN_MASK,
     Consumer,
     check_drain,
@@ -196,7 +197,7 @@ def test_backends_export_the_same_names_and_constants():
     assert _public(c.KernelRing) == _public(_ringpure.KernelRing) == \
         {"consume", "read", "read_records", "halt", "scan", "read_into"} | POSITIONS
     assert _public(c.UserRing) == _public(_ringpure.UserRing) == \
-        {"commit", "write", "write_many", "write_array"} | POSITIONS
+        {"commit", "write", "write_many", "write_list", "write_array"} | POSITIONS
 
 
 @pytest.mark.parametrize("seed", range(30))
@@ -210,6 +211,7 @@ def test_backends_agree_byte_for_byte(seed):
     limit = rnd.choice([None, 0, 1, 3, 1000])
     each = rnd.random() < 0.5
     items = [rnd.randbytes(rnd.choice([0, 3, 8, 100, 900])) for _ in range(12)]
+    start = rnd.randrange(4)
     got: dict[str, list[Any]] = {"c": [], "pure": []}
     for be, r, out in ((c, ring, got["c"]), (_ringpure, other, got["pure"])):
         res = r.kernel(be).consume(lambda v, out=out: out.append(bytes(v)), limit, each, True)
@@ -217,6 +219,7 @@ def test_backends_agree_byte_for_byte(seed):
         out.append(r.kernel(be).read(None))
         w = r.user(be)
         out.append(w.write_many(iter(items), None))
+        out.append(w.write_list([*items[::-1], "str"], start))
         out.append(w.write(b"tail"))
     assert got["c"] == got["pure"]
     assert (ring.cons, ring.prod) == (other.cons, other.prod)
@@ -661,6 +664,92 @@ def test_write_many_batches_and_stops(be):
     assert ring.prod == prod + 32  # both published before the error
     with pytest.raises(TypeError):
         ur.write_many([b"a"], None)  # needs an iterator
+
+
+def test_write_list_batches_and_stops(be):
+    ring = FakeRing(4096)
+    ur = ring.user(be)
+    items = [bytes([i]) * (i * 10) for i in range(40)]
+    written = ur.write_list(items, 0)
+    used = sum(record_span(len(p)) for p in items[:written])
+    assert ring.prod == used and 0 < written < 40
+    assert record_span(len(items[written])) > 4096 - used
+    total, calls = written, 1
+    while total < 40:
+        ring.cons = ring.prod  # drained
+        k = ur.write_list(items, total)
+        assert k
+        total += k
+        calls += 1
+    assert calls > 2
+    assert ur.write_list(items, 40) == 0  # past the end: nothing
+    ring.cons = ring.prod
+    # Any contiguous buffer is written; a non-buffer stops the batch after
+    # publishing what came before it; tuples work as lists do.
+    prod = ring.prod
+    mixed = (b"ok", bytearray(b"ba"), memoryview(b"mv"), "str", b"never")
+    assert ur.write_list(mixed, 0) == 3
+    assert ring.prod == prod + 3 * 16
+    assert ur.write_list(list(mixed), 4) == 1
+    with pytest.raises(TypeError):
+        ur.write_list(iter([b"a"]), 0)  # needs a list or a tuple
+    with pytest.raises(ValueError):
+        ur.write_list([b"a"], -1)
+
+
+def _records_of(ring: FakeRing, start: int) -> list[bytes]:
+    """The samples one batch wrote into a zeroed ring from position ``start``
+    on.  A writer may go on past the end into the second half (the double
+    mapping's other view of the same pages): merging the halves gives the
+    ring as the drain sees it (each byte was written in one half at most)."""
+    d = np.frombuffer(ring.data, np.uint8)
+    ring_bytes = (d[:ring.size] | d[ring.size:]).tobytes()
+    ring_bytes += ring_bytes  # a payload may run across the end
+    out, pos = [], start
+    while pos != ring.prod:
+        off = pos % ring.size
+        length = struct.unpack_from("<I", ring_bytes, off)[0]
+        out.append(ring_bytes[off + HDR_SIZE:off + HDR_SIZE + length])
+        pos += record_span(length)
+    return out
+
+
+@pytest.mark.parametrize("how", ["write_list", "write_many", "write_array"])
+def test_batches_past_the_streaming_threshold_equal_the_reference(how):
+    """The C writers switch to streaming stores after the first 4 MiB of a
+    batch: the memory they leave (headers, payloads, zero padding of a
+    zeroed ring) and the positions equal the pure-Python reference's, across
+    the wrap, for odd sizes whose tail word is built in a register."""
+    c = _backend("c")
+    rnd = random.Random(7)
+    size = 16 << 20
+    if how == "write_array":
+        itemsize = 13
+        rows = rnd.randbytes(itemsize * ((10 << 20) // record_span(itemsize)))
+    else:
+        items = [rnd.randbytes(rnd.choice([0, 1, 7, 8, 13, 40, 255, 1000, 4097]))
+                 for _ in range(12_000)]
+    rings = []
+    for be in (c, _ringpure):
+        ring = FakeRing(size)
+        ring.cons = ring.prod = size - 4096  # the batch crosses the wrap
+        ur = ring.user(be)
+        if how == "write_array":
+            n = len(rows) // itemsize
+            assert ur.write_array(rows, itemsize, n) == n
+        elif how == "write_list":
+            assert ur.write_list(items, 0) == len(items)
+        else:
+            assert ur.write_many(iter(items), None) == (len(items), None)
+        rings.append(ring)
+    a, b = rings
+    assert a.prod == b.prod > a.cons + (4 << 20)
+    got = _records_of(a, a.cons)
+    if how == "write_array":
+        assert got == [rows[i:i + itemsize] for i in range(0, len(rows), itemsize)]
+    else:
+        assert got == items
+    assert a.data == b.data
 
 
 # ---------------------------------------------------------------------------------

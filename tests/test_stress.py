@@ -16,6 +16,7 @@ from __future__ import annotations
 import mmap
 import multiprocessing
 import os
+import random
 import signal
 import struct
 import threading
@@ -862,3 +863,36 @@ def test_blocking_reserve_does_not_spin(stress):
     print(f"reserve succeeded after {wall:.3f} s using {cpu * 1e3:.1f} ms CPU")
     assert 0.25 <= wall < 30  # woken by the drain, long before its 60 s timeout
     assert cpu < 0.1 * wall, f"waiting used {cpu:.3f} s CPU in {wall:.3f} s"
+
+
+@pytest.mark.parametrize("how", ["list", "tuple", "iterator", "array"])
+def test_large_batches_reach_the_kernel_drain_intact(stress, how):
+    """A batch of over 4 MiB (past the point where the C writers switch to
+    streaming stores, fenced before producer_pos moves) written into the
+    32 MiB user ring by write_many (list, tuple, iterator) or write_array,
+    twice, so that the second batch wraps: the kernel's
+    bpf_user_ringbuf_drain delivers every sample, in order, byte for byte."""
+    urb = stress.user_ring_buffer("huge_uring")
+    out = stress.ring_buffer("out")
+    drain = stress.programs["drain"]
+    rnd = random.Random(11)
+    for rnd_round in range(2):
+        if how == "array":
+            rows = np.frombuffer(rnd.randbytes(45 * 200_000), np.dtype("V45"))
+            expected = [r.tobytes() for r in rows]
+            assert urb.write_array(rows) == len(rows)
+        else:
+            expected = [rnd.randbytes(rnd.choice([0, 1, 13, 40, 333, 4096]))
+                        for _ in range(12_000)]
+            src = {"list": expected, "tuple": tuple(expected),
+                   "iterator": iter(expected)}[how]
+            assert urb.write_many(src) == len(expected)
+        assert urb.producer_pos - urb.consumer_pos > 4 << 20
+        got: list[bytes] = []
+        while len(got) < len(expected):
+            # `out` (256 KiB) takes at most 60 samples of 4 KiB per run.
+            n = drain.run(ctx=drain_ctx(max_samples=60, huge=True))
+            assert n > 0, f"drain stopped after {len(got)} of {len(expected)} samples"
+            got.extend(out.read())
+        assert got == expected, f"round {rnd_round}"
+        assert urb.consumer_pos == urb.producer_pos

@@ -65,7 +65,7 @@ __all__ = ["API", "DYNPTR_MAX", "HDR_SIZE", "KernelRing", "UserRing", "acquire_f
 # 3: KernelRing.halt(); 4: also perf_walk; 5: scan, read_into, write_array;
 # 6: the struct decoder _RecordDecoder; 7: KernelRing.read_records, backlog_iter,
 # perf_read; 8: perf_take, perf_read_array.
-API = 8
+API = 9
 
 _U64_MAX = 1 << 64
 _SIZE_MAX = sys.maxsize >> 2
@@ -461,6 +461,33 @@ class UserRing(_Ring):
             if prod != start:
                 pv[0] = prod  # one store publishes the batch, also when the iterator raised
         return written, item
+
+    def write_list(self, items: list[Any] | tuple[Any, ...], start: int, /) -> int:
+        """Write ``items[start:]`` (a list or tuple) while they fit, publish
+        them with one producer_pos store; return how many were written.  It
+        stops at the first item that does not fit or is not a contiguous
+        buffer, or at the end.  Caller holds the producer lock."""
+        if not isinstance(items, (list, tuple)):
+            raise TypeError("write_list() needs a list or a tuple")
+        i = operator.index(start)
+        if i < 0:
+            raise ValueError("write_list() start must be >= 0")
+        data, size, pv = self._data, self.size, self._prod
+        cons = self._cons[0]
+        prod = first = pv[0]
+        while i < len(items):
+            item = items[i]
+            p = item if type(item) is bytes else _payload(item)
+            if p is None:
+                break
+            new = try_put(data, size, cons, prod, p, len(p))
+            if new < 0:
+                break
+            prod = new
+            i += 1
+        if prod != first:
+            pv[0] = prod  # one store publishes the batch
+        return i - operator.index(start)
 
     def write_array(self, rows: ReadableBuffer, itemsize: int, count: int, /) -> int:
         """Write the contiguous buffer ``rows`` (``count`` rows) as one

@@ -73,6 +73,7 @@ static PyMethodDef kernel_ring_methods[] = {
 static PyMethodDef user_ring_methods[] = {
     {"write", (PyCFunction)(void (*)(void))ur_write, METH_FASTCALL, write_doc},
     {"write_many", (PyCFunction)(void (*)(void))ur_write_many, METH_FASTCALL, write_many_doc},
+    {"write_list", (PyCFunction)(void (*)(void))ur_write_list, METH_FASTCALL, write_list_doc},
     {"commit", (PyCFunction)(void (*)(void))ur_commit, METH_FASTCALL, commit_doc},
     {"write_array", (PyCFunction)(void (*)(void))ur_write_array, METH_FASTCALL,
      write_array_doc},
@@ -159,7 +160,7 @@ PyInit__speedups(void)
     }
     /* Bumped whenever a signature or a semantic changes: bpfring._ringbackend
      * ignores a build with another value (a stale editable-install .so). */
-    if (decode_add_types(m) < 0 || PyModule_AddIntConstant(m, "API", 8) < 0 ||
+    if (decode_add_types(m) < 0 || PyModule_AddIntConstant(m, "API", 9) < 0 ||
         PyModule_AddIntConstant(m, "HDR_SIZE", HDR_SIZE) < 0 ||
         PyModule_AddIntConstant(m, "DYNPTR_MAX", DYNPTR_MAX) < 0 ||
         vm_module_init(m) < 0) {

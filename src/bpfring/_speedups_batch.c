@@ -320,8 +320,9 @@ PyDoc_STRVAR(write_array_doc,
 "\n"
 "Write the contiguous buffer `rows` (exactly `count` rows of `itemsize` bytes)\n"
 "as one sample per row into the user ring, as many as fit now: every header\n"
-"{itemsize, 0} (final, not BUSY) and payload with plain stores, then one\n"
-"store-release of producer_pos publishes the batch (bpf_user_ringbuf_drain\n"
+"{itemsize, 0} (final, not BUSY) and payload with plain stores (streaming\n"
+"stores after the first 4 MiB of a batch), then one store-release of\n"
+"producer_pos publishes the batch (bpf_user_ringbuf_drain\n"
 "load-acquires producer_pos and sees all of it).  Returns the rows written,\n"
 "or -1, writing nothing, when the positions are inconsistent (misaligned\n"
 "producer_pos, more than a ring apart) or samples of this size cannot fit:\n"
@@ -370,10 +371,11 @@ ur_write_array(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (rows > room)
         rows = room;
     /* Contiguous thanks to the double mapping, even across the wrap.  Nothing
-     * is visible to the drain until producer_pos moves: plain stores. */
+     * is visible to the drain until producer_pos moves: plain stores, and
+     * no order among them. */
     p = (unsigned char *)r.data.buf + (prod & r.mask);
     src = rb.buf;
-    for (i = 0; i < rows; i++) {
+    for (i = 0; i < rows && i * span < STREAM_AFTER; i++) {
         const uint32_t hdr[2] = {itemsize, 0}; /* {len, pg_off}: final, not BUSY */
 
         memcpy(p, hdr, 8);
@@ -381,9 +383,14 @@ ur_write_array(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
         p += span;
         src += itemsize;
     }
+    /* The rest of a large batch: streaming stores (see STREAM_AFTER). */
+    for (; i < rows; i++) {
+        stream_sample(p, src, itemsize);
+        p += span;
+        src += itemsize;
+    }
     if (rows)
-        /* Pairs with the drain's smp_load_acquire of producer_pos. */
-        st_rel64(prodp, prod + rows * span);
+        publish_batch(prodp, prod + rows * span);
     written = (long long)rows;
 out:
     ring_release(&r);

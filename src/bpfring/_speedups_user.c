@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The user ring's producer side of bpfring._speedups (included by
- * _speedups.c after _speedups_access.c): write() and write_many() put whole
- * samples and publish them with one store-release of producer_pos;
+ * _speedups.c after _speedups_access.c): write(), write_many() and
+ * write_list() put whole samples and publish them with one store-release of
+ * producer_pos;
  * commit() submits or discards a sample reserved in place.
  */
 
@@ -36,6 +37,87 @@ put_sample(unsigned char *base, uint64_t mask, uint64_t prod, const void *src, P
     __atomic_store_n((uint32_t *)(hdr + 4), 0u, __ATOMIC_RELAXED); /* pg_off */
     __atomic_store_n((uint32_t *)hdr, (uint32_t)len, __ATOMIC_RELAXED);
     return prod + span_of((uint32_t)len);
+}
+
+/* A batch writer's first STREAM_AFTER bytes go through the cache (a small
+ * batch is read soon by a drain on another CPU, from the shared cache); the
+ * rest of a larger batch is written with streaming stores, which skip the
+ * read-for-ownership of every cold ring line (a plain store to it costs a
+ * read and a write) and would be evicted from any cache before the drain
+ * got there anyway.  glibc's memcpy makes the same trade for large copies. */
+#define STREAM_AFTER ((uint64_t)4 << 20)
+
+/* BPFRING_NO_STREAM_STORES builds the portable path on x86 too (to test it). */
+#if defined(__x86_64__) && !defined(BPFRING_NO_STREAM_STORES)
+#include <immintrin.h>
+/* put_sample() with 8-byte streaming stores, header included (the header
+ * word's order no longer matters: nothing is visible before producer_pos
+ * moves).  The tail word is built in a register: the span is 8-byte padded,
+ * so the padding is ours to write, and the source is never read past len. */
+static inline void
+stream_sample(unsigned char *at, const void *src, Py_ssize_t len)
+{
+    long long *dst = (long long *)at;
+    const unsigned char *s = src;
+    Py_ssize_t i = 0;
+
+    _mm_stream_si64(dst++, (long long)(uint32_t)len); /* {len, pg_off 0} */
+    for (; i + 8 <= len; i += 8) {
+        long long w;
+
+        memcpy(&w, s + i, 8);
+        _mm_stream_si64(dst++, w);
+    }
+    if (i < len) {
+        long long w = 0;
+
+        memcpy(&w, s + i, (size_t)(len - i));
+        _mm_stream_si64(dst, w);
+    }
+}
+
+static inline uint64_t
+put_sample_stream(unsigned char *base, uint64_t mask, uint64_t prod, const void *src,
+                  Py_ssize_t len)
+{
+    stream_sample(base + (prod & mask), src, len); /* double mapping: never split */
+    return prod + span_of((uint32_t)len);
+}
+
+/* Streaming stores are weakly ordered, also against the release store that
+ * follows: sfence makes them globally visible first. */
+static inline void
+publish_batch(uint64_t *prodp, uint64_t prod)
+{
+    _mm_sfence();
+    st_rel64(prodp, prod); /* pairs with the drain's smp_load_acquire of producer_pos */
+}
+#else
+#define put_sample_stream put_sample
+static inline void
+stream_sample(unsigned char *at, const void *src, Py_ssize_t len)
+{
+    const uint32_t hdr[2] = {(uint32_t)len, 0};
+
+    copy_payload(at + HDR_SIZE, src, (uint32_t)len);
+    memcpy(at, hdr, 8);
+}
+static inline void
+publish_batch(uint64_t *prodp, uint64_t prod)
+{
+    st_rel64(prodp, prod); /* pairs with the drain's smp_load_acquire of producer_pos */
+}
+#endif
+
+/* The batch writers' put: plain stores for the first STREAM_AFTER bytes of
+ * the batch that began at `start`, streaming stores after them. */
+static inline uint64_t
+put_in_batch(unsigned char *base, uint64_t mask, uint64_t start, uint64_t prod,
+             const void *src, Py_ssize_t len)
+{
+    if (prod - start < STREAM_AFTER)
+        return put_sample(base, mask, prod, src, len);
+    return put_sample_stream(base, mask, prod, src, len);
 }
 
 PyDoc_STRVAR(write_doc,
@@ -130,7 +212,7 @@ ur_write_many(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
 
             if (!fits(r.size, cons, prod, len))
                 break;
-            prod = put_sample(base, r.mask, prod, PyBytes_AS_STRING(item), len);
+            prod = put_in_batch(base, r.mask, start, prod, PyBytes_AS_STRING(item), len);
             Py_DECREF(item);
             written++;
             item = PyIter_Next(it);
@@ -144,7 +226,7 @@ ur_write_many(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyBuffer_Release(&pb);
             break;
         }
-        prod = put_sample(base, r.mask, prod, pb.buf, pb.len);
+        prod = put_in_batch(base, r.mask, start, prod, pb.buf, pb.len);
         PyBuffer_Release(&pb);
         Py_DECREF(item);
         written++;
@@ -153,7 +235,7 @@ ur_write_many(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
     /* One release store publishes the batch (pairs with the drain's
      * smp_load_acquire of producer_pos), also when the iterator raised. */
     if (prod != start)
-        st_rel64(prodp, prod);
+        publish_batch(prodp, prod);
     ring_release(&r);
     if (item == NULL) {
         if (PyErr_Occurred())
@@ -161,6 +243,101 @@ ur_write_many(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
         item = Py_NewRef(Py_None);
     }
     return Py_BuildValue("nN", written, item);
+}
+
+PyDoc_STRVAR(write_list_doc,
+"write_list(items, start) -> written\n"
+"\n"
+"Write items[start:] of the list or tuple `items` as samples while they\n"
+"fit, and publish them with one store-release of producer_pos; return how\n"
+"many were written.  It stops at the first item that does not fit now, can\n"
+"never fit or is not a contiguous buffer (the caller's checked path reports\n"
+"it), or at the end.  Exact bytes items are read in place, without taking a\n"
+"reference (no Python code runs between them, so the sequence cannot\n"
+"change): their memory is only read, never written, which halves the\n"
+"memory traffic of a large batch.  Caller holds the producer lock.");
+
+static PyObject *
+ur_write_list(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    ring_t r;
+    Py_buffer pb;
+    PyObject *list, *item;
+    Py_ssize_t i, written = 0;
+    uint64_t *prodp, cons, prod, start, room, maxlen;
+    unsigned char *base;
+
+    if (check_nargs("write_list", nargs, 2) < 0)
+        return NULL;
+    list = args[0];
+    if (!PyList_Check(list) && !PyTuple_Check(list)) {
+        PyErr_SetString(PyExc_TypeError, "write_list() needs a list or a tuple");
+        return NULL;
+    }
+    i = PyNumber_AsSsize_t(args[1], PyExc_OverflowError);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (i < 0) {
+        PyErr_SetString(PyExc_ValueError, "write_list() start must be >= 0");
+        return NULL;
+    }
+    if (ring_acquire(self, &r) < 0)
+        return NULL;
+    base = r.data.buf;
+    prodp = r.prod.buf;
+    cons = ld_acq64((const uint64_t *)r.cons.buf); /* as in write() */
+    prod = start = __atomic_load_n(prodp, __ATOMIC_RELAXED);
+    /* Positions another producer left inconsistent: write nothing here, the
+     * caller's checked path raises RingCorrupted (as fits() refuses). */
+    if ((prod & 7u) || prod - cons > r.size)
+        goto out;
+    room = r.size - (prod - cons);
+    maxlen = r.size - HDR_SIZE < DYNPTR_MAX ? r.size - HDR_SIZE : DYNPTR_MAX;
+    for (;;) {
+        /* A run of exact bytes objects: nothing in it runs Python code, so
+         * the items array and its size stay valid for the whole run. */
+        Py_ssize_t n = PySequence_Fast_GET_SIZE(list);
+        PyObject **items = PySequence_Fast_ITEMS(list);
+        uint64_t span;
+
+        for (; i < n && PyBytes_CheckExact(items[i]); i++) {
+            Py_ssize_t len = PyBytes_GET_SIZE(items[i]);
+
+            if ((uint64_t)len > maxlen || (span = span_of((uint32_t)len)) > room)
+                goto out;
+            prod = put_in_batch(base, r.mask, start, prod, PyBytes_AS_STRING(items[i]), len);
+            room -= span;
+            written++;
+        }
+        if (i >= n)
+            break;
+        /* Any other buffer: the buffer protocol may run Python code that
+         * changes the sequence, so hold the item and look again after it. */
+        item = Py_NewRef(items[i]);
+        if (PyObject_GetBuffer(item, &pb, PyBUF_SIMPLE) < 0) {
+            PyErr_Clear();
+            Py_DECREF(item);
+            break; /* the caller's checked path reports it */
+        }
+        if ((uint64_t)pb.len > maxlen || (span = span_of((uint32_t)pb.len)) > room) {
+            PyBuffer_Release(&pb);
+            Py_DECREF(item);
+            break;
+        }
+        prod = put_in_batch(base, r.mask, start, prod, pb.buf, pb.len);
+        room -= span;
+        PyBuffer_Release(&pb);
+        Py_DECREF(item);
+        written++;
+        i++;
+    }
+out:
+    /* One release store publishes the batch (pairs with the drain's
+     * smp_load_acquire of producer_pos). */
+    if (prod != start)
+        publish_batch(prodp, prod);
+    ring_release(&r);
+    return PyLong_FromSsize_t(written);
 }
 
 PyDoc_STRVAR(commit_doc,
