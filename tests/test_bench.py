@@ -220,3 +220,39 @@ def test_bench_perf_quick_json(checkout, kernel) -> None:
     assert "callback/libbpf-c" in report["ratios"]
     assert set(report["skipped"]) <= {"bcc"}
     assert report["machine"]["cpu"]
+
+
+def test_write_many_limit_rows_do_write_many_s_work(checkout) -> None:
+    """objects_limits.c, the C behind the objects-read and objects-copy rows:
+    read_objects reads every payload byte of the list (its sum proves it),
+    copy_objects leaves exactly the samples write_many would (header
+    {len, 0}, payload, zero padding to 8 bytes), and both refuse anything but
+    a list of exact bytes (0)."""
+    import ctypes
+    import random
+    import struct
+
+    from benchmarks.rings.procs import build_baseline
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler")
+    lib = ctypes.PyDLL(str(build_baseline("objects_limits", python_lib=True)))
+    read, copy = lib.read_objects, lib.copy_objects
+    for fn in (read, copy):
+        fn.restype = ctypes.c_uint64
+    read.argtypes = [ctypes.py_object]
+    copy.argtypes = [ctypes.py_object, ctypes.c_void_p]
+    rnd = random.Random(3)
+    items = [rnd.randbytes(rnd.choice([0, 1, 7, 8, 13, 40, 300])) for _ in range(500)]
+    want_sum = 0
+    for b in items:
+        want_sum += len(b) + sum(struct.unpack_from(f"<{len(b) // 8}Q", b))
+        want_sum += sum(b[len(b) // 8 * 8:])
+    assert read(items) == want_sum % 2**64
+    want = b"".join(struct.pack("<II", len(b), 0) + b + bytes(-len(b) % 8) for b in items)
+    dst = (ctypes.c_char * (len(want) + 64)).from_buffer(bytearray(b"\xff" * (len(want) + 64)))
+    assert copy(items, ctypes.addressof(dst)) == len(want)
+    assert bytes(dst)[:len(want)] == want
+    assert bytes(dst)[len(want):] == b"\xff" * 64
+    assert read((b"a",)) == 0 and read([b"a", bytearray(b"b")]) == 0
+    assert copy([b"a", "b"], ctypes.addressof(dst)) == 0

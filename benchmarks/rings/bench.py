@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import math
+import mmap
 import os
 import shutil
 import signal
@@ -109,6 +111,8 @@ class Bench:
         self._typed: Any = None
         self._records: np.ndarray | None = None
         self._record_bytes: list[bytes] | None = None
+        self._objects_lib: ctypes.PyDLL | None = None
+        self._objects_dst: tuple[mmap.mmap, int] | None = None
         self.pin_dir: str | None = None
         self.versions: dict[str, str] = {}
 
@@ -207,6 +211,37 @@ class Bench:
         if self._ctypes is None:
             self._ctypes = LibbpfCtypes()
         return self._ctypes
+
+    def objects_limit(self, which: str) -> Callable[[list[bytes]], int]:
+        """write_many's limits from objects_limits.c (built on first use):
+        ``read`` reads the list's bytes objects; ``copy`` also writes them
+        as ring samples into a private buffer of the ring's size (4 KiB
+        pages, as the ring's, touched once here so that no round times page
+        faults)."""
+        if self._objects_lib is None:
+            if "objects_limits" in self.skips:
+                raise Skip(self.skips["objects_limits"])
+            try:
+                lib = ctypes.PyDLL(str(build_baseline("objects_limits", python_lib=True)))
+            except Skip as e:
+                self.skips["objects_limits"] = str(e)
+                raise
+            for name in ("read_objects", "copy_objects"):
+                fn = getattr(lib, name)
+                fn.restype = ctypes.c_uint64
+                fn.argtypes = [ctypes.py_object] + ([ctypes.c_void_p] * (name == "copy_objects"))
+            self._objects_lib = lib
+        lib = self._objects_lib
+        if which == "read":
+            return lib.read_objects  # type: ignore[no-any-return]
+        if self._objects_dst is None:
+            m = mmap.mmap(-1, self.size)
+            if hasattr(mmap, "MADV_NOHUGEPAGE"):
+                m.madvise(mmap.MADV_NOHUGEPAGE)
+            m.write(b"\1" * self.size)
+            self._objects_dst = (m, ctypes.addressof(ctypes.c_char.from_buffer(m)))
+        copy, addr = lib.copy_objects, self._objects_dst[1]
+        return lambda recs: copy(recs, addr)  # type: ignore[no-any-return]
 
     def c_proc(self, name: str, mapname: str) -> LineProc:
         """The C baseline ``name`` running on map ``mapname`` (built and

@@ -70,6 +70,9 @@ CASES: tuple[CaseDef, ...] = (
     CaseDef("write_many", U2K, "bpfring: write_many", MODES[U2K]),
     CaseDef("write_array", U2K, "bpfring: write_array", MODES[U2K]),
     CaseDef("drain", U2K, "kernel drain (bpf_user_ringbuf_drain)", ("empty",)),
+    # write_many's limits: C over the same bytes objects (benchmarks/objects_limits.c).
+    CaseDef("objects-read", U2K, "C: read the bytes objects only (limit)", ("empty",)),
+    CaseDef("objects-copy", U2K, "C: copy the bytes objects as samples (limit)", ("empty",)),
 )
 CASE_BY_NAME = {c.name: c for c in CASES}
 RSS_APIS = ("callback", "iter", "read_array", "view_array")
@@ -87,9 +90,11 @@ RATIO_TARGETS = (
 #: Cases whose live run must lose no record at the producer's full rate.
 NO_LOSS_CASES = ("read_array", "view_array", "callback")
 #: Rows that measure numpy on the ring's memory: limits, not consumers.
-LIMIT_CASES = ("np-headers", "np-headers-seq", "np-copy", "np-stream")
+LIMIT_CASES = ("np-headers", "np-headers-seq", "np-copy", "np-stream", "objects-read",
+               "objects-copy")
 #: The limit row that bounds a case: the same work done by numpy alone.
-BOUNDS = {"view_array": "np-headers-seq", "read_array": "np-copy"}
+BOUNDS = {"view_array": "np-headers-seq", "read_array": "np-copy",
+          "write_many": "objects-copy"}
 RSS_GROWTH_LIMIT = 1 << 20  # bytes of RSS growth after the first round counted as "flat"
 
 

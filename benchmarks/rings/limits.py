@@ -121,6 +121,11 @@ def limit_note(case: str, rate: float) -> str | None:
         return f"memory limit: headers every {SLOT} B, {rate * SLOT / 1e9:.1f} GB/s of ring"
     if case == "np-copy":
         return "memcpy limit: strided payload copy + the seq sum read_array's case does"
+    if case == "objects-read":
+        return "floor for bytes input: every object of write_many's list read, nothing written"
+    if case == "objects-copy":
+        return ("write_many's bound: the same objects copied as samples with its stores, "
+                "no checks")
     if case == "np-headers-seq":
         return "view_array's bound: the header scan + the strided seq sum its case does"
     return None

@@ -241,20 +241,28 @@ def _find_cc() -> str | None:
     return None
 
 
-def build_baseline(name: str) -> Path:
+def build_baseline(name: str, *, python_lib: bool = False) -> Path:
     """Compile ``<name>.c`` (shipped next to this module) against the system
-    libbpf: ``cc -O2 -Wall -o <cache>/bench/<name>-<hash> <name>.c -lbpf``."""
+    libbpf: ``cc -O2 -Wall -o <cache>/bench/<name>-<hash> <name>.c -lbpf``;
+    with ``python_lib``, a shared object against this Python's headers
+    (``-shared -fPIC -I<include>``) for ctypes.PyDLL."""
     src = HERE / f"{name}.c"
     if not src.exists():
         raise Skip(f"{src.name} is not installed next to {__name__}")
     cc = _find_cc()
     if cc is None:
         raise Skip("no C compiler (cc, gcc or clang) found: apt-get install gcc")
-    cmd = [cc, "-O2", "-Wall", "-o", "OUT", str(src), "-lbpf"]
-    key = hashlib.sha256(src.read_bytes() + "\0".join([os.path.realpath(cc), *cmd[1:3]])
-                         .encode()).hexdigest()[:16]
+    if python_lib:
+        import sysconfig
+
+        flags = ["-shared", "-fPIC", "-I" + sysconfig.get_paths()["include"]]
+        cmd = [cc, "-O2", "-Wall", "-o", "OUT", str(src), *flags]
+    else:
+        cmd = [cc, "-O2", "-Wall", "-o", "OUT", str(src), "-lbpf"]
+    key = hashlib.sha256(src.read_bytes() + "\0".join([os.path.realpath(cc), *cmd[1:3],
+                                                        *cmd[6:]]).encode()).hexdigest()[:16]
     d = _bench_dir()
-    exe = d / f"{name}-{key}"
+    exe = d / f"{name}-{key}{'.so' if python_lib else ''}"
     if exe.exists():
         return exe
     fd, tmp = tempfile.mkstemp(dir=d, prefix=f".{name}-")
