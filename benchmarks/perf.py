@@ -23,9 +23,13 @@ objects are), ``typed_read`` (``read()``: one list of all the decoded
 records, kept alive together; records of plain members are untracked by the
 cyclic GC, so the collector does not walk them) and ``read_array``.
 
-Limit rows (``limit-*``) time the typed cases' decoding with no ring at
-all, on the same records (taken out of the ring as bytes first, not timed):
-the C decoder over each record's bytes object in the ``typed`` case's loop
+Limit rows (``limit-*``) time the cases' own per-record work with no ring
+at all, on the same records (taken out of the ring as bytes first, not
+timed): the ``callback`` case's Python callback called from C ``--records``
+times with one memoryview, as ``consume()`` hands one view pointed at each
+record in turn (``limit-callback``: what the callback itself costs, the
+floor of any consumer that calls it per record), the C decoder
+over each record's bytes object in the ``typed`` case's loop
 (``limit-typed``) and into one list as ``read()`` makes it (``limit-read``).
 They show what making the record objects costs; the ring walks decode
 straight from ring memory, which saves the bytes argument, so a case may
@@ -35,6 +39,7 @@ come out a little faster than its limit row.
 from __future__ import annotations
 
 import argparse
+import collections
 import ctypes
 import ctypes.util
 import itertools
@@ -109,9 +114,9 @@ char LICENSE[] SEC("license") = "GPL";
 EVENT = np.dtype([("seq", "<u8"), ("ts", "<u8"), ("pid", "<u4"), ("cpu", "<u4"),
                   ("comm", "S16")])
 CASES = ("libbpf-c", "libbpf-ctypes", "bcc", "callback", "typed", "typed_read", "read_array",
-         "limit-typed", "limit-read")
+         "limit-callback", "limit-typed", "limit-read")
 #: The limit row each case is compared with (same run).
-LIMITS = {"typed": "limit-typed", "typed_read": "limit-read"}
+LIMITS = {"callback": "limit-callback", "typed": "limit-typed", "typed_read": "limit-read"}
 #: (case, versus, minimum ratio of medians): issue 13's perf buffer targets.
 TARGETS = (("callback", "bcc", 10.0), ("typed", "bcc", 10.0), ("typed_read", "bcc", 10.0),
            ("read_array", "bcc", 10.0))
@@ -151,6 +156,13 @@ class Run:
         return (first + self.seq - 1) * n // 2
 
 
+def _user_callback(seqs: list[int]) -> Callable[[memoryview], None]:
+    """The callback case's per-record work (and limit-callback's): take the
+    seq field, keep it."""
+    unpack = struct.Struct("<Q").unpack_from
+    return lambda v: seqs.append(unpack(v)[0])
+
+
 def _bpfring_case(kind: str) -> Callable[[Run, int], tuple[float, int, int]]:
     def case(run: Run, n: int) -> tuple[float, int, int]:
         with PerfBuffer(run.map_fd, page_count=run.pages, cpus=[0],
@@ -160,8 +172,7 @@ def _bpfring_case(kind: str) -> Callable[[Run, int], tuple[float, int, int]]:
             t0 = time.perf_counter()
             if kind == "callback":
                 seqs: list[int] = []
-                unpack = struct.Struct("<Q").unpack_from
-                pb.consume(lambda v: seqs.append(unpack(v)[0]))
+                pb.consume(_user_callback(seqs))
                 t1 = time.perf_counter()
                 got, total = len(seqs), sum(seqs)
             elif kind == "typed":  # like BCC's callback: one record at a time, then dropped
@@ -189,7 +200,20 @@ def _limit_case(kind: str) -> Callable[[Run, int], tuple[float, int, int]]:
         with PerfBuffer(run.map_fd, page_count=run.pages, cpus=[0]) as pb:
             want = run.fill(n)
             raws = pb.read()  # the records' bytes, out of the ring (not timed)
-        if kind == "limit-typed":
+        if kind == "limit-callback":
+            # One view, n times: consume() also hands the callback one
+            # memoryview, pointed at each record in turn.
+            views = itertools.repeat(memoryview(raws[0]), n)
+            seqs: list[int] = []
+            cb = _user_callback(seqs)
+            t0 = time.perf_counter()
+            collections.deque(map(cb, views), maxlen=0)  # called from C, as consume() does
+            t1 = time.perf_counter()
+            got = len(seqs)
+            if seqs[-1] != struct.unpack_from("<Q", raws[0])[0]:
+                raise RuntimeError("limit-callback: the callback did not read the record")
+            total = want
+        elif kind == "limit-typed":
             decode = run.event.decode
             got = total = 0
             t0 = time.perf_counter()
@@ -366,6 +390,7 @@ RUNNERS: dict[str, Callable[[Run, int], tuple[float, int, int]]] = {
     "typed": _bpfring_case("typed"),
     "typed_read": _bpfring_case("typed_read"),
     "read_array": _bpfring_case("read_array"),
+    "limit-callback": _limit_case("limit-callback"),
     "limit-typed": _limit_case("limit-typed"),
     "limit-read": _limit_case("limit-read"),
 }
@@ -442,6 +467,7 @@ def main(argv: Sequence[str]) -> int:
              "typed": "bpfring: typed iteration (for rec in pb)",
              "typed_read": "bpfring: PerfBuffer.read() typed",
              "read_array": "bpfring: PerfBuffer.read_array",
+             "limit-callback": "limit: the callback alone, from C",
              "limit-typed": "limit: C decoder alone, typed loop",
              "limit-read": "limit: C decoder alone, into a list"}
     for c in cases:
