@@ -218,7 +218,7 @@ def test_backends_agree_byte_for_byte(seed):
         out.append(res)
         out.append(r.kernel(be).read(None))
         w = r.user(be)
-        out.append(w.write_many(iter(items), None))
+        out.append(w.write_many(iter(items), ()))
         out.append(w.write_list([*items[::-1], "str"], start))
         out.append(w.write(b"tail"))
     assert got["c"] == got["pure"]
@@ -539,7 +539,7 @@ def test_argument_checks(be):
     with pytest.raises(TypeError):
         ring.kernel(be).read()
     with pytest.raises(TypeError):
-        ring.user(be).write_many([b"a"], None)  # needs an iterator
+        ring.user(be).write_many([b"a"], ())  # needs an iterator
     mv = memoryview(data)
     mv.release()
     with pytest.raises(ValueError):  # a closed ring's views are released
@@ -552,7 +552,7 @@ def test_argument_checks(be):
     for v in views:
         v.release()
     for call in (lambda: kr.read(None), lambda: kr.consume(print, None, True, True),
-                 lambda: ur.write(b"x"), lambda: ur.write_many(iter([b"x"]), None)):
+                 lambda: ur.write(b"x"), lambda: ur.write_many(iter([b"x"]), ())):
         with pytest.raises(ValueError):
             call()
 
@@ -636,13 +636,13 @@ def test_write_many_batches_and_stops(be):
     ur = ring.user(be)
     items = [bytes([i]) * (i * 10) for i in range(40)]
     it = iter(items)
-    written, pending = ur.write_many(it, None)
+    written, pending = ur.write_many(it, ())
     used = sum(record_span(len(p)) for p in items[:written])
     assert ring.prod == used and written < 40
-    assert pending is items[written]
-    assert record_span(len(pending)) > 4096 - used
+    assert len(pending) == 1 and pending[0] is items[written]
+    assert record_span(len(pending[0])) > 4096 - used
     total, calls = written, 1
-    while pending is not None:
+    while pending:
         ring.cons = ring.prod  # drained
         k, pending = ur.write_many(it, pending)
         assert k
@@ -650,8 +650,15 @@ def test_write_many_batches_and_stops(be):
         calls += 1
     assert total == 40 and calls > 2
     # Unusable items come back as pending, after publishing what was written.
-    w3, p3 = ur.write_many(iter([b"ok", "str", b"never"]), None)
-    assert (w3, p3) == (1, "str")
+    w3, p3 = ur.write_many(iter([b"ok", "str", b"never"]), ())
+    assert (w3, p3) == (1, ("str",))
+    # None is an item like any other (not the end): it stops the batch.
+    assert ur.write_many(iter([b"ok", None, b"never"]), ()) == (1, (None,))
+    assert ur.write_many(iter([b"rest"]), (b"first",)) == (2, ())
+    with pytest.raises(TypeError):
+        ur.write_many(iter([b"a"]), None)  # first is () or (item,)
+    with pytest.raises(TypeError):
+        ur.write_many(iter([b"a"]), (b"b", b"c"))
 
     def boom() -> Iterator[bytes]:
         yield b"a"
@@ -660,10 +667,10 @@ def test_write_many_batches_and_stops(be):
 
     prod = ring.prod
     with pytest.raises(OSError, match="source failed"):
-        ur.write_many(boom(), None)
+        ur.write_many(boom(), ())
     assert ring.prod == prod + 32  # both published before the error
     with pytest.raises(TypeError):
-        ur.write_many([b"a"], None)  # needs an iterator
+        ur.write_many([b"a"], ())  # needs an iterator
 
 
 def test_write_list_batches_and_stops(be):
@@ -740,7 +747,7 @@ def test_batches_past_the_streaming_threshold_equal_the_reference(how):
         elif how == "write_list":
             assert ur.write_list(items, 0) == len(items)
         else:
-            assert ur.write_many(iter(items), None) == (len(items), None)
+            assert ur.write_many(iter(items), ()) == (len(items), ())
         rings.append(ring)
     a, b = rings
     assert a.prod == b.prod > a.cons + (4 << 20)

@@ -498,6 +498,14 @@ def test_kernel_user_ring_paths(echo, mode):
     # the one that raised (the pure-Python path once published none of them).
     assert run() == 1
     rb.read()
+    # None in the input is an error, not the end of it (it once ended an
+    # iterator's batch silently, dropping what followed), in lists, tuples
+    # and other iterables alike.
+    for src in ([b"a", None, b"b"], (b"a", None, b"b"), iter([b"a", None, b"b"])):
+        with pytest.raises(TypeError):
+            urb.write_many(src)
+        assert run() == 1
+        assert rb.read() == [b"a"]
     # Fill to the last byte, then RingFull at once (timeout 0).
     n = 0
     while True:

@@ -26,6 +26,7 @@ other CPUs; :func:`acquire_fence` is then a no-op.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import operator
 import sys
 from collections import deque
@@ -433,34 +434,19 @@ class UserRing(_Ring):
         pv[0] = new
         return True
 
-    def write_many(self, iterator: Iterator[Any], first: object, /) -> tuple[int, object]:
-        """Write ``first`` (unless None) and then the items of ``iterator``
-        while they fit, publish them with one producer_pos store; return
-        (written, the item that stopped the batch or None when the iterator
-        is exhausted).  An exception from the iterator propagates after the
-        samples written so far are published.  Caller holds the producer lock."""
+    def write_many(self, iterator: Iterator[Any], first: tuple[Any, ...], /
+                   ) -> tuple[int, tuple[Any, ...]]:
+        """Write the item in ``first`` (``()`` or ``(item,)``) and then the
+        items of ``iterator`` while they fit, publish them with one
+        producer_pos store; return (written, ``(item,)`` for the item that
+        stopped the batch, or ``()`` when the iterator is exhausted).  An
+        exception from the iterator propagates after the samples written so
+        far are published.  Caller holds the producer lock."""
         if not hasattr(type(iterator), "__next__"):
             raise TypeError("write_many() needs an iterator")
-        data, size, pv = self._data, self.size, self._prod
-        cons = self._cons[0]
-        prod = start = pv[0]
-        written = 0
-        item = first if first is not None else next(iterator, None)
-        try:
-            while item is not None:
-                p = item if type(item) is bytes else _payload(item)
-                if p is None:
-                    break
-                new = try_put(data, size, cons, prod, p, len(p))
-                if new < 0:
-                    break
-                prod = new
-                written += 1
-                item = next(iterator, None)
-        finally:
-            if prod != start:
-                pv[0] = prod  # one store publishes the batch, also when the iterator raised
-        return written, item
+        if type(first) is not tuple or len(first) > 1:
+            raise TypeError("write_many() first must be () or (item,)")
+        return self._put_items(itertools.chain(first, iterator))
 
     def write_list(self, items: list[Any] | tuple[Any, ...], start: int, /) -> int:
         """Write ``items[start:]`` (a list or tuple) while they fit, publish
@@ -472,22 +458,30 @@ class UserRing(_Ring):
         i = operator.index(start)
         if i < 0:
             raise ValueError("write_list() start must be >= 0")
+        return self._put_items(itertools.islice(items, i, None))[0]
+
+    def _put_items(self, items: Iterator[Any]) -> tuple[int, tuple[Any, ...]]:
+        """The batch writers' loop: write ``items`` while they fit and are
+        contiguous buffers, publish once; return (written, ``(item,)`` that
+        stopped the batch or ``()``)."""
         data, size, pv = self._data, self.size, self._prod
         cons = self._cons[0]
-        prod = first = pv[0]
-        while i < len(items):
-            item = items[i]
-            p = item if type(item) is bytes else _payload(item)
-            if p is None:
-                break
-            new = try_put(data, size, cons, prod, p, len(p))
-            if new < 0:
-                break
-            prod = new
-            i += 1
-        if prod != first:
-            pv[0] = prod  # one store publishes the batch
-        return i - operator.index(start)
+        prod = start = pv[0]
+        written = 0
+        stopped: tuple[Any, ...] = ()
+        try:
+            for item in items:
+                p = item if type(item) is bytes else _payload(item)
+                new = -1 if p is None else try_put(data, size, cons, prod, p, len(p))
+                if new < 0:
+                    stopped = (item,)
+                    break
+                prod = new
+                written += 1
+        finally:
+            if prod != start:
+                pv[0] = prod  # one store publishes the batch, also when the iterator raised
+        return written, stopped
 
     def write_array(self, rows: ReadableBuffer, itemsize: int, count: int, /) -> int:
         """Write the contiguous buffer ``rows`` (``count`` rows) as one

@@ -120,6 +120,22 @@ put_in_batch(unsigned char *base, uint64_t mask, uint64_t start, uint64_t prod,
     return put_sample_stream(base, mask, prod, src, len);
 }
 
+/* A batch writer's start, under the producer lock: the ring's buffers,
+ * consumer_pos and our own producer_pos. */
+static inline int
+batch_begin(RingObject *self, ring_t *r, uint64_t *cons, uint64_t *prod)
+{
+    if (ring_acquire(self, r) < 0)
+        return -1;
+    /* Pairs with the kernel's smp_store_release of consumer_pos in
+     * __bpf_user_ringbuf_sample_release: the drain has finished reading the
+     * space we are about to overwrite. */
+    *cons = ld_acq64((const uint64_t *)r->cons.buf);
+    /* We are the only writer of producer_pos (under the producer lock). */
+    *prod = __atomic_load_n((uint64_t *)r->prod.buf, __ATOMIC_RELAXED);
+    return 0;
+}
+
 PyDoc_STRVAR(write_doc,
 "write(payload) -> bool\n"
 "\n"
@@ -140,7 +156,7 @@ ur_write(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
 
     if (check_nargs("write", nargs, 1) < 0)
         return NULL;
-    if (ring_acquire(self, &r) < 0)
+    if (batch_begin(self, &r, &cons, &prod) < 0)
         return NULL;
     if (PyObject_GetBuffer(args[0], &pb, PyBUF_SIMPLE) < 0) {
         PyErr_Clear(); /* the checked path reports it */
@@ -148,12 +164,6 @@ ur_write(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
         Py_RETURN_FALSE;
     }
     prodp = r.prod.buf;
-    /* Pairs with the kernel's smp_store_release of consumer_pos in
-     * __bpf_user_ringbuf_sample_release: the drain has finished reading the
-     * space we are about to overwrite. */
-    cons = ld_acq64((const uint64_t *)r.cons.buf);
-    /* We are the only writer of producer_pos (under the producer lock). */
-    prod = __atomic_load_n(prodp, __ATOMIC_RELAXED);
     if (fits(r.size, cons, prod, pb.len)) {
         prod = put_sample(r.data.buf, r.mask, prod, pb.buf, pb.len);
         /* Pairs with the drain's smp_load_acquire of producer_pos: payload
@@ -169,12 +179,13 @@ ur_write(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
 PyDoc_STRVAR(write_many_doc,
 "write_many(iterator, first) -> (written, pending)\n"
 "\n"
-"Write `first` (unless None) and then the items of `iterator` as samples\n"
-"while they fit, and publish them with one store-release of producer_pos.\n"
-"Returns how many were written and the item that stopped the batch (did\n"
-"not fit now, can never fit, or is not a contiguous buffer), or None when\n"
-"the iterator is exhausted.  An exception from the iterator propagates after\n"
-"the samples written so far are published.  Caller holds the producer lock.");
+"Write the item in `first` (a tuple: () or (item,)) and then the items of\n"
+"`iterator` as samples while they fit, and publish them with one\n"
+"store-release of producer_pos.  Returns how many were written and, as\n"
+"(item,), the item that stopped the batch (did not fit now, can never fit,\n"
+"or is not a contiguous buffer: None among them), or () when the iterator\n"
+"is exhausted.  An exception from the iterator propagates after the\n"
+"samples written so far are published.  Caller holds the producer lock.");
 
 static PyObject *
 ur_write_many(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
@@ -193,17 +204,19 @@ ur_write_many(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "write_many() needs an iterator");
         return NULL;
     }
-    if (ring_acquire(self, &r) < 0)
+    if (!PyTuple_Check(args[1]) || PyTuple_GET_SIZE(args[1]) > 1) {
+        PyErr_SetString(PyExc_TypeError, "write_many() first must be () or (item,)");
+        return NULL;
+    }
+    if (batch_begin(self, &r, &cons, &prod) < 0)
         return NULL;
     base = r.data.buf;
     prodp = r.prod.buf;
-    cons = ld_acq64((const uint64_t *)r.cons.buf); /* as in write() */
-    prod = start = __atomic_load_n(prodp, __ATOMIC_RELAXED);
-    item = args[1];
-    if (item == Py_None)
-        item = PyIter_Next(it);
+    start = prod;
+    if (PyTuple_GET_SIZE(args[1]))
+        item = Py_NewRef(PyTuple_GET_ITEM(args[1], 0));
     else
-        Py_INCREF(item);
+        item = PyIter_Next(it);
     while (item != NULL) {
         if (PyBytes_CheckExact(item)) {
             /* The common case, without the buffer protocol's acquire and
@@ -240,9 +253,9 @@ ur_write_many(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (item == NULL) {
         if (PyErr_Occurred())
             return NULL;
-        item = Py_NewRef(Py_None);
+        return Py_BuildValue("n()", written);
     }
-    return Py_BuildValue("nN", written, item);
+    return Py_BuildValue("n(N)", written, item);
 }
 
 PyDoc_STRVAR(write_list_doc,
@@ -281,12 +294,11 @@ ur_write_list(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_ValueError, "write_list() start must be >= 0");
         return NULL;
     }
-    if (ring_acquire(self, &r) < 0)
+    if (batch_begin(self, &r, &cons, &prod) < 0)
         return NULL;
     base = r.data.buf;
     prodp = r.prod.buf;
-    cons = ld_acq64((const uint64_t *)r.cons.buf); /* as in write() */
-    prod = start = __atomic_load_n(prodp, __ATOMIC_RELAXED);
+    start = prod;
     /* Positions another producer left inconsistent: write nothing here, the
      * caller's checked path raises RingCorrupted (as fits() refuses). */
     if ((prod & 7u) || prod - cons > r.size)

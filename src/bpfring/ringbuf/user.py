@@ -294,25 +294,25 @@ class UserRingBuffer(MappedRing):
             return self._write_list(buffers, timeout)  # type: ignore[arg-type]
         it = iter(buffers)
         written = 0
-        pending: Any = None
+        pending: tuple[Any, ...] = ()  # (item,): the item the backend stopped at
 
         def step() -> bool:
             nonlocal written, pending
             while True:
                 k, pending = self._impl.write_many(it, pending)
                 written += k
-                if pending is None:
+                if not pending:
                     return True
-                # The backend stopped at ``pending``: let the checked path
+                # The backend stopped at pending[0]: let the checked path
                 # write it (room may have appeared since) or say why not:
                 # RecordTooLarge, RingCorrupted, TypeError, or RingFull:
                 # wait for a drain.
                 try:
-                    self._write_locked(memoryview(pending).cast("B"))
+                    self._write_locked(memoryview(pending[0]).cast("B"))
                 except RingFull:
                     return False
                 written += 1
-                pending = None
+                pending = ()
 
         self._fill(0, timeout, step)
         return written
