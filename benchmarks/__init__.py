@@ -14,8 +14,15 @@ Each suite module provides ``main(argv) -> int``.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Sequence
+
+# numpy's OpenBLAS starts a worker thread per CPU at import, which wakes and
+# spins now and then; the cases use no BLAS at all, and the live runs need the
+# second CPU for their producer or drain.  Set before the suites import numpy.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 SUITES = {"rings": "benchmarks.rings", "bridge": "benchmarks.bridge", "perf": "benchmarks.perf",
           "userspace": "benchmarks.userspace"}
