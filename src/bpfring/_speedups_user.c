@@ -194,8 +194,7 @@ ur_write_many(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_buffer pb;
     PyObject *it, *item;
     Py_ssize_t written = 0;
-    uint64_t *prodp, cons, prod, start;
-    unsigned char *base;
+    uint64_t cons, prod, start;
 
     if (check_nargs("write_many", nargs, 2) < 0)
         return NULL;
@@ -210,8 +209,6 @@ ur_write_many(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (batch_begin(self, &r, &cons, &prod) < 0)
         return NULL;
-    base = r.data.buf;
-    prodp = r.prod.buf;
     start = prod;
     if (PyTuple_GET_SIZE(args[1]))
         item = Py_NewRef(PyTuple_GET_ITEM(args[1], 0));
@@ -225,7 +222,7 @@ ur_write_many(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
 
             if (!fits(r.size, cons, prod, len))
                 break;
-            prod = put_in_batch(base, r.mask, start, prod, PyBytes_AS_STRING(item), len);
+            prod = put_in_batch(r.data.buf, r.mask, start, prod, PyBytes_AS_STRING(item), len);
             Py_DECREF(item);
             written++;
             item = PyIter_Next(it);
@@ -239,7 +236,7 @@ ur_write_many(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
             PyBuffer_Release(&pb);
             break;
         }
-        prod = put_in_batch(base, r.mask, start, prod, pb.buf, pb.len);
+        prod = put_in_batch(r.data.buf, r.mask, start, prod, pb.buf, pb.len);
         PyBuffer_Release(&pb);
         Py_DECREF(item);
         written++;
@@ -248,7 +245,7 @@ ur_write_many(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
     /* One release store publishes the batch (pairs with the drain's
      * smp_load_acquire of producer_pos), also when the iterator raised. */
     if (prod != start)
-        publish_batch(prodp, prod);
+        publish_batch(r.prod.buf, prod);
     ring_release(&r);
     if (item == NULL) {
         if (PyErr_Occurred())
@@ -277,8 +274,7 @@ ur_write_list(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_buffer pb;
     PyObject *list, *item;
     Py_ssize_t i, written = 0;
-    uint64_t *prodp, cons, prod, start, room, maxlen;
-    unsigned char *base;
+    uint64_t cons, prod, start, room, maxlen;
 
     if (check_nargs("write_list", nargs, 2) < 0)
         return NULL;
@@ -296,8 +292,6 @@ ur_write_list(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
     }
     if (batch_begin(self, &r, &cons, &prod) < 0)
         return NULL;
-    base = r.data.buf;
-    prodp = r.prod.buf;
     start = prod;
     /* Positions another producer left inconsistent: write nothing here, the
      * caller's checked path raises RingCorrupted (as fits() refuses). */
@@ -317,7 +311,7 @@ ur_write_list(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
 
             if ((uint64_t)len > maxlen || (span = span_of((uint32_t)len)) > room)
                 goto out;
-            prod = put_in_batch(base, r.mask, start, prod, PyBytes_AS_STRING(items[i]), len);
+            prod = put_in_batch(r.data.buf, r.mask, start, prod, PyBytes_AS_STRING(items[i]), len);
             room -= span;
             written++;
         }
@@ -336,7 +330,7 @@ ur_write_list(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
             Py_DECREF(item);
             break;
         }
-        prod = put_in_batch(base, r.mask, start, prod, pb.buf, pb.len);
+        prod = put_in_batch(r.data.buf, r.mask, start, prod, pb.buf, pb.len);
         room -= span;
         PyBuffer_Release(&pb);
         Py_DECREF(item);
@@ -347,7 +341,7 @@ out:
     /* One release store publishes the batch (pairs with the drain's
      * smp_load_acquire of producer_pos). */
     if (prod != start)
-        publish_batch(prodp, prod);
+        publish_batch(r.prod.buf, prod);
     ring_release(&r);
     return PyLong_FromSsize_t(written);
 }
