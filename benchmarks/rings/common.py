@@ -89,10 +89,11 @@ RATIO_TARGETS = (
 )
 #: Cases whose live run must lose no record at the producer's full rate.
 NO_LOSS_CASES = ("read_array", "view_array", "callback")
-#: Rows that measure numpy on the ring's memory: limits, not consumers.
+#: Rows that measure limits, not consumers: numpy on the ring's memory, C on
+#: write_many's input.
 LIMIT_CASES = ("np-headers", "np-headers-seq", "np-copy", "np-stream", "objects-read",
                "objects-copy")
-#: The limit row that bounds a case: the same work done by numpy alone.
+#: The limit row that bounds a case: the same work done by numpy or C alone.
 BOUNDS = {"view_array": "np-headers-seq", "read_array": "np-copy",
           "write_many": "objects-copy"}
 RSS_GROWTH_LIMIT = 1 << 20  # bytes of RSS growth after the first round counted as "flat"

@@ -256,9 +256,9 @@ def build_baseline(name: str, *, python_lib: bool = False) -> Path:
         import sysconfig
 
         flags = ["-shared", "-fPIC", "-I" + sysconfig.get_paths()["include"]]
-        cmd = [cc, "-O2", "-Wall", "-o", "OUT", str(src), *flags]
     else:
-        cmd = [cc, "-O2", "-Wall", "-o", "OUT", str(src), "-lbpf"]
+        flags = ["-lbpf"]
+    cmd = [cc, "-O2", "-Wall", "-o", "OUT", str(src), *flags]
     key = hashlib.sha256(src.read_bytes() + "\0".join([os.path.realpath(cc), *cmd[1:3],
                                                         *cmd[6:]]).encode()).hexdigest()[:16]
     d = _bench_dir()

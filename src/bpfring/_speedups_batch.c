@@ -375,17 +375,13 @@ ur_write_array(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
      * no order among them. */
     p = (unsigned char *)r.data.buf + (prod & r.mask);
     src = rb.buf;
-    for (i = 0; i < rows && i * span < STREAM_AFTER; i++) {
-        const uint32_t hdr[2] = {itemsize, 0}; /* {len, pg_off}: final, not BUSY */
-
-        memcpy(p, hdr, 8);
-        copy_payload(p + HDR_SIZE, src, itemsize);
-        p += span;
-        src += itemsize;
-    }
-    /* The rest of a large batch: streaming stores (see STREAM_AFTER). */
-    for (; i < rows; i++) {
-        stream_sample(p, src, itemsize);
+    for (i = 0; i < rows; i++) {
+        /* Headers {itemsize, 0}: final, not BUSY.  Streaming stores after
+         * the first STREAM_AFTER bytes of the batch. */
+        if (i * span < STREAM_AFTER)
+            plain_sample(p, src, itemsize);
+        else
+            stream_sample(p, src, itemsize);
         p += span;
         src += itemsize;
     }

@@ -11,14 +11,20 @@
 /* write / write_many (user ring: we produce, bpf_user_ringbuf_drain consumes) */
 /* -------------------------------------------------------------------------- */
 
+/* The largest sample a ring of `size` bytes takes (one sample alone, and
+ * the kernel's dynptr limit). */
+static inline uint64_t
+max_sample(uint64_t size)
+{
+    return size - HDR_SIZE < DYNPTR_MAX ? size - HDR_SIZE : DYNPTR_MAX;
+}
+
 /* Room for a `len`-byte sample between cons and prod? */
 static inline int
 fits(uint64_t size, uint64_t cons, uint64_t prod, Py_ssize_t len)
 {
-    uint64_t used = prod - cons, maxlen = size - HDR_SIZE;
+    uint64_t used = prod - cons, maxlen = max_sample(size);
 
-    if (maxlen > DYNPTR_MAX)
-        maxlen = DYNPTR_MAX;
     /* A misaligned producer_pos (another producer's doing) or positions more
      * than a ring apart: refuse; the checked path raises RingCorrupted. */
     if (len < 0 || (uint64_t)len > maxlen || used > size || (prod & 7u))
@@ -26,16 +32,22 @@ fits(uint64_t size, uint64_t cons, uint64_t prod, Py_ssize_t len)
     return span_of((uint32_t)len) <= size - used;
 }
 
-/* Payload first, then the final (not BUSY) header; nothing is visible to
- * the drain until producer_pos moves, so plain stores suffice here. */
+/* One sample at `at`: payload first, then the final (not BUSY) header;
+ * nothing is visible to the drain until producer_pos moves, so plain stores
+ * suffice here. */
+static inline void
+plain_sample(unsigned char *at, const void *src, Py_ssize_t len)
+{
+    copy_payload(at + HDR_SIZE, src, (uint32_t)len);
+    __atomic_store_n((uint32_t *)(at + 4), 0u, __ATOMIC_RELAXED); /* pg_off */
+    __atomic_store_n((uint32_t *)at, (uint32_t)len, __ATOMIC_RELAXED);
+}
+
+/* plain_sample() at ring position `prod`; returns the next position. */
 static inline uint64_t
 put_sample(unsigned char *base, uint64_t mask, uint64_t prod, const void *src, Py_ssize_t len)
 {
-    unsigned char *hdr = base + (prod & mask);
-
-    copy_payload(hdr + HDR_SIZE, src, (uint32_t)len); /* double mapping: never split */
-    __atomic_store_n((uint32_t *)(hdr + 4), 0u, __ATOMIC_RELAXED); /* pg_off */
-    __atomic_store_n((uint32_t *)hdr, (uint32_t)len, __ATOMIC_RELAXED);
+    plain_sample(base + (prod & mask), src, len); /* double mapping: never split */
     return prod + span_of((uint32_t)len);
 }
 
@@ -50,7 +62,7 @@ put_sample(unsigned char *base, uint64_t mask, uint64_t prod, const void *src, P
 /* BPFRING_NO_STREAM_STORES builds the portable path on x86 too (to test it). */
 #if defined(__x86_64__) && !defined(BPFRING_NO_STREAM_STORES)
 #include <immintrin.h>
-/* put_sample() with 8-byte streaming stores, header included (the header
+/* plain_sample() with 8-byte streaming stores, header included (the header
  * word's order no longer matters: nothing is visible before producer_pos
  * moves).  The tail word is built in a register: the span is 8-byte padded,
  * so the padding is ours to write, and the source is never read past len. */
@@ -93,15 +105,8 @@ publish_batch(uint64_t *prodp, uint64_t prod)
     st_rel64(prodp, prod); /* pairs with the drain's smp_load_acquire of producer_pos */
 }
 #else
+#define stream_sample plain_sample
 #define put_sample_stream put_sample
-static inline void
-stream_sample(unsigned char *at, const void *src, Py_ssize_t len)
-{
-    const uint32_t hdr[2] = {(uint32_t)len, 0};
-
-    copy_payload(at + HDR_SIZE, src, (uint32_t)len);
-    memcpy(at, hdr, 8);
-}
 static inline void
 publish_batch(uint64_t *prodp, uint64_t prod)
 {
@@ -298,7 +303,7 @@ ur_write_list(RingObject *self, PyObject *const *args, Py_ssize_t nargs)
     if ((prod & 7u) || prod - cons > r.size)
         goto out;
     room = r.size - (prod - cons);
-    maxlen = r.size - HDR_SIZE < DYNPTR_MAX ? r.size - HDR_SIZE : DYNPTR_MAX;
+    maxlen = max_sample(r.size);
     for (;;) {
         /* A run of exact bytes objects: nothing in it runs Python code, so
          * the items array and its size stay valid for the whole run. */
